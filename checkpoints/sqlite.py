@@ -1,0 +1,147 @@
+"""The kasloop database: LangGraph's async SQLite saver plus kasloop's own tables, in one file.
+
+One aiosqlite connection serves the saver, the act ledger, the event log,
+the approvals and the thread registry, so writes from one process never
+fight each other; WAL and a busy timeout let other processes (``kasloop
+approve`` while a daemon runs) share the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from kasloop.errors import CheckpointError
+
+__all__ = ["Database", "open_database", "sqlite_path"]
+
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+CREATE TABLE IF NOT EXISTS kasloop_threads (
+    thread_id TEXT PRIMARY KEY,
+    goal TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kasloop_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    thread_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    step INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kasloop_events_thread ON kasloop_events(thread_id, id);
+CREATE TRIGGER IF NOT EXISTS kasloop_events_no_update BEFORE UPDATE ON kasloop_events
+BEGIN SELECT RAISE(ABORT, 'the kasloop event log is append-only'); END;
+CREATE TABLE IF NOT EXISTS kasloop_ledger (
+    key TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arg_hash TEXT NOT NULL,
+    idempotent INTEGER NOT NULL,
+    intent_at REAL NOT NULL,
+    result TEXT,
+    result_at REAL
+);
+CREATE INDEX IF NOT EXISTS kasloop_ledger_thread ON kasloop_ledger(thread_id);
+CREATE TABLE IF NOT EXISTS kasloop_approvals (
+    approval_id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args TEXT NOT NULL,
+    risk TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    arg_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    decision TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    decided_at REAL,
+    decided_by TEXT,
+    channel TEXT
+);
+CREATE INDEX IF NOT EXISTS kasloop_approvals_thread ON kasloop_approvals(thread_id, status);
+"""
+
+
+def sqlite_path(db: str | Path) -> Path:
+    """Accept a path or a ``sqlite:///path`` URL."""
+    text = str(db)
+    if text.startswith("sqlite:///"):
+        return Path(text.removeprefix("sqlite:///"))
+    if "://" in text:
+        raise CheckpointError(
+            f"Database URL `{text}` is not supported here; use a file path or sqlite:///PATH."
+        )
+    return Path(text)
+
+
+class Database:
+    """An open kasloop database. Create it with ``open_database``."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.saver = AsyncSqliteSaver(conn)
+        self._write_lock = asyncio.Lock()
+
+    async def setup(self) -> None:
+        await self.saver.setup()
+        await self.conn.executescript(_SCHEMA)
+        await self.conn.commit()
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one write and commit it; returns the number of changed rows."""
+        async with self._write_lock:
+            cursor = await self.conn.execute(sql, params)
+            changed = cursor.rowcount
+            await cursor.close()
+            await self.conn.commit()
+            return changed
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        async with self.conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        async with self.conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+
+@asynccontextmanager
+async def open_database(path: str | Path) -> AsyncIterator[Database]:
+    """Open (and create if needed) the kasloop database at ``path``."""
+    file = sqlite_path(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(file), timeout=BUSY_TIMEOUT_MS / 1000)
+    except (OSError, sqlite3.Error) as exc:
+        raise CheckpointError(f"Cannot open the kasloop database `{file}`: {exc}. Check --home / --db.") from None
+    try:
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db = Database(conn, file)
+        try:
+            await db.setup()
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"`{file}` is not a usable kasloop database: {exc}.") from None
+        yield db
+    finally:
+        await conn.close()

@@ -1,0 +1,58 @@
+"""The thread registry: each thread's goal, stored policy and last known status.
+
+The policy (autonomy, tools, rules, budgets, workspace, model) is written once
+when the thread starts and read back on every resume, so the limits a thread
+runs under cannot be changed by the process that resumes it, by the model or
+by a tool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, TypedDict
+
+from kasloop.checkpoints.sqlite import Database
+
+__all__ = ["ThreadRecord", "ThreadStore"]
+
+
+class ThreadRecord(TypedDict):
+    thread: str
+    goal: str
+    policy: dict[str, Any]
+    status: str
+    created_at: float
+    updated_at: float
+
+
+def _record(row: Any) -> ThreadRecord:
+    return ThreadRecord(
+        thread=row["thread_id"], goal=row["goal"], policy=json.loads(row["policy"]), status=row["status"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+class ThreadStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, thread_id: str, goal: str, policy: dict[str, Any]) -> None:
+        now = time.time()
+        await self.db.execute(
+            "INSERT INTO kasloop_threads (thread_id, goal, policy, status, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+            (thread_id, goal, json.dumps(policy), "running", now, now),
+        )
+
+    async def get(self, thread_id: str) -> ThreadRecord | None:
+        row = await self.db.fetchone("SELECT * FROM kasloop_threads WHERE thread_id = ?", (thread_id,))
+        return _record(row) if row else None
+
+    async def set_status(self, thread_id: str, status: str) -> None:
+        await self.db.execute(
+            "UPDATE kasloop_threads SET status = ?, updated_at = ? WHERE thread_id = ?", (status, time.time(), thread_id)
+        )
+
+    async def all(self) -> list[ThreadRecord]:
+        rows = await self.db.fetchall("SELECT * FROM kasloop_threads ORDER BY updated_at DESC")
+        return [_record(r) for r in rows]

@@ -1,0 +1,135 @@
+"""The agent loop as a LangGraph ``StateGraph``: perceive → decide → act, with recovery and approvals.
+
+```
+START → perceive → decide ─┬─ no tool call, goal met ──────────→ END
+                           ├─ every call refused ──────────────→ decide
+                           ├─ needs approval → human_approval ─┬─ approve/edit → act
+                           │                                   └─ reject/respond → decide
+                           └─ allowed ─────────────────────────→ act
+act ─┬─ ok → perceive
+     └─ error → self_diagnose ─┬─ transient → act (backoff)
+                               ├─ fixable → decide (with diagnosis)
+                               └─ stuck → human_approval (L2, L3) or END (L4)
+```
+Every edge is a pure function of the state: no model decides a route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from kasloop.checkpoints.memory import MemoryEventLog, MemoryLedger
+from kasloop.config import AgentConfig
+from kasloop.models import build_model
+from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
+from kasloop.nodes.deps import EventSink, LedgerLike, NodeDeps
+from kasloop.nodes.human_approval import route_after_approval
+from kasloop.nodes.self_diagnose import route_after_diagnosis
+from kasloop.state import AgentState, RunContext
+from kasloop.tools.base import Tool
+from kasloop.tools.registry import select_tools
+
+__all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide", "route_after_perceive"]
+
+
+def route_after_perceive(state: AgentState) -> Literal["decide", "__end__"]:
+    return END if state.get("status") == "paused_budget" else "decide"
+
+
+def route_after_decide(state: AgentState) -> Literal["act", "decide", "human_approval", "self_diagnose", "__end__"]:
+    if state.get("last_error"):
+        return "self_diagnose"
+    if state.get("status") == "done":
+        return END
+    pending = state.get("pending", [])
+    if not pending:
+        return "decide"  # every call was refused; the model reads why
+    if any(call.get("gate") == "ask" for call in pending):
+        return "human_approval"
+    return "act"
+
+
+def route_after_act(state: AgentState) -> Literal["perceive", "self_diagnose", "__end__"]:
+    if state.get("status") == "paused_budget":
+        return END
+    return "self_diagnose" if state.get("last_error") else "perceive"
+
+
+def context_for(config: AgentConfig, thread_id: str, tools: Iterable[str]) -> RunContext:
+    """The read-only run context of a thread, from its stored policy."""
+    return RunContext(
+        thread_id=thread_id,
+        autonomy=config.autonomy,
+        tools=tuple(tools),
+        rules=tuple(config.rules),
+        risk_overrides=dict(config.risk_overrides),
+        max_steps=config.budgets.max_steps,
+        max_tool_calls=config.budgets.max_tool_calls,
+    )
+
+
+def build_graph(
+    config: AgentConfig | None = None,
+    *,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    model: BaseChatModel | None = None,
+    tools: Iterable[Tool] = (),
+    ledger: LedgerLike | None = None,
+    events: EventSink | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile the agent loop for ``config``.
+
+    Args:
+        config: what the agent may do; defaults to ``AgentConfig()``.
+        checkpointer: where state is saved; pass kasloop's SQLite saver for durable threads.
+        model: a chat model to use instead of the one the config's spec names.
+        tools: extra (user-defined) tools the config may select by name or family.
+        ledger, events: kasloop's database tables; in-process ones are used when omitted.
+
+    Returns:
+        The compiled graph. Invoke it with ``context=RunContext(...)`` to set the
+        thread's policy; without one it runs with the config's policy.
+    """
+    config = config or AgentConfig()
+    selected = select_tools(config.tools, tools)
+    deps = NodeDeps(
+        config=config,
+        model=model or build_model(config.model_specs[0], config),
+        tools=selected,
+        ledger=ledger or MemoryLedger(),
+        events=events or MemoryEventLog(),
+        default_context=context_for(config, "default", selected),
+    )
+    builder = StateGraph(AgentState, context_schema=RunContext)
+    builder.add_node("perceive", make_perceive(deps))
+    builder.add_node("decide", make_decide(deps))
+    builder.add_node("act", make_act(deps))
+    builder.add_node("self_diagnose", make_self_diagnose(deps))
+    builder.add_node("human_approval", make_human_approval(deps))
+    builder.add_edge(START, "perceive")
+    builder.add_conditional_edges("perceive", route_after_perceive, ["decide", END])
+    builder.add_conditional_edges("decide", route_after_decide, ["act", "decide", "human_approval", "self_diagnose", END])
+    builder.add_conditional_edges("human_approval", route_after_approval, ["act", "decide", END])
+    builder.add_conditional_edges("act", route_after_act, ["perceive", "self_diagnose", END])
+    builder.add_conditional_edges("self_diagnose", route_after_diagnosis, ["act", "decide", "human_approval", END])
+    return builder.compile(checkpointer=checkpointer, name="kasloop-agent")
+
+
+def __getattr__(name: str) -> Any:
+    """``graph``: the loop built from ``kasloop.toml`` / ``KASLOOP_*``, for LangGraph Studio.
+
+    Built on first access so importing this module never needs a model.
+    """
+    if name == "graph":
+        from kasloop.settings import load_config
+
+        built = build_graph(load_config())
+        globals()["graph"] = built
+        return built
+    raise AttributeError(name)

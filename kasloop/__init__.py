@@ -1,0 +1,47 @@
+"""kasloop: autonomous AI agents that run for days, built on LangGraph.
+
+The public API is what ``__all__`` lists; everything else may change.
+"""
+
+from kasloop.agent import Agent, RunResult
+from kasloop.config import AgentConfig, Budgets, OpenAISettings, PolicyRule
+from kasloop.errors import (
+    ApprovalError,
+    AutonomyLevelError,
+    BudgetExceeded,
+    CheckpointError,
+    ConfigError,
+    KasloopError,
+    ModelError,
+    ScriptExhausted,
+    ThreadNotFound,
+    UsageError,
+)
+from kasloop.graphs.agent import build_graph
+from kasloop.scripted import ScriptedChatModel
+from kasloop.state import AgentState, RunContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "AgentState",
+    "ApprovalError",
+    "AutonomyLevelError",
+    "BudgetExceeded",
+    "Budgets",
+    "CheckpointError",
+    "ConfigError",
+    "KasloopError",
+    "ModelError",
+    "OpenAISettings",
+    "PolicyRule",
+    "RunContext",
+    "RunResult",
+    "ScriptExhausted",
+    "ScriptedChatModel",
+    "ThreadNotFound",
+    "UsageError",
+    "build_graph",
+]

@@ -1,0 +1,3 @@
+from kasloop.cli import main
+
+main()

@@ -1,0 +1,382 @@
+"""``Agent``: run goals as durable threads, pause for approvals, resume from any process.
+
+Each thread's policy is stored when it starts; every later call (resume,
+approve, reject) rebuilds the graph from that stored policy, so a different
+process, flag or model output cannot widen what the thread may do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from langchain_core.messages import HumanMessage
+from langgraph.types import Command
+from pydantic import ValidationError
+
+from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Ledger, ThreadStore, open_database
+from kasloop.config import AgentConfig
+from kasloop.errors import ApprovalError, ConfigError, ThreadNotFound, UsageError
+from kasloop.graphs.agent import build_graph, context_for
+from kasloop.policy import arg_hash
+from kasloop.settings import resolve_home
+from kasloop.state import Usage, empty_usage
+from kasloop.tools.base import Tool
+from kasloop.tools.registry import select_tools
+
+__all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
+
+EXIT_CODES = {"done": 0, "waiting_approval": 10, "paused_budget": 11, "escalated": 12, "failed": 12}
+
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+T = TypeVar("T")
+
+
+def approval_json(record: ApprovalRecord | dict[str, Any]) -> dict[str, Any]:
+    """The stable JSON shape of a pending approval (DESIGN §12)."""
+    return {
+        "approval_id": record["approval_id"],
+        "thread": record["thread"],
+        "tool": record["tool"],
+        "args": record["args"],
+        "risk": record["risk"],
+        "reason": record["reason"],
+        "arg_hash": record["arg_hash"],
+        "created_at": record["created_at"],
+        "expires_at": record["expires_at"],
+        "kind": record.get("kind", "tool_call"),
+    }
+
+
+@dataclass
+class RunResult:
+    """Where a thread stands after ``run``/``resume``/``approve``."""
+
+    thread: str
+    status: str
+    output: str = ""
+    approvals: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage = field(default_factory=empty_usage)
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code for this status (0 done, 10 approval, 11 budget, 12 escalated)."""
+        return EXIT_CODES.get(self.status, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"thread": self.thread, "status": self.status, "output": self.output, "approvals": self.approvals, "usage": dict(self.usage)}
+
+
+def _run_sync(coro: Awaitable[T], name: str) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    if hasattr(coro, "close"):
+        coro.close()  # type: ignore[union-attr]
+    raise UsageError(f"Agent.{name}_sync() was called inside a running event loop; use `await agent.{name}(...)`.")
+
+
+def _absolute_policy(config: AgentConfig, cwd: Path) -> AgentConfig:
+    """Make paths in the policy absolute, so any process can resume the thread."""
+    workspace = config.workspace if config.workspace.is_absolute() else (cwd / config.workspace)
+    specs = []
+    for spec in config.model_specs:
+        kind, _, rest = spec.partition(":")
+        if kind == "scripted" and rest and not Path(rest).is_absolute():
+            spec = f"scripted:{(cwd / rest).resolve()}"
+        specs.append(spec)
+    model: str | list[str] = specs[0] if len(specs) == 1 else specs
+    return config.model_copy(update={"workspace": workspace.resolve(), "model": model})
+
+
+class Agent:
+    """Runs goals as durable threads in a kasloop home (``.kasloop/``).
+
+    Example:
+        ```python
+        agent = Agent(AgentConfig(autonomy=3, model="scripted:plan.jsonl", workspace="ws"))
+        result = await agent.run("write hello.txt")
+        if result.status == "waiting_approval":
+            result = await agent.approve(result.approvals[0]["approval_id"])
+        ```
+
+    Args:
+        config: policy and settings for new threads (existing threads keep their own policy).
+        home: kasloop home folder (default: ``KASLOOP_HOME`` or ``./.kasloop``).
+        db: database file (default: ``<home>/kasloop.db``).
+        tools: extra tools (``kasloop.tools.Tool``) that configs may select.
+        progress: called with (node name, update) after every node, e.g. for a live display.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig | None = None,
+        *,
+        home: str | Path | None = None,
+        db: str | Path | None = None,
+        tools: Iterable[Tool] = (),
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config or AgentConfig()
+        self.home = resolve_home(Path(home) if home is not None else None)
+        self.db_path = Path(db) if db is not None else self.home / "kasloop.db"
+        self.extra_tools = tuple(tools)
+        self.progress = progress
+        select_tools(self.config.tools, self.extra_tools)  # unknown tools fail now, before any write
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[Database]:
+        async with open_database(self.db_path) as db:
+            yield db
+
+    def _thread_config(self, policy: dict[str, Any]) -> AgentConfig:
+        try:
+            return self.config.with_thread_policy(policy)
+        except ValidationError as exc:
+            raise ConfigError(f"The stored policy of this thread is invalid: {exc.errors()[0]['msg']}.") from None
+
+    def _graph(self, db: Database, config: AgentConfig) -> Any:
+        return build_graph(config, checkpointer=db.saver, tools=self.extra_tools, ledger=Ledger(db), events=EventLog(db))
+
+    async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
+        graph = self._graph(db, config)
+        ctx = context_for(config, thread_id, select_tools(config.tools, self.extra_tools))
+        run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000}
+        async for chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode="updates"):
+            if self.progress is not None:
+                for node, update in chunk.items():
+                    self.progress(node, update if isinstance(update, dict) else {})
+        return await self._settle(db, graph, thread_id, run_config)
+
+    async def _settle(self, db: Database, graph: Any, thread_id: str, run_config: dict[str, Any]) -> RunResult:
+        """Read where the thread stopped; persist pending approvals; return the result."""
+        snapshot = await graph.aget_state(run_config)
+        values = snapshot.values or {}
+        approvals = ApprovalStore(db)
+        records: list[dict[str, Any]] = []
+        batch_id: str | None = None
+        for intr in snapshot.interrupts:
+            batch_id = intr.id
+            for request in intr.value.get("requests", []):
+                record = {**request, "batch_id": intr.id}
+                await approvals.add(record)
+                records.append(record)
+        await approvals.mark_stale(thread_id, batch_id)
+        if snapshot.interrupts:
+            status = "waiting_approval"
+            pending = [r for r in await approvals.pending(thread_id)]
+            records = [approval_json(r) for r in pending]
+            for record in records:
+                await EventLog(db).append(thread_id, values.get("usage", empty_usage())["steps"], "approval_requested", approval_id=record["approval_id"], tool=record["tool"], arg_hash=record["arg_hash"], reason=record["reason"])
+        else:
+            status = values.get("status", "running")
+            if status in ("running", "waiting_approval") and not snapshot.next:
+                status = "done"
+        await ThreadStore(db).set_status(thread_id, status)
+        return RunResult(
+            thread=thread_id, status=status, output=values.get("output", ""),
+            approvals=records if snapshot.interrupts else [], usage=values.get("usage", empty_usage()),
+        )
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def run(self, goal: str, *, thread_id: str | None = None) -> RunResult:
+        """Start (or continue) a thread with a goal and drive it until done, paused or waiting.
+
+        Raises:
+            UsageError: the thread is waiting for an approval.
+            ConfigError: the model spec or tools are invalid (nothing is written then).
+        """
+        if not goal.strip():
+            raise UsageError("The goal is empty; say what the agent should achieve.")
+        config = _absolute_policy(self.config, Path.cwd())
+        build_graph(config, tools=self.extra_tools)  # validate model spec and tools before any write
+        async with self._open() as db:
+            threads = ThreadStore(db)
+            thread_id = thread_id or "t-" + uuid.uuid4().hex[:10]
+            existing = await threads.get(thread_id)
+            goals: list[dict[str, Any]] = []
+            if existing is None:
+                await threads.create(thread_id, goal, config.thread_policy())
+            else:
+                if await ApprovalStore(db).pending(thread_id):
+                    raise UsageError(
+                        f"Thread `{thread_id}` is waiting for approval; decide with `kasloop approvals` / `kasloop approve ID` first."
+                    )
+                config = self._thread_config(existing["policy"])
+                state = await self._graph(db, config).aget_state({"configurable": {"thread_id": thread_id}})
+                goals = list((state.values or {}).get("goals", []))
+            await EventLog(db).append(thread_id, 0, "goal", text=goal)
+            goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
+            payload = {
+                "messages": [HumanMessage(goal)], "goals": goals, "status": "running", "output": "",
+                "usage": empty_usage(), "attempts": 0, "pending": [], "last_error": None, "diagnosis": None,
+            }
+            return await self._drive(db, thread_id, config, payload)
+
+    async def resume(self, thread_id: str) -> RunResult:
+        """Continue a thread where it stopped (after a crash, or once its approvals are decided)."""
+        async with self._open() as db:
+            record = await ThreadStore(db).get(thread_id)
+            if record is None:
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+            config = self._thread_config(record["policy"])
+            graph = self._graph(db, config)
+            run_config = {"configurable": {"thread_id": thread_id}}
+            snapshot = await graph.aget_state(run_config)
+            if snapshot.interrupts:
+                batch = await ApprovalStore(db).batch(snapshot.interrupts[0].id)
+                if not batch or any(r["status"] == "pending" for r in batch):
+                    return await self._settle(db, graph, thread_id, run_config)
+                return await self._drive(db, thread_id, config, Command(resume=_resume_value(batch)))
+            if not snapshot.next:
+                return await self._settle(db, graph, thread_id, run_config)
+            return await self._drive(db, thread_id, config, None)
+
+    async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
+        """Pending approval requests, oldest first, across threads (or of one thread)."""
+        async with self._open() as db:
+            return [approval_json(r) for r in await ApprovalStore(db).pending(thread_id)]
+
+    async def decide(
+        self,
+        approval_id: str,
+        decision: Decision,
+        *,
+        by: str | None = None,
+        channel: str = "python",
+        resume: bool = True,
+    ) -> RunResult:
+        """Record one decision; once every request of that pause is decided, continue the thread.
+
+        Raises:
+            ApprovalError: unknown, stale, expired or already-decided id, or invalid edited args.
+                Nothing is written in that case.
+        """
+        async with self._open() as db:
+            store = ApprovalStore(db)
+            record = await store.get(approval_id)
+            if record is None:
+                raise ApprovalError(f"No approval `{approval_id}`; list pending ones with `kasloop approvals`.")
+            if record["status"] != "pending":
+                raise ApprovalError(f"Approval `{approval_id}` is {record['status']}, not pending; nothing to decide. List pending ones with `kasloop approvals`.")
+            thread = await ThreadStore(db).get(record["thread"])
+            if thread is None:
+                raise ApprovalError(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
+            config = self._thread_config(thread["policy"])
+            graph = self._graph(db, config)
+            snapshot = await graph.aget_state({"configurable": {"thread_id": record["thread"]}})
+            live = {i.id for i in snapshot.interrupts}
+            if record["batch_id"] not in live:
+                raise ApprovalError(f"Approval `{approval_id}` is stale: thread `{record['thread']}` is no longer waiting for it.")
+            decision = dict(decision)  # type: ignore[assignment]
+            kind = decision.get("decision")
+            if kind not in ("approve", "edit", "reject", "respond"):
+                raise ApprovalError(f"Decision `{kind}` is not one of approve, edit, reject, respond.")
+            if kind == "edit":
+                decision["args"] = self._checked_edit(config, record, decision.get("args"))
+                decision["arg_hash"] = arg_hash(record["tool"], decision["args"])
+            else:
+                decision["arg_hash"] = record["arg_hash"]
+            decision["by"] = by or getpass.getuser()
+            decision["channel"] = channel
+            if not await store.decide(approval_id, decision, by=decision["by"], channel=channel):  # type: ignore[arg-type]
+                raise ApprovalError(f"Approval `{approval_id}` was decided by someone else meanwhile; nothing changed.")
+            step = (snapshot.values or {}).get("usage", empty_usage())["steps"]
+            await EventLog(db).append(
+                record["thread"], step, "approval_decision", approval_id=approval_id, decision=kind, by=decision["by"],
+                channel=channel, arg_hash=record["arg_hash"], new_arg_hash=decision["arg_hash"] if kind == "edit" else None,
+            )
+            batch = await store.batch(record["batch_id"])
+            if not resume or any(r["status"] == "pending" for r in batch):
+                return await self._settle(db, graph, record["thread"], {"configurable": {"thread_id": record["thread"]}})
+            return await self._drive(db, record["thread"], config, Command(resume=_resume_value(batch)))
+
+    def _checked_edit(self, config: AgentConfig, record: ApprovalRecord, args: Any) -> dict[str, Any]:
+        if not isinstance(args, dict):
+            raise ApprovalError("Edited arguments must be a JSON object, e.g. '{\"path\": \"notes.md\"}'.")
+        tools = select_tools(config.tools, self.extra_tools)
+        tool = tools.get(record["tool"])
+        if tool is None:
+            raise ApprovalError(f"Approval `{record['approval_id']}` is not a tool call; edit is only for tool calls.")
+        try:
+            tool.args_model.model_validate(args)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "arguments"
+            raise ApprovalError(f"Edited arguments for `{tool.name}` are invalid: {where}: {first['msg']}.") from None
+        return args
+
+    async def approve(self, approval_id: str, *, edit: dict[str, Any] | None = None, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
+        """Approve a pending call (with ``edit``: run it with these arguments instead)."""
+        decision: Decision = {"decision": "edit", "args": edit} if edit is not None else {"decision": "approve"}
+        return await self.decide(approval_id, decision, by=by, channel=channel, resume=resume)
+
+    async def reject(self, approval_id: str, reason: str = "", *, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
+        """Refuse a pending call; the model is told ``reason`` and plans again."""
+        return await self.decide(approval_id, {"decision": "reject", "reason": reason}, by=by, channel=channel, resume=resume)
+
+    async def respond(self, approval_id: str, text: str, *, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
+        """Answer instead of running the call: ``text`` is given to the model as the result."""
+        return await self.decide(approval_id, {"decision": "respond", "text": text}, by=by, channel=channel, resume=resume)
+
+    async def status(self, thread_id: str | None = None) -> list[dict[str, Any]]:
+        """Threads with their status, goal, usage and pending approvals."""
+        async with self._open() as db:
+            threads = ThreadStore(db)
+            records = [await threads.get(thread_id)] if thread_id else await threads.all()
+            if thread_id and records[0] is None:
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+            out = []
+            for rec in records:
+                assert rec is not None
+                pending = await ApprovalStore(db).pending(rec["thread"])
+                state = await db.saver.aget_tuple({"configurable": {"thread_id": rec["thread"], "checkpoint_ns": ""}})
+                usage = empty_usage()
+                if state is not None:
+                    usage = state.checkpoint["channel_values"].get("usage", usage)
+                out.append({
+                    "thread": rec["thread"], "status": rec["status"], "goal": rec["goal"],
+                    "autonomy": rec["policy"].get("autonomy"), "model": rec["policy"].get("model"),
+                    "updated_at": rec["updated_at"], "usage": usage, "approvals": [approval_json(p) for p in pending],
+                })
+            return out
+
+    async def history(self, thread_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The thread's event log, oldest first."""
+        async with self._open() as db:
+            if await ThreadStore(db).get(thread_id) is None:
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+            return await EventLog(db).history(thread_id, limit=limit)
+
+    # -- sync twins -------------------------------------------------------------------------
+
+    def run_sync(self, goal: str, *, thread_id: str | None = None) -> RunResult:
+        """``run`` for code without an event loop (scripts, a notebook cell without ``await``)."""
+        return _run_sync(self.run(goal, thread_id=thread_id), "run")
+
+    def resume_sync(self, thread_id: str) -> RunResult:
+        return _run_sync(self.resume(thread_id), "resume")
+
+    def approve_sync(self, approval_id: str, **kwargs: Any) -> RunResult:
+        return _run_sync(self.approve(approval_id, **kwargs), "approve")
+
+    def reject_sync(self, approval_id: str, reason: str = "", **kwargs: Any) -> RunResult:
+        return _run_sync(self.reject(approval_id, reason, **kwargs), "reject")
+
+    def respond_sync(self, approval_id: str, text: str, **kwargs: Any) -> RunResult:
+        return _run_sync(self.respond(approval_id, text, **kwargs), "respond")
+
+
+def _resume_value(batch: list[ApprovalRecord]) -> dict[str, Any]:
+    return {r["approval_id"]: r["decision"] for r in batch}
+

@@ -1,0 +1,90 @@
+"""``kasloop run`` and ``kasloop resume``: drive a thread until done, waiting, paused or escalated."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.status import Status
+
+from kasloop.agent import RunResult
+from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
+from kasloop.cli._console import err, print_result
+
+__all__ = ["register"]
+
+
+class LiveProgress:
+    """A one-line spinner on stderr: step, node, last tool. Silent when not on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal
+        self.step = 0
+        self.last_tool = "-"
+        self.status: Status | None = None
+
+    def __enter__(self) -> LiveProgress:
+        if self.enabled:
+            self.status = err.status("starting…")
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+    def __call__(self, node: str, update: dict[str, Any]) -> None:
+        usage = update.get("usage")
+        if usage:
+            self.step = usage["steps"]
+        for call in update.get("pending", []) or []:
+            self.last_tool = call.get("tool", self.last_tool)
+        if self.status is not None:
+            self.status.update(f"step {self.step} · {node} · last tool {self.last_tool}")
+
+
+def _finish(result: RunResult, as_json: bool) -> None:
+    print_result(result, as_json=as_json)
+    raise typer.Exit(result.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        goal: Annotated[str, typer.Argument(help="What the agent should achieve.")],
+        thread: Annotated[str | None, typer.Option("--thread", help="Thread id (new or existing).")] = None,
+        autonomy: Annotated[int | None, typer.Option("--autonomy", help="2 approve every call · 3 approve risky calls · 4 autonomous.")] = None,
+        model: Annotated[str | None, typer.Option("--model", help="scripted:FILE, openai:NAME or local.")] = None,
+        workspace: Annotated[Path | None, typer.Option("--workspace", help="Folder the file tools are jailed to.")] = None,
+        tools: Annotated[str | None, typer.Option("--tools", help="Comma list of tool families or tools, e.g. files.")] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Budget: cycles per run.")] = None,
+        home: HomeOpt = None,
+        db: DbOpt = None,
+        config: ConfigOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Run GOAL as a thread: exits 0 done, 10 waiting for approval, 11 paused by budget, 12 escalated."""
+        with LiveProgress(not json_out) as progress:
+            agent = make_agent(
+                home=home, db=db, config_file=config, progress=progress,
+                autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps,
+            )
+            result = asyncio.run(agent.run(goal, thread_id=thread))
+        _finish(result, json_out)
+
+    @app.command()
+    def resume(
+        thread: Annotated[str, typer.Argument(help="Thread id.")],
+        home: HomeOpt = None,
+        db: DbOpt = None,
+        config: ConfigOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Continue THREAD where it stopped (after a crash or once its approvals are decided)."""
+        with LiveProgress(not json_out) as progress:
+            agent = make_agent(home=home, db=db, config_file=config, progress=progress)
+            result = asyncio.run(agent.resume(thread))
+        _finish(result, json_out)
+

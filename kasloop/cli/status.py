@@ -1,0 +1,72 @@
+"""``kasloop status`` and ``kasloop history``: where threads stand and what they did."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
+from kasloop.cli._console import out, print_json
+
+__all__ = ["register"]
+
+_SKIP = {"id", "ts", "step", "kind"}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def status(
+        thread: Annotated[str | None, typer.Argument(help="Thread id (default: all threads).")] = None,
+        home: HomeOpt = None,
+        db: DbOpt = None,
+        config: ConfigOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Show threads: status, goal, usage, pending approvals."""
+        agent = make_agent(home=home, db=db, config_file=config)
+        rows = asyncio.run(agent.status(thread))
+        if json_out:
+            print_json(rows[0] if thread else rows)
+            return
+        if not rows:
+            out.print("No threads yet. Start one with [bold]kasloop run GOAL[/bold].")
+            return
+        table = Table(title="Threads", title_justify="left")
+        for col in ("thread", "status", "autonomy", "steps", "tool calls", "tokens", "approvals", "updated", "goal"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            u = r["usage"]
+            table.add_row(
+                r["thread"], r["status"], str(r["autonomy"]), str(u["steps"]), str(u["tool_calls"]),
+                str(u["input_tokens"] + u["output_tokens"]), str(len(r["approvals"])),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["updated_at"])), r["goal"][:80],
+            )
+        out.print(table)
+
+    @app.command()
+    def history(
+        thread: Annotated[str, typer.Argument(help="Thread id.")],
+        limit: Annotated[int | None, typer.Option("--limit", help="Only the last N events.")] = None,
+        home: HomeOpt = None,
+        db: DbOpt = None,
+        config: ConfigOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Show THREAD's event log: every node, tool call, approval and error, in order."""
+        agent = make_agent(home=home, db=db, config_file=config)
+        events = asyncio.run(agent.history(thread, limit=limit))
+        if json_out:
+            print_json(events)
+            return
+        table = Table(title=f"History of {thread}", title_justify="left")
+        for col in ("#", "time", "step", "event", "details"):
+            table.add_column(col, overflow="fold")
+        for e in events:
+            details = json.dumps({k: v for k, v in e.items() if k not in _SKIP}, ensure_ascii=False, default=str)
+            table.add_row(str(e["id"]), time.strftime("%H:%M:%S", time.localtime(e["ts"])), str(e["step"]), e["kind"], details[:300])
+        out.print(table)

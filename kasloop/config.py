@@ -1,0 +1,171 @@
+"""Configuration values: what an agent may do, with what, and within which limits.
+
+These are frozen values. A thread stores its policy part (autonomy, tools,
+rules, budgets, workspace, model) when it starts, so a resumed thread keeps the
+limits it was started with whatever the resuming process passes; secrets are
+never stored with the thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from kasloop.errors import AutonomyLevelError
+
+__all__ = [
+    "AUTONOMY_LEVELS",
+    "AgentConfig",
+    "Budgets",
+    "OpenAISettings",
+    "PolicyRule",
+    "Risk",
+    "RuleAction",
+    "check_autonomy",
+]
+
+Risk = Literal["read", "low", "high", "critical"]
+RuleAction = Literal["allow", "deny", "ask"]
+
+AUTONOMY_LEVELS: dict[int, str] = {
+    2: "copilot: a human approves every tool call",
+    3: "semi-autonomous: acts alone within guardrails; risky calls need approval",
+    4: "autonomous: acts and recovers alone; policy denials are final",
+}
+
+_LOW_LEVELS = {
+    0: "level 0 would mean no automation at all (a human does everything)",
+    1: "level 1 would mean the agent only suggests and a human carries out every step",
+}
+
+
+def check_autonomy(level: int) -> int:
+    """Return ``level`` if kasloop runs it, else raise a message that explains the choice."""
+    if level in AUTONOMY_LEVELS:
+        return level
+    if level in _LOW_LEVELS:
+        raise AutonomyLevelError(
+            f"Autonomy level `{level}` is not supported: {_LOW_LEVELS[level]}, which needs no agent "
+            "loop. kasloop starts at 2 (copilot: it proposes each tool call and waits for your "
+            "approval). Use --autonomy 2, 3 or 4."
+        )
+    raise AutonomyLevelError(
+        f"Autonomy level `{level}` does not exist; choose 2 (approve every call), "
+        "3 (approve risky calls) or 4 (fully autonomous) with --autonomy or `autonomy` in kasloop.toml."
+    )
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PolicyRule(_Frozen):
+    """A standing decision for matching tool calls.
+
+    Rules beat levels: ``deny`` refuses the call at every level, ``ask`` always
+    asks a human, ``allow`` runs it without asking (except for a side effect after
+    untrusted content at level 3). When several rules match, the strictest wins
+    (deny > ask > allow).
+    """
+
+    tool: str
+    """Tool name or glob, e.g. ``files_*``."""
+    action: RuleAction
+    args: dict[str, str] = Field(default_factory=dict)
+    """Argument name → glob the argument's string form must match, e.g. ``{"path": "notes/*"}``."""
+
+
+class Budgets(_Frozen):
+    """Hard limits of one run. ``None`` switches a limit off."""
+
+    max_steps: int | None = 50
+    """Perceive→decide→act cycles per run."""
+    max_tool_calls: int | None = None
+    """Tool calls per run."""
+
+    @field_validator("max_steps", "max_tool_calls")
+    @classmethod
+    def _positive(cls, value: int | None, info: Any) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {value}")
+        return value
+
+
+class OpenAISettings(_Frozen):
+    """How to reach an OpenAI-compatible server. Never stored with a thread."""
+
+    base_url: str | None = None
+    """e.g. ``http://127.0.0.1:8080/v1``; default: OpenAI's (or ``OPENAI_BASE_URL``)."""
+    api_key: SecretStr | None = None
+    """Default: ``OPENAI_API_KEY``."""
+    timeout: float = 120.0
+    """Seconds per request."""
+
+
+class AgentConfig(_Frozen):
+    """Everything that decides what an agent may do.
+
+    Example:
+        ``AgentConfig(autonomy=3, model="scripted:plan.jsonl", tools=["files"], workspace="ws")``
+    """
+
+    autonomy: int = 3
+    """2, 3 or 4; see ``AUTONOMY_LEVELS``."""
+    model: str | list[str] = "local"
+    """Model spec (``scripted:FILE``, ``openai:NAME``, ``local``) or a fallback list."""
+    tools: list[str] = Field(default_factory=lambda: ["files"])
+    """Tool families or single tools the agent gets; it gets nothing else."""
+    workspace: Path = Path(".")
+    """The root every file tool is jailed to."""
+    rules: list[PolicyRule] = Field(default_factory=list)
+    risk_overrides: dict[str, Risk] = Field(default_factory=dict)
+    """Tool name → risk, to make a tool stricter (or looser) than its default."""
+    budgets: Budgets = Field(default_factory=Budgets)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    system_prompt: str | None = None
+    """Replaces the built-in system prompt."""
+    max_messages: int = 40
+    """Working-memory window: older turns are dropped (never splitting a call from its result)."""
+    tool_retries: int = 2
+    """Retries of a tool call that failed with a transient error."""
+    retry_backoff: float = 0.5
+    """Seconds before the first retry; doubles each time (with jitter)."""
+    approval_ttl: float = 86400.0
+    """Seconds an approval request stays valid."""
+    durability: Literal["sync", "async", "exit"] = "async"
+    """When checkpoints are written; the act ledger makes side effects safe in every mode."""
+
+    @field_validator("autonomy")
+    @classmethod
+    def _autonomy(cls, value: int) -> int:
+        return check_autonomy(value)
+
+    @field_validator("max_messages")
+    @classmethod
+    def _window(cls, value: int) -> int:
+        if value < 4:
+            raise ValueError(f"max_messages must be >= 4, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _model_list(self) -> AgentConfig:
+        specs = [self.model] if isinstance(self.model, str) else self.model
+        if not specs or not all(isinstance(s, str) and s for s in specs):
+            raise ValueError("model must be a spec like `scripted:FILE`, `openai:NAME` or `local`")
+        return self
+
+    @property
+    def model_specs(self) -> list[str]:
+        """The fallback chain of model specs, first one first."""
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    def thread_policy(self) -> dict[str, Any]:
+        """The part stored with a thread: no secrets, no connection settings."""
+        return self.model_dump(mode="json", exclude={"openai"})
+
+    def with_thread_policy(self, stored: dict[str, Any]) -> AgentConfig:
+        """This config with a thread's stored policy laid over it (secrets stay from ``self``)."""
+        merged = {**self.model_dump(mode="python", exclude={"openai"}), **stored}
+        return AgentConfig(**merged, openai=self.openai)

@@ -1,0 +1,105 @@
+"""kasloop's exceptions, in one tree.
+
+```
+KasloopError                      root: every error kasloop raises on purpose
+├── ConfigError                   bad config, flag or model spec (CLI exit 2)
+│   └── AutonomyLevelError        autonomy outside 2..4
+├── UsageError                    a valid config used wrongly (CLI exit 2)
+│   ├── ApprovalError             unknown, stale or already decided approval
+│   └── ThreadNotFound            no such thread in this home
+├── ModelError                    the model failed (HTTP error, bad reply)
+│   └── ScriptExhausted           a scripted model ran out of turns (exit 1)
+├── CheckpointError               the database could not be read or written
+└── BudgetExceeded                a hard limit would be crossed (exit 11)
+```
+
+Every message says what happened, quotes the bad value in backticks and says
+what to do next. Errors keep ``.message`` and pickle cleanly, so they survive
+process boundaries.
+
+Signals that steer a run (a call needs approval, a tool asks to be retried)
+are not errors and do not live here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApprovalError",
+    "AutonomyLevelError",
+    "BudgetExceeded",
+    "CheckpointError",
+    "ConfigError",
+    "KasloopError",
+    "ModelError",
+    "ScriptExhausted",
+    "ThreadNotFound",
+    "UsageError",
+]
+
+
+class KasloopError(Exception):
+    """Root of kasloop's errors. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (self.__class__, (self.message,))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(KasloopError):
+    """The configuration, a flag or a model spec is invalid."""
+
+    exit_code = 2
+
+
+class AutonomyLevelError(ConfigError):
+    """An autonomy level kasloop does not run (only 2, 3 and 4 exist)."""
+
+
+class UsageError(KasloopError):
+    """A valid setup used in a way that cannot work (e.g. an unknown approval id)."""
+
+    exit_code = 2
+
+
+class ApprovalError(UsageError):
+    """An approval decision that cannot be applied: unknown, stale or malformed."""
+
+
+class ThreadNotFound(UsageError):
+    """The thread id does not exist in this kasloop home."""
+
+
+class ModelError(KasloopError):
+    """The model call failed: transport error, HTTP status, or an unusable reply."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[type, tuple[str], dict[str, bool]]:  # type: ignore[override]
+        return (self.__class__, (self.message,), {"transient": self.transient})
+
+
+class ScriptExhausted(ModelError):
+    """A ``scripted:FILE`` model was asked for more turns than the script has."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
+
+
+class CheckpointError(KasloopError):
+    """The kasloop database could not be opened, read or written."""
+
+
+class BudgetExceeded(KasloopError):
+    """The next step or call would cross a hard budget."""
+
+    exit_code = 11

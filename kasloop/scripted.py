@@ -1,0 +1,147 @@
+"""``scripted:FILE``: a chat model that replays a JSON Lines script, turn by turn.
+
+Deterministic, so tests, the demo and notebooks behave the same every run.
+One line per model turn::
+
+    {"content": "Writing the file.", "tool_calls": [{"name": "files_write", "args": {"path": "a.txt", "content": "hi"}}]}
+    {"content": "Done: a.txt holds the greeting."}
+    {"error": "simulated outage"}
+
+``tool_calls`` is optional; a call's ``id`` is optional and generated from
+the turn if absent (``call_<turn>_<index>``, so a replayed turn keeps its
+ids). ``"error"`` makes that turn raise a ``ModelError``. A turn without tool
+calls ends the goal. Asking for a turn past the end raises
+``ScriptExhausted``: a script never goes silent.
+
+kasloop passes the thread's position as ``turn=`` so a thread resumed in a
+new process continues with the next line; used on its own the model counts
+its own calls.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import PrivateAttr
+
+from kasloop.errors import ConfigError, ModelError, ScriptExhausted
+
+__all__ = ["ScriptedChatModel", "load_script"]
+
+_TURN_KEYS = {"content", "tool_calls", "error"}
+
+
+def _bad(path: Path, line_no: int, problem: str) -> ConfigError:
+    return ConfigError(
+        f"Script `{path}` line {line_no}: {problem}. Each line must be an object like "
+        '{"content": "text", "tool_calls": [{"name": "files_write", "args": {...}}]}.'
+    )
+
+
+def load_script(path: str | Path) -> list[dict[str, Any]]:
+    """Read and check a script file; every problem is a ``ConfigError`` naming the line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"Script file `{path}` does not exist; pass --model scripted:PATH with an existing JSONL file.") from None
+    except OSError as exc:
+        raise ConfigError(f"Script file `{path}` cannot be read: {exc.strerror}.") from None
+    turns: list[dict[str, Any]] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            turn = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _bad(path, line_no, f"not valid JSON ({exc.msg})") from None
+        if not isinstance(turn, dict):
+            raise _bad(path, line_no, "not a JSON object")
+        unknown = set(turn) - _TURN_KEYS
+        if unknown:
+            raise _bad(path, line_no, f"unknown key `{sorted(unknown)[0]}`")
+        calls = turn.get("tool_calls", [])
+        if not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("args", {}), dict) for c in calls
+        ):
+            raise _bad(path, line_no, "`tool_calls` must be a list of {\"name\": str, \"args\": object}")
+        turns.append(turn)
+    return turns
+
+
+def _approx_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Replays a script; supports ``bind_tools``; reports token usage."""
+
+    __test__ = False  # not a pytest test class
+
+    path: str
+    turns: list[dict[str, Any]]
+    _calls: int = PrivateAttr(default=0)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ScriptedChatModel:
+        return cls(path=str(path), turns=load_script(path))
+
+    @property
+    def _llm_type(self) -> str:
+        return "kasloop-scripted"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Accept tools like any tool-calling model; the script decides which are called."""
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # Nothing to wait for: answer inline instead of in a thread pool.
+        return self._generate(messages, stop, None, **kwargs)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        turn = kwargs.get("turn")
+        if turn is None:
+            turn = self._calls
+        self._calls = turn + 1
+        if turn >= len(self.turns):
+            raise ScriptExhausted(
+                f"Script `{self.path}` has {len(self.turns)} turns and turn {turn + 1} was asked for; "
+                "add a final line without tool_calls to end the goal."
+            )
+        spec = self.turns[turn]
+        if "error" in spec:
+            raise ModelError(f"scripted model error at turn {turn + 1}: {spec['error']}", transient=True)
+        calls = [
+            {"name": c["name"], "args": c.get("args", {}), "id": c.get("id") or f"call_{turn}_{i}", "type": "tool_call"}
+            for i, c in enumerate(spec.get("tool_calls", []))
+        ]
+        content = spec.get("content", "")
+        prompt_chars = sum(len(str(m.content)) for m in messages)
+        out_tokens = _approx_tokens(content + json.dumps(calls))
+        in_tokens = max(1, prompt_chars // 4)
+        message = AIMessage(
+            content=content,
+            tool_calls=calls,
+            usage_metadata={"input_tokens": in_tokens, "output_tokens": out_tokens, "total_tokens": in_tokens + out_tokens},
+            response_metadata={"model_name": f"scripted:{self.path}", "script_turn": turn},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])

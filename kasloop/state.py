@@ -1,0 +1,116 @@
+"""The graph's state (what the loop remembers) and run context (what it may do).
+
+``AgentState`` is checkpointed after every step. ``RunContext`` is passed in by
+kasloop at each invocation from the thread's stored policy: nodes read it, no
+node can write it, so neither the model nor a tool result can raise the
+autonomy level or approve its own call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+from kasloop.config import PolicyRule, Risk
+
+__all__ = [
+    "AgentState",
+    "ErrorInfo",
+    "ErrorKind",
+    "Goal",
+    "PendingCall",
+    "RunContext",
+    "Status",
+    "Usage",
+    "empty_usage",
+]
+
+Status = Literal["running", "waiting_approval", "sleeping", "done", "paused_budget", "escalated", "failed"]
+ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown", "model"]
+
+
+class Goal(TypedDict):
+    id: str
+    text: str
+    status: Literal["open", "done", "dropped"]
+
+
+class PendingCall(TypedDict, total=False):
+    """A tool call proposed by decide, with everything gating decided about it."""
+
+    id: str
+    """The model's tool-call id (ties the call to its ToolMessage)."""
+    tool: str
+    args: dict[str, Any]
+    risk: Risk
+    gate: Literal["allow", "ask", "deny"]
+    reason: str
+    arg_hash: str
+    approval_id: str
+    decision: Literal["approve", "edit", "reject", "respond"]
+    decision_note: str
+    attempt: int
+    """Retries so far of this call (part of its idempotency key)."""
+    turn: int
+    """The model turn that proposed it."""
+    created_at: float
+    error: dict[str, Any]
+    """Set by act when this call failed: ``{"kind": ..., "output": ...}``."""
+
+
+class ErrorInfo(TypedDict, total=False):
+    kind: ErrorKind
+    message: str
+    tool: str
+    call_id: str
+    source: Literal["tool", "model"]
+
+
+class Usage(TypedDict):
+    steps: int
+    tool_calls: int
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    usd: float
+    seconds: float
+
+
+def empty_usage() -> Usage:
+    return Usage(steps=0, tool_calls=0, model_calls=0, input_tokens=0, output_tokens=0, usd=0.0, seconds=0.0)
+
+
+class AgentState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    """Working memory: bounded to the configured window."""
+    summary: str
+    """What fell out of the window (folded in by the memory issue's summariser)."""
+    goals: list[Goal]
+    observation: str
+    pending: list[PendingCall]
+    last_error: ErrorInfo | None
+    diagnosis: str | None
+    attempts: int
+    usage: Usage
+    tainted: bool
+    status: Status
+    output: str
+    model_turns: int
+    """How many model replies this thread has consumed (a scripted model's position)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunContext:
+    """The thread's policy for this invocation. Read-only for nodes."""
+
+    thread_id: str = "default"
+    autonomy: int = 3
+    tools: tuple[str, ...] = ()
+    """Names of the single tools this agent may call."""
+    rules: tuple[PolicyRule, ...] = ()
+    risk_overrides: dict[str, Risk] = field(default_factory=dict)
+    max_steps: int | None = 50
+    max_tool_calls: int | None = None

@@ -1,0 +1,129 @@
+"""decide: ask the model for the next move, then gate every proposed call deterministically.
+
+The model proposes; policy disposes. Each call gets its risk, a gate (allow,
+ask, deny), a reason, an ``arg_hash`` and an ``approval_id``. Refused calls
+are answered right here with a tool message saying why, so the model can
+choose another way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.runtime import Runtime
+
+from kasloop.config import AUTONOMY_LEVELS
+from kasloop.errors import ModelError, ScriptExhausted
+from kasloop.models import invoke_model
+from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.policy import arg_hash, gate_call, matching_rule_action
+from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
+from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
+
+__all__ = ["SYSTEM_PROMPT", "make_decide"]
+
+SYSTEM_PROMPT = (
+    "You are an autonomous agent. Reach the goal with your tools, one step at a time. "
+    "Paths are relative to the workspace. If a call is refused or rejected, read why and try another way. "
+    "When the goal is met, answer in one or two plain sentences without calling a tool."
+)
+
+
+def approval_id_for(thread_id: str, turn: int, call_id: str) -> str:
+    return "ap-" + hashlib.sha256(f"{thread_id}:{turn}:{call_id}".encode()).hexdigest()[:10]
+
+
+def _prompt(deps: NodeDeps, ctx: RunContext, state: AgentState) -> list[BaseMessage]:
+    parts = [deps.config.system_prompt or SYSTEM_PROMPT]
+    goals = [g for g in state.get("goals", []) if g["status"] == "open"]
+    if goals:
+        parts.append("Goal: " + " / ".join(g["text"] for g in goals))
+    parts.append(f"Autonomy level {ctx.autonomy}: {AUTONOMY_LEVELS[ctx.autonomy]}.")
+    if state.get("summary"):
+        parts.append("Earlier: " + state["summary"])
+    if state.get("diagnosis"):
+        parts.append("Last problem: " + str(state["diagnosis"]))
+    return [SystemMessage("\n".join(parts)), *state.get("messages", [])]
+
+
+def _usage_after(state: AgentState, reply: AIMessage | None) -> dict[str, Any]:
+    usage = dict(state.get("usage") or empty_usage())
+    usage["model_calls"] += 1
+    meta = reply.usage_metadata if reply is not None else None
+    if meta:
+        usage["input_tokens"] += meta.get("input_tokens", 0)
+        usage["output_tokens"] += meta.get("output_tokens", 0)
+    return usage
+
+
+def make_decide(deps: NodeDeps) -> Any:
+    async def decide(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = deps.context(runtime)
+        step = step_of(state)
+        turn = state.get("model_turns", 0)
+        offered = deps.offered_tools(ctx)
+        try:
+            reply = await invoke_model(deps.model, _prompt(deps, ctx, state), deps.schemas(ctx), turn=turn)
+        except ScriptExhausted:
+            raise
+        except ModelError as exc:
+            await deps.events.append(ctx.thread_id, step, "error", source="model", message=exc.message, transient=exc.transient)
+            return {
+                "model_turns": turn + 1,
+                "pending": [],
+                "usage": _usage_after(state, None),
+                "last_error": {"kind": "transient" if exc.transient else "model", "message": exc.message, "source": "model"},
+            }
+        update: dict[str, Any] = {"model_turns": turn + 1, "usage": _usage_after(state, reply), "last_error": None, "diagnosis": None}
+        if reply.invalid_tool_calls and not reply.tool_calls:
+            bad = reply.invalid_tool_calls[0]
+            message = f"the reply held a tool call that could not be parsed ({bad.get('name')!r}: {bad.get('error')})"
+            await deps.events.append(ctx.thread_id, step, "error", source="model", message=message, transient=False)
+            update["last_error"] = {"kind": "model", "message": message, "source": "model"}
+            update["pending"] = []
+            return update
+        messages: list[BaseMessage] = [reply]
+        pending: list[PendingCall] = []
+        gates: list[dict[str, str]] = []
+        now = time.time()
+        for call in reply.tool_calls:
+            call_id = call["id"] or f"call_{turn}_{len(gates)}"
+            name, args = call["name"], call.get("args") or {}
+            tool = offered.get(name)
+            if tool is None:
+                text = UNKNOWN_TOOL_TEMPLATE.format(name=name, valid=", ".join(offered) or "(none)")
+                messages.append(ToolMessage(content=text, tool_call_id=call_id, name=name, status="error"))
+                gates.append({"tool": name, "gate": "deny", "reason": "unknown tool"})
+                continue
+            risk = ctx.risk_overrides.get(name, tool.risk)
+            gate, reason = gate_call(
+                autonomy=ctx.autonomy,
+                risk=risk,
+                rule_action=matching_rule_action(list(ctx.rules), name, args),
+                tainted=bool(state.get("tainted")),
+            )
+            gates.append({"tool": name, "gate": gate, "reason": reason})
+            if gate == "deny":
+                messages.append(ToolMessage(content=DENIED_TEMPLATE.format(name=name, reason=reason), tool_call_id=call_id, name=name, status="error"))
+                continue
+            pending.append(
+                PendingCall(
+                    id=call_id, tool=name, args=args, risk=risk, gate=gate, reason=reason,
+                    arg_hash=arg_hash(name, args), approval_id=approval_id_for(ctx.thread_id, turn, call_id),
+                    attempt=0, turn=turn, created_at=now,
+                )
+            )
+        update["messages"] = messages
+        update["pending"] = pending
+        text = str(reply.text)
+        if not reply.tool_calls:
+            update["status"] = "done"
+            update["output"] = text
+            update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
+        await deps.events.append(ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn)
+        return update
+
+    return decide

@@ -1,0 +1,62 @@
+"""What every node needs besides the state: the model, the tools, the ledger and the event log.
+
+Built once per graph by ``build_graph``. The per-thread policy (autonomy,
+tool names, rules, budgets) arrives separately as the run's ``RunContext``,
+which nodes can read and never write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.runtime import Runtime
+
+from kasloop.checkpoints.ledger import LedgerEntry
+from kasloop.config import AgentConfig
+from kasloop.state import AgentState, RunContext
+from kasloop.tools.base import Tool, openai_schema
+
+__all__ = ["EventSink", "LedgerLike", "NodeDeps", "step_of"]
+
+
+class LedgerLike(Protocol):
+    async def lookup(self, key: str) -> LedgerEntry | None: ...
+    async def record_intent(self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool) -> None: ...
+    async def record_result(self, key: str, result: dict[str, Any]) -> None: ...
+
+
+class EventSink(Protocol):
+    async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None: ...
+
+
+def step_of(state: AgentState) -> int:
+    usage = state.get("usage")
+    return usage["steps"] if usage else 0
+
+
+@dataclass(kw_only=True)
+class NodeDeps:
+    config: AgentConfig
+    model: BaseChatModel
+    tools: dict[str, Tool]
+    ledger: LedgerLike
+    events: EventSink
+    default_context: RunContext
+    _schemas: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def context(self, runtime: Runtime[RunContext] | None) -> RunContext:
+        """The run's context, or the graph's default when a server invoked it without one."""
+        ctx = runtime.context if runtime is not None else None
+        return ctx if isinstance(ctx, RunContext) else self.default_context
+
+    def offered_tools(self, ctx: RunContext) -> dict[str, Tool]:
+        """Tools this run may call: the thread's allowed names that exist in this graph."""
+        return {name: self.tools[name] for name in ctx.tools if name in self.tools}
+
+    def schemas(self, ctx: RunContext) -> list[dict[str, Any]]:
+        key = tuple(ctx.tools)
+        if key not in self._schemas:
+            self._schemas[key] = [openai_schema(t) for t in self.offered_tools(ctx).values()]
+        return self._schemas[key]

@@ -1,0 +1,166 @@
+"""human_approval: pause the thread until a human decides, then apply each decision.
+
+The node calls LangGraph's ``interrupt()`` with every request of this step
+together (several calls proposed at once are decided together, one decision
+each). A resumed node re-runs from its start, so nothing before
+``interrupt()`` has side effects: request ids and payloads are derived from
+the state alone, and kasloop's runner (not this node) writes them to the
+approvals table.
+
+Resume with ``Command(resume={approval_id: decision, ...})`` (or a single
+decision applied to every request). A decision whose ``arg_hash`` does not
+match the request's is refused: it was made for different arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Literal, TypedDict
+
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from kasloop.errors import ApprovalError
+from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.policy import arg_hash
+from kasloop.state import AgentState, PendingCall, RunContext
+
+__all__ = ["ApprovalRequest", "build_requests", "make_human_approval", "route_after_approval"]
+
+DECISIONS = ("approve", "edit", "reject", "respond")
+
+
+class ApprovalRequest(TypedDict):
+    approval_id: str
+    thread: str
+    kind: Literal["tool_call", "escalation"]
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    risk: str
+    reason: str
+    arg_hash: str
+    created_at: float
+    expires_at: float
+
+
+def _escalation_id(ctx: RunContext, state: AgentState) -> str:
+    seed = f"{ctx.thread_id}:{step_of(state)}:{state.get('model_turns', 0)}:{state.get('attempts', 0)}:escalation"
+    return "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+
+
+def build_requests(deps: NodeDeps, ctx: RunContext, state: AgentState) -> list[ApprovalRequest]:
+    """The requests this pause is about, derived from the state alone (stable across re-runs)."""
+    ttl = deps.config.approval_ttl
+    asks = [c for c in state.get("pending", []) if c.get("gate") == "ask" and "decision" not in c]
+    if asks:
+        return [
+            ApprovalRequest(
+                approval_id=c["approval_id"], thread=ctx.thread_id, kind="tool_call", call_id=c["id"], tool=c["tool"],
+                args=c["args"], risk=c["risk"], reason=c["reason"], arg_hash=c["arg_hash"],
+                created_at=c["created_at"], expires_at=c["created_at"] + ttl,
+            )
+            for c in asks
+        ]
+    failed = state.get("pending", [])
+    first = failed[0] if failed else None
+    created = time.time()  # only the id must be stable across re-runs; the runner keeps the first payload
+    tried = f"{state.get('attempts', 0)} attempts"
+    return [
+        ApprovalRequest(
+            approval_id=_escalation_id(ctx, state), thread=ctx.thread_id, kind="escalation",
+            call_id=first["id"] if first else "", tool=first["tool"] if first else "(model)",
+            args=first["args"] if first else {}, risk="high",
+            reason=f"{state.get('diagnosis') or 'stuck'} (tried: {tried}). Approve to retry, respond with guidance, or reject to stop.",
+            arg_hash=first["arg_hash"] if first else "", created_at=created, expires_at=created + ttl,
+        )
+    ]
+
+
+def _normalise(resume: Any, requests: list[ApprovalRequest]) -> dict[str, dict[str, Any]]:
+    if isinstance(resume, dict) and "decision" in resume:
+        resume = {r["approval_id"]: resume for r in requests}
+    if not isinstance(resume, dict):
+        raise ApprovalError(f"Resume value must map approval ids to decisions, got {type(resume).__name__}.")
+    decisions: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        decision = resume.get(request["approval_id"])
+        if not isinstance(decision, dict) or decision.get("decision") not in DECISIONS:
+            raise ApprovalError(
+                f"No valid decision for approval `{request['approval_id']}`; give one of {', '.join(DECISIONS)}."
+            )
+        if decision["decision"] != "edit" and decision.get("arg_hash") not in (None, request["arg_hash"]):
+            raise ApprovalError(f"Decision for `{request['approval_id']}` was made for other arguments (arg_hash mismatch); it is stale.")
+        decisions[request["approval_id"]] = decision
+    return decisions
+
+
+def _apply_to_calls(state: AgentState, decisions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    kept: list[PendingCall] = []
+    messages: list[BaseMessage] = []
+    for call in state.get("pending", []):
+        decision = decisions.get(call["approval_id"])
+        if decision is None:
+            kept.append(call)
+            continue
+        kind = decision["decision"]
+        if kind in ("approve", "edit"):
+            args = decision.get("args", call["args"]) if kind == "edit" else call["args"]
+            kept.append({**call, "args": args, "arg_hash": arg_hash(call["tool"], args), "decision": kind, "gate": "allow"})
+        elif kind == "reject":
+            reason = decision.get("reason") or "no reason given"
+            messages.append(ToolMessage(content=f"Rejected by a human: {reason}. Do not retry this call as it was; choose another way.", tool_call_id=call["id"], name=call["tool"], status="error"))
+        else:
+            messages.append(ToolMessage(content=f"A human answered instead of running `{call['tool']}`: {decision.get('text', '')}", tool_call_id=call["id"], name=call["tool"]))
+    return {"pending": kept, "messages": messages, "status": "running"}
+
+
+def _apply_to_escalation(state: AgentState, decision: dict[str, Any]) -> dict[str, Any]:
+    failed = state.get("pending", [])
+    kind = decision["decision"]
+    base: dict[str, Any] = {"attempts": 0, "diagnosis": None, "last_error": None}
+    if kind in ("approve", "edit"):
+        retry = [{**c, "attempt": c.get("attempt", 0) + 1} for c in failed]
+        if kind == "edit" and retry:
+            retry[0] = {**retry[0], "args": decision.get("args", retry[0]["args"])}
+            retry[0]["arg_hash"] = arg_hash(retry[0]["tool"], retry[0]["args"])
+        return {**base, "status": "running", "pending": retry}
+    if kind == "respond":
+        text = decision.get("text", "")
+        if failed:
+            msgs: list[BaseMessage] = [
+                ToolMessage(content=f"{c.get('error', {}).get('output', 'failed')}\nGuidance from a human: {text}", tool_call_id=c["id"], name=c["tool"], status="error")
+                for c in failed
+            ]
+        else:
+            msgs = [HumanMessage(f"Guidance from a human: {text}")]
+        return {**base, "status": "running", "pending": [], "messages": msgs}
+    reason = decision.get("reason") or "stopped by a human"
+    msgs = [ToolMessage(content=f"Stopped by a human: {reason}", tool_call_id=c["id"], name=c["tool"], status="error") for c in failed]
+    return {**base, "status": "failed", "pending": [], "messages": msgs, "output": f"Stopped by a human: {reason}"}
+
+
+def make_human_approval(deps: NodeDeps) -> Any:
+    async def human_approval(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = deps.context(runtime)
+        requests = build_requests(deps, ctx, state)
+        resume = interrupt({"kind": requests[0]["kind"], "thread": ctx.thread_id, "requests": requests})
+        decisions = _normalise(resume, requests)
+        await deps.events.append(
+            ctx.thread_id, step_of(state), "human_approval",
+            decisions={k: {"decision": v["decision"], "by": v.get("by"), "channel": v.get("channel")} for k, v in decisions.items()},
+        )
+        if requests[0]["kind"] == "escalation":
+            return _apply_to_escalation(state, decisions[requests[0]["approval_id"]])
+        return _apply_to_calls(state, decisions)
+
+    return human_approval
+
+
+def route_after_approval(state: AgentState) -> Literal["act", "decide", "__end__"]:
+    """Approved calls run; if none are left the model hears the rejections; a stop ends the run."""
+    if state.get("status") == "failed":
+        return "__end__"
+    return "act" if state.get("pending") else "decide"

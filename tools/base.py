@@ -1,0 +1,168 @@
+"""The tool contract: a typed function plus the metadata gating and act need.
+
+A tool is a pydantic args model (its JSON schema is what the model sees), a
+name, a description, a risk, an idempotent flag, a timeout and an output
+limit. ``run_tool`` validates, runs with a timeout, classifies every failure
+and truncates output head + tail, so no tool raises into the graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.errors import GraphBubbleUp
+from pydantic import BaseModel, ValidationError
+
+__all__ = [
+    "BAD_ARGS_TEMPLATE",
+    "UNKNOWN_TOOL_TEMPLATE",
+    "Tool",
+    "ToolContext",
+    "ToolFailure",
+    "ToolResult",
+    "openai_schema",
+    "run_tool",
+    "truncate",
+]
+
+ToolErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown"]
+
+# Text the model reads (kept apart from the messages people read in kasloop.errors).
+UNKNOWN_TOOL_TEMPLATE = "Error: `{name}` is not one of your tools. Valid tools: {valid}. Call one of those instead."
+BAD_ARGS_TEMPLATE = "Error: invalid arguments for `{name}`: {details}. Please fix your call."
+DENIED_TEMPLATE = "Refused by policy: `{name}` may not be called with these arguments ({reason}). Choose another way."
+
+DEFAULT_OUTPUT_LIMIT = 4000
+DEFAULT_HEAD = 2000
+DEFAULT_TAIL = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolContext:
+    """What a tool may know about its run: its jail and its idempotency key."""
+
+    workspace: Path
+    thread_id: str = "default"
+    idempotency_key: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ToolFailure(Exception):
+    """Raised inside a tool to report a classified failure (message is shown to the model)."""
+
+    def __init__(self, kind: ToolErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResult:
+    """What act records and what the model sees."""
+
+    ok: bool
+    output: str
+    error_kind: ToolErrorKind | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "output": self.output, "error_kind": self.error_kind, "metadata": self.metadata}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ToolResult:
+        return cls(ok=data["ok"], output=data["output"], error_kind=data.get("error_kind"), metadata=data.get("metadata") or {})
+
+
+ToolFunc = Callable[[Any, ToolContext], Awaitable["str | ToolResult"]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tool:
+    """A tool: typed arguments, a risk, and an async function.
+
+    Args:
+        name: ``family_verb``, unique in the registry.
+        description: one sentence for the model (keep it short: small models pay per token).
+        args_model: pydantic model of the arguments.
+        func: ``async (args, ctx) -> str | ToolResult``; raise ``ToolFailure`` for classified errors.
+        risk: ``read`` (no side effect), ``low`` (reversible, in the workspace), ``high``, ``critical``.
+        idempotent: running it twice with the same arguments has the effect of running it once.
+        timeout: seconds before the call is cancelled and reported as ``timeout``.
+        output_limit: characters of output the model sees (head + tail beyond it).
+    """
+
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    func: ToolFunc
+    risk: Literal["read", "low", "high", "critical"]
+    idempotent: bool
+    timeout: float = 30.0
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {self.timeout}")
+        if self.output_limit < 100:
+            raise ValueError(f"output_limit must be >= 100, got {self.output_limit}")
+
+
+def openai_schema(tool: Tool) -> dict[str, Any]:
+    """The OpenAI function schema the model sees, generated from the args model."""
+    params = tool.args_model.model_json_schema()
+    params.pop("title", None)
+    for prop in params.get("properties", {}).values():
+        prop.pop("title", None)
+    return {"type": "function", "function": {"name": tool.name, "description": tool.description, "parameters": params}}
+
+
+def truncate(text: str, limit: int = DEFAULT_OUTPUT_LIMIT) -> str:
+    """Keep the head and the tail of long output, with a marker saying how much was cut.
+
+    The split keeps the default 2:1 head-to-tail ratio (2,000 + 1,000 of a
+    4,000 limit), leaving room for the marker.
+    """
+    if len(text) <= limit:
+        return text
+    head = limit * DEFAULT_HEAD // DEFAULT_OUTPUT_LIMIT
+    tail = limit * DEFAULT_TAIL // DEFAULT_OUTPUT_LIMIT
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut} characters cut ...]\n{text[-tail:]}"
+
+
+def _validation_details(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def run_tool(tool: Tool, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    """Validate, run with a timeout, classify failures, truncate output. Never raises a tool's error."""
+    try:
+        parsed = tool.args_model.model_validate(args)
+    except ValidationError as exc:
+        return ToolResult(ok=False, output=BAD_ARGS_TEMPLATE.format(name=tool.name, details=_validation_details(exc)), error_kind="bad_args")
+    try:
+        outcome = await asyncio.wait_for(tool.func(parsed, ctx), timeout=tool.timeout)
+    except GraphBubbleUp:
+        raise
+    except ToolFailure as exc:
+        return ToolResult(ok=False, output=truncate(f"Error: {exc.message}", tool.output_limit), error_kind=exc.kind)
+    except TimeoutError:
+        return ToolResult(ok=False, output=f"Error: `{tool.name}` timed out after {tool.timeout:g} s.", error_kind="timeout")
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        return ToolResult(ok=False, output=f"Error: {type(exc).__name__}: {exc}", error_kind="transient")
+    except Exception as exc:  # noqa: BLE001 - a tool's bug must not crash the loop
+        return ToolResult(ok=False, output=truncate(f"Error: {type(exc).__name__}: {exc}", tool.output_limit), error_kind="permanent")
+    if isinstance(outcome, ToolResult):
+        return ToolResult(ok=outcome.ok, output=truncate(outcome.output, tool.output_limit), error_kind=outcome.error_kind, metadata=outcome.metadata)
+    text = outcome if isinstance(outcome, str) else json.dumps(outcome, default=str)
+    return ToolResult(ok=True, output=truncate(text, tool.output_limit), metadata={"chars": len(text)})
