@@ -17,7 +17,7 @@ Every edge is a pure function of the state: no model decides a route.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -38,27 +38,41 @@ from kasloop.tools.registry import select_tools
 __all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide", "route_after_perceive"]
 
 
-def route_after_perceive(state: AgentState) -> Literal["decide", "__end__"]:
-    return END if state.get("status") == "paused_budget" else "decide"
+# Each router returns an edge label; the maps below turn labels into nodes (and label the diagram).
+PERCEIVE_EDGES = {"next decision": "decide", "budget spent": END}
+DECIDE_EDGES = {
+    "allowed": "act",
+    "all refused": "decide",
+    "needs approval": "human_approval",
+    "model error": "self_diagnose",
+    "goal met": END,
+}
+APPROVAL_EDGES = {"approve / edit": "act", "reject / respond": "decide", "stopped": END}
+ACT_EDGES = {"ok": "perceive", "error": "self_diagnose", "budget spent": END}
+DIAGNOSE_EDGES = {"transient: retry": "act", "fixable": "decide", "stuck (L2, L3)": "human_approval", "stuck (L4)": END}
 
 
-def route_after_decide(state: AgentState) -> Literal["act", "decide", "human_approval", "self_diagnose", "__end__"]:
+def route_after_perceive(state: AgentState) -> str:
+    return "budget spent" if state.get("status") == "paused_budget" else "next decision"
+
+
+def route_after_decide(state: AgentState) -> str:
     if state.get("last_error"):
-        return "self_diagnose"
+        return "model error"
     if state.get("status") == "done":
-        return END
+        return "goal met"
     pending = state.get("pending", [])
     if not pending:
-        return "decide"  # every call was refused; the model reads why
+        return "all refused"  # the model reads why and decides again
     if any(call.get("gate") == "ask" for call in pending):
-        return "human_approval"
-    return "act"
+        return "needs approval"
+    return "allowed"
 
 
-def route_after_act(state: AgentState) -> Literal["perceive", "self_diagnose", "__end__"]:
+def route_after_act(state: AgentState) -> str:
     if state.get("status") == "paused_budget":
-        return END
-    return "self_diagnose" if state.get("last_error") else "perceive"
+        return "budget spent"
+    return "error" if state.get("last_error") else "ok"
 
 
 def context_for(config: AgentConfig, thread_id: str, tools: Iterable[str]) -> RunContext:
@@ -113,11 +127,11 @@ def build_graph(
     builder.add_node("self_diagnose", make_self_diagnose(deps))
     builder.add_node("human_approval", make_human_approval(deps))
     builder.add_edge(START, "perceive")
-    builder.add_conditional_edges("perceive", route_after_perceive, ["decide", END])
-    builder.add_conditional_edges("decide", route_after_decide, ["act", "decide", "human_approval", "self_diagnose", END])
-    builder.add_conditional_edges("human_approval", route_after_approval, ["act", "decide", END])
-    builder.add_conditional_edges("act", route_after_act, ["perceive", "self_diagnose", END])
-    builder.add_conditional_edges("self_diagnose", route_after_diagnosis, ["act", "decide", "human_approval", END])
+    builder.add_conditional_edges("perceive", route_after_perceive, PERCEIVE_EDGES)
+    builder.add_conditional_edges("decide", route_after_decide, DECIDE_EDGES)
+    builder.add_conditional_edges("human_approval", route_after_approval, APPROVAL_EDGES)
+    builder.add_conditional_edges("act", route_after_act, ACT_EDGES)
+    builder.add_conditional_edges("self_diagnose", route_after_diagnosis, DIAGNOSE_EDGES)
     return builder.compile(checkpointer=checkpointer, name="kasloop-agent")
 
 

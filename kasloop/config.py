@@ -36,8 +36,8 @@ AUTONOMY_LEVELS: dict[int, str] = {
 }
 
 _LOW_LEVELS = {
-    0: "level 0 would mean no automation at all (a human does everything)",
-    1: "level 1 would mean the agent only suggests and a human carries out every step",
+    0: "level 0 would mean a script: fixed logic with no model deciding anything",
+    1: "level 1 would mean assisted: the model only suggests and a human carries out every step",
 }
 
 

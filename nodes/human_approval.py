@@ -159,8 +159,8 @@ def make_human_approval(deps: NodeDeps) -> Any:
     return human_approval
 
 
-def route_after_approval(state: AgentState) -> Literal["act", "decide", "__end__"]:
+def route_after_approval(state: AgentState) -> str:
     """Approved calls run; if none are left the model hears the rejections; a stop ends the run."""
     if state.get("status") == "failed":
-        return "__end__"
-    return "act" if state.get("pending") else "decide"
+        return "stopped"
+    return "approve / edit" if state.get("pending") else "reject / respond"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import HumanMessage, ToolMessage
 from langgraph.runtime import Runtime
@@ -23,8 +23,6 @@ __all__ = ["MAX_CONSECUTIVE_FAILURES", "make_self_diagnose", "route_after_diagno
 
 MAX_CONSECUTIVE_FAILURES = 3
 _RETRYABLE = {"transient", "timeout"}
-
-Route = Literal["act", "decide", "human_approval", "__end__"]
 
 
 def _backoff(base: float, attempt: int) -> float:
@@ -42,7 +40,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
         kind = error["kind"]
 
         def log(action: str, **extra: Any) -> Any:
-            return deps.events.append(ctx.thread_id, step, "self_diagnose", action=action, kind=kind, source=source, attempts=attempts, message=error["message"][:300], **extra)
+            return deps.events.append(ctx.thread_id, step, "self_diagnose", action=action, error_kind=kind, source=source, attempts=attempts, message=error["message"][:300], **extra)
 
         escalate = attempts > MAX_CONSECUTIVE_FAILURES or (kind == "outcome_unknown" and ctx.autonomy < 4)
         if escalate:
@@ -79,13 +77,13 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
     return self_diagnose
 
 
-def route_after_diagnosis(state: AgentState) -> Route:
+def route_after_diagnosis(state: AgentState) -> str:
     """escalated → end; stuck → a human; calls left to retry → act; otherwise → decide."""
     status = state.get("status")
     if status == "escalated":
-        return "__end__"
+        return "stuck (L4)"
     if status == "waiting_approval":
-        return "human_approval"
+        return "stuck (L2, L3)"
     if state.get("pending"):
-        return "act"
-    return "decide"
+        return "transient: retry"
+    return "fixable"

@@ -1,0 +1,31 @@
+# kasloop: `make demo` installs everything and runs an agent; `make test` installs everything and runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+CACHE ?= $(HOME)/.cache/kasloop
+PIP = $(VENV)/bin/pip --cache-dir $(CACHE)/pip --disable-pip-version-check -q
+STAMP = $(VENV)/.kasloop-installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@mkdir -p $(CACHE)/pip
+	$(PIP) install --upgrade "pip>=24" "setuptools>=68" wheel
+	$(PIP) install -e ".[test,bench]"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/kasloop demo
+
+# pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
+test: install
+	@$(VENV)/bin/python -m pytest; code=$$?; \
+	if [ $$code -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$code
+
+bench: install
+	$(VENV)/bin/python benchmarks/loop_overhead.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,50 @@
+"""A kasloop agent process that dies inside a tool, for crash/resume tests.
+
+Usage: python crash_agent.py HOME WORKSPACE SCRIPT AUTONOMY IDEMPOTENT(0|1) (run GOAL | resume THREAD)
+
+The tool ``crash_once`` records that it started, and the first time it runs
+it kills the process (``os._exit``) after the ledger's intent row and before
+its result row: exactly the window crash safety is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from kasloop import Agent, AgentConfig
+from kasloop.tools import Tool, ToolContext
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+def main() -> None:
+    home, workspace, script, autonomy, idempotent, mode, arg = sys.argv[1:8]
+    ws = Path(workspace)
+
+    async def crash_once(args: NoArgs, ctx: ToolContext) -> str:
+        with (ws / "crash_runs.txt").open("a") as fh:
+            fh.write(ctx.idempotency_key + "\n")
+        marker = ws / "crashed.marker"
+        if not marker.exists():
+            marker.write_text("1")
+            os._exit(37)
+        return "crash_once finished"
+
+    tool = Tool(name="crash_once", description="Does something fragile.", args_model=NoArgs, func=crash_once,
+                risk="low", idempotent=idempotent == "1", family="fragile")
+    config = AgentConfig(autonomy=int(autonomy), model=f"scripted:{script}", tools=["files", "fragile"], workspace=ws)
+    agent = Agent(config, home=home, tools=[tool])
+    result = asyncio.run(agent.run(arg, thread_id="crashy") if mode == "run" else agent.resume(arg))
+    print(json.dumps(result.to_json()))
+
+
+if __name__ == "__main__":
+    main()

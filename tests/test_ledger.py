@@ -1,0 +1,81 @@
+"""The act ledger: a resumed thread never re-executes a call whose result is recorded.
+
+A real process is killed between a tool's intent row and its result row; a
+second process resumes the thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kasloop.checkpoints import Ledger, open_database
+from conftest import call, write_script
+
+HERE = Path(__file__).parent
+
+
+def agent_process(tmp_path: Path, workspace: Path, script: Path, autonomy: int, idempotent: bool, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(HERE / "crash_agent.py"), str(tmp_path / ".kasloop"), str(workspace), str(script), str(autonomy), "1" if idempotent else "0", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ}, stdin=subprocess.DEVNULL,
+    )
+
+
+async def ledger_rows(tmp_path: Path) -> list[tuple[str, bool]]:
+    async with open_database(tmp_path / ".kasloop" / "kasloop.db") as db:
+        return [(e.tool, e.result is not None) for e in await Ledger(db).entries("crashy")]
+
+
+@pytest.mark.parametrize("autonomy", [3, 4])
+async def test_idempotent_call_is_rerun_recorded_call_is_reused(tmp_path: Path, workspace: Path, autonomy: int) -> None:
+    script = write_script(tmp_path / "s.jsonl", [
+        {"content": "", "tool_calls": [call("files_append", path="log.txt", content="A\n"), call("crash_once")]},
+        {"content": "all done"},
+    ])
+    crashed = agent_process(tmp_path, workspace, script, autonomy, True, "run", "append then fragile")
+    assert crashed.returncode == 37, crashed.stderr
+    assert await ledger_rows(tmp_path) == [("files_append", True), ("crash_once", False)]
+
+    resumed = agent_process(tmp_path, workspace, script, autonomy, True, "resume", "crashy")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "done"
+    assert (workspace / "log.txt").read_text() == "A\n", "the recorded append was reused, not re-executed"
+    runs = (workspace / "crash_runs.txt").read_text().split()
+    assert len(runs) == 2 and runs[0] == runs[1], "the idempotent call re-ran under the same idempotency key"
+    assert await ledger_rows(tmp_path) == [("files_append", True), ("crash_once", True)]
+
+
+async def test_non_idempotent_call_with_unknown_outcome_is_not_rerun_and_goes_to_a_human(tmp_path: Path, workspace: Path) -> None:
+    script = write_script(tmp_path / "s.jsonl", [
+        {"content": "", "tool_calls": [call("files_append", path="log.txt", content="A\n"), call("crash_once")]},
+        {"content": "all done"},
+    ])
+    crashed = agent_process(tmp_path, workspace, script, 3, False, "run", "go")
+    assert crashed.returncode == 37, crashed.stderr
+    resumed = agent_process(tmp_path, workspace, script, 3, False, "resume", "crashy")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "waiting_approval"
+    [request] = result["approvals"]
+    assert request["kind"] == "escalation" and request["tool"] == "crash_once"
+    assert "may or may not have taken effect" in request["reason"]
+    assert len((workspace / "crash_runs.txt").read_text().split()) == 1, "never silently run twice"
+    assert (workspace / "log.txt").read_text() == "A\n"
+
+
+async def test_non_idempotent_unknown_outcome_at_level_4_is_reported_to_the_model(tmp_path: Path, workspace: Path) -> None:
+    script = write_script(tmp_path / "s.jsonl", [
+        {"content": "", "tool_calls": [call("crash_once")]},
+        {"content": "I will check before retrying"},
+    ])
+    assert agent_process(tmp_path, workspace, script, 4, False, "run", "go").returncode == 37
+    resumed = agent_process(tmp_path, workspace, script, 4, False, "resume", "crashy")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "done"
+    assert len((workspace / "crash_runs.txt").read_text().split()) == 1
