@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@mkdir -p $(CACHE)/pip
-	$(PIP) install --upgrade "pip>=24" "setuptools>=68" wheel
+	$(PIP) install --upgrade "pip>=24" "setuptools>=77" wheel
 	$(PIP) install -e ".[test,bench]"
 	@touch $(STAMP)
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import posixpath
+from pathlib import Path
 from typing import Any, Literal
 
 from kasloop.config import PolicyRule, Risk, RuleAction
 
-__all__ = ["Gate", "arg_hash", "gate_call", "matching_rule_action"]
+__all__ = ["PATH_ARGS", "Gate", "arg_hash", "canonical_args", "gate_call", "matching_rule_action"]
+
+PATH_ARGS = frozenset({"path", "src", "dest", "destination", "cwd", "directory"})
+"""Argument names holding workspace paths: rules match their canonical form."""
 
 Gate = Literal["allow", "ask", "deny"]
 
@@ -31,6 +36,30 @@ def _arg_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _canonical_path(value: str, workspace: Path | None) -> str:
+    if workspace is not None:
+        root = workspace.resolve()
+        try:
+            target = (Path(value) if Path(value).is_absolute() else root / value).resolve()
+            return target.relative_to(root).as_posix()
+        except (ValueError, OSError):
+            pass  # outside the workspace: the tool's jail refuses it; match the normalised text
+    return posixpath.normpath(value).removeprefix("./")
+
+
+def canonical_args(args: dict[str, Any], workspace: Path | None = None) -> dict[str, Any]:
+    """Arguments as rules see them: path arguments normalised (``./a/../b`` → ``b``).
+
+    With ``workspace``, paths are also resolved (symlinks, absolute paths inside
+    it) to the workspace-relative path the tool will touch, so no spelling of
+    a path evades a rule about it.
+    """
+    return {
+        key: _canonical_path(value, workspace) if key in PATH_ARGS and isinstance(value, str) and value else value
+        for key, value in args.items()
+    }
+
+
 def _rule_matches(rule: PolicyRule, tool: str, args: dict[str, Any]) -> bool:
     if not fnmatch.fnmatchcase(tool, rule.tool):
         return False
@@ -40,9 +69,17 @@ def _rule_matches(rule: PolicyRule, tool: str, args: dict[str, Any]) -> bool:
     return True
 
 
-def matching_rule_action(rules: list[PolicyRule], tool: str, args: dict[str, Any]) -> RuleAction | None:
-    """The strictest action among the rules that match this call (deny > ask > allow), or None."""
-    actions = [rule.action for rule in rules if _rule_matches(rule, tool, args)]
+def matching_rule_action(
+    rules: list[PolicyRule], tool: str, args: dict[str, Any], *, workspace: Path | None = None
+) -> RuleAction | None:
+    """The strictest action among the rules that match this call (deny > ask > allow), or None.
+
+    Path arguments are compared in canonical form (see ``canonical_args``).
+    """
+    if not rules:
+        return None
+    canonical = canonical_args(args, workspace)
+    actions = [rule.action for rule in rules if _rule_matches(rule, tool, canonical)]
     if not actions:
         return None
     return max(actions, key=_STRICTNESS.__getitem__)

@@ -102,7 +102,7 @@ def make_decide(deps: NodeDeps) -> Any:
             gate, reason = gate_call(
                 autonomy=ctx.autonomy,
                 risk=risk,
-                rule_action=matching_rule_action(list(ctx.rules), name, args),
+                rule_action=matching_rule_action(list(ctx.rules), name, args, workspace=deps.config.workspace),
                 tainted=bool(state.get("tainted")),
             )
             gates.append({"tool": name, "gate": gate, "reason": reason})

@@ -134,6 +134,12 @@ async def _delete(args: PathArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if target == ctx.workspace.resolve():
         raise ToolFailure("denied", "refusing to delete the workspace root")
+    # A symlink is deleted itself, never the file it points to: the human approved this path.
+    normalised = os.path.normpath(args.path)
+    entry = resolve_in_workspace(ctx.workspace, os.path.dirname(normalised) or ".") / os.path.basename(normalised)
+    if entry.is_symlink():
+        await asyncio.to_thread(entry.unlink)
+        return f"Deleted the link {args.path}."
     if not target.is_file():
         raise ToolFailure("bad_args", f"`{args.path}` is not a file in the workspace")
     await asyncio.to_thread(target.unlink)
