@@ -48,6 +48,30 @@ class Ledger:
         result = json.loads(row["result"]) if row["result"] is not None else None
         return LedgerEntry(row["key"], row["tool"], row["arg_hash"], bool(row["idempotent"]), result)
 
+    async def claim(
+        self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool
+    ) -> LedgerEntry | None:
+        """Return the existing entry for ``key``; if there is none, commit an intent row and return None."""
+
+        def claim_row(conn: Any) -> Any:
+            row = conn.execute(
+                "SELECT key, tool, arg_hash, idempotent, result FROM kasloop_ledger WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO kasloop_ledger (key, thread_id, call_id, tool, arg_hash, idempotent, intent_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, thread_id, call_id, tool, arg_hash, int(idempotent), time.time()),
+                )
+                conn.commit()
+            return row
+
+        row = await self.db.call(claim_row)
+        if row is None:
+            return None
+        result = json.loads(row["result"]) if row["result"] is not None else None
+        return LedgerEntry(row["key"], row["tool"], row["arg_hash"], bool(row["idempotent"]), result)
+
     async def record_intent(
         self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool
     ) -> None:

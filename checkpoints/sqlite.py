@@ -8,12 +8,11 @@ approve`` while a daemon runs) share the file.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -23,6 +22,7 @@ from kasloop.errors import CheckpointError
 __all__ = ["Database", "open_database", "sqlite_path"]
 
 BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -100,29 +100,37 @@ class Database:
         self.conn = conn
         self.path = path
         self.saver = AsyncSqliteSaver(conn)
-        self._write_lock = asyncio.Lock()
 
     async def setup(self) -> None:
         await self.saver.setup()
         await self.conn.executescript(_SCHEMA)
         await self.conn.commit()
 
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the connection's worker thread in one hop.
+
+        aiosqlite's public API costs a thread hop per execute, fetch, cursor
+        close and commit; the loop writes a few rows per iteration, so kasloop
+        runs each unit of work (statement + commit, or a read) as one call.
+        ``fn`` must commit what it writes.
+        """
+        return await self.conn._execute(fn, self.conn._conn)  # noqa: SLF001 - see docstring
+
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one write and commit it; returns the number of changed rows."""
-        async with self._write_lock:
-            cursor = await self.conn.execute(sql, params)
-            changed = cursor.rowcount
-            await cursor.close()
-            await self.conn.commit()
+
+        def write(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(sql, params).rowcount
+            conn.commit()
             return changed
 
+        return await self.call(write)
+
     async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        async with self.conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return await self.call(lambda conn: conn.execute(sql, params).fetchall())
 
     async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        return await self.call(lambda conn: conn.execute(sql, params).fetchone())
 
 
 @asynccontextmanager

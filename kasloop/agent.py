@@ -34,6 +34,10 @@ __all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
 
 EXIT_CODES = {"done": 0, "waiting_approval": 10, "paused_budget": 11, "escalated": 12, "failed": 12}
 
+# Budgets (max_steps, max_tool_calls) and the refusal/failure counters bound a run; LangGraph's
+# step limit must never be what stops a thread that runs for days.
+RECURSION_LIMIT = 2**31 - 1
+
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
 
@@ -150,7 +154,7 @@ class Agent:
     async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
         graph = self._graph(db, config)
         ctx = context_for(config, thread_id, select_tools(config.tools, self.extra_tools))
-        run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000}
+        run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
         async for chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode="updates"):
             if self.progress is not None:
                 for node, update in chunk.items():
@@ -238,6 +242,11 @@ class Agent:
                 if not batch or any(r["status"] == "pending" for r in batch):
                     return await self._settle(db, graph, thread_id, run_config)
                 return await self._drive(db, thread_id, config, Command(resume=_resume_value(batch)))
+            if not snapshot.values:
+                raise UsageError(
+                    f"Thread `{thread_id}` has no checkpoint (its first run died before the first one was written); "
+                    f"start it again with `kasloop run GOAL --thread {thread_id}`."
+                )
             if not snapshot.next:
                 return await self._settle(db, graph, thread_id, run_config)
             return await self._drive(db, thread_id, config, None)

@@ -134,8 +134,11 @@ class AgentConfig(_Frozen):
     """Seconds before the first retry; doubles each time (with jitter)."""
     approval_ttl: float = 86400.0
     """Seconds an approval request stays valid."""
-    durability: Literal["sync", "async", "exit"] = "async"
-    """When checkpoints are written; the act ledger makes side effects safe in every mode."""
+    durability: Literal["sync", "async", "exit"] = "sync"
+    """When LangGraph writes checkpoints: ``sync`` (before the next node starts; a crash loses
+    nothing), ``async`` (while the next node runs; faster, a crash may lose the last node) or
+    ``exit`` (only when the run stops). The act ledger keeps recorded side effects from
+    repeating in every mode; with ``async``/``exit`` a crash may make the model decide again."""
 
     @field_validator("autonomy")
     @classmethod

@@ -32,16 +32,15 @@ def make_act(deps: NodeDeps) -> Any:
         """Run one call through the ledger. Returns the result and whether the tool actually ran."""
         tool = deps.tools[call["tool"]]
         key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"], call.get("attempt", 0))
-        entry = await deps.ledger.lookup(key)
+        entry = await deps.ledger.claim(
+            key, thread_id=ctx.thread_id, call_id=call["id"], tool=tool.name, arg_hash=call["arg_hash"], idempotent=tool.idempotent
+        )
         if entry is not None and entry.result is not None:
             return ToolResult.from_json(entry.result), False
         if entry is not None and not tool.idempotent:
             result = ToolResult(ok=False, output=OUTCOME_UNKNOWN.format(tool=tool.name), error_kind="outcome_unknown")
             await deps.ledger.record_result(key, result.to_json())
             return result, False
-        await deps.ledger.record_intent(
-            key, thread_id=ctx.thread_id, call_id=call["id"], tool=tool.name, arg_hash=call["arg_hash"], idempotent=tool.idempotent
-        )
         tool_ctx = ToolContext(workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=key)
         result = await run_tool(tool, call["args"], tool_ctx)
         await deps.ledger.record_result(key, result.to_json())

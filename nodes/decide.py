@@ -19,6 +19,7 @@ from kasloop.config import AUTONOMY_LEVELS
 from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.policy import arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
@@ -118,6 +119,13 @@ def make_decide(deps: NodeDeps) -> Any:
             )
         update["messages"] = messages
         update["pending"] = pending
+        if reply.tool_calls and not pending:
+            # Every call was refused. The model hears why and tries again, but not forever.
+            refused = state.get("attempts", 0) + 1
+            update["attempts"] = refused
+            if refused > MAX_CONSECUTIVE_FAILURES:
+                update["attempts"] = refused - 1  # self_diagnose counts this failure
+                update["last_error"] = {"kind": "denied", "message": f"every proposed call was refused {refused} times in a row", "source": "model"}
         text = str(reply.text)
         if not reply.tool_calls:
             update["status"] = "done"
