@@ -84,9 +84,9 @@ class ApprovalStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add(self, request: dict[str, Any]) -> None:
-        """Record a request (idempotent: the same id twice is one row)."""
-        await self.db.execute(
+    async def add(self, request: dict[str, Any]) -> bool:
+        """Record a request; False if it was already recorded (the same id twice is one row)."""
+        return 1 == await self.db.execute(
             f"INSERT OR IGNORE INTO kasloop_approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 request["approval_id"], request["thread"], request["batch_id"], request["call_id"], request["kind"],

@@ -35,28 +35,28 @@ class LedgerEntry:
     result: dict[str, Any] | None
 
 
+def _entry(row: Any) -> LedgerEntry:
+    result = json.loads(row["result"]) if row["result"] is not None else None
+    return LedgerEntry(row["key"], row["tool"], row["arg_hash"], bool(row["idempotent"]), result)
+
+
+_SELECT = "SELECT key, tool, arg_hash, idempotent, result FROM kasloop_ledger"
+
+
 class Ledger:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def lookup(self, key: str) -> LedgerEntry | None:
-        row = await self.db.fetchone(
-            "SELECT key, tool, arg_hash, idempotent, result FROM kasloop_ledger WHERE key = ?", (key,)
-        )
-        if row is None:
-            return None
-        result = json.loads(row["result"]) if row["result"] is not None else None
-        return LedgerEntry(row["key"], row["tool"], row["arg_hash"], bool(row["idempotent"]), result)
-
     async def claim(
         self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool
     ) -> LedgerEntry | None:
-        """Return the existing entry for ``key``; if there is none, commit an intent row and return None."""
+        """Return the existing entry for ``key``; if there is none, commit an intent row and return None.
+
+        One round trip: the look-up and the intent are a single unit of work.
+        """
 
         def claim_row(conn: Any) -> Any:
-            row = conn.execute(
-                "SELECT key, tool, arg_hash, idempotent, result FROM kasloop_ledger WHERE key = ?", (key,)
-            ).fetchone()
+            row = conn.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
             if row is None:
                 conn.execute(
                     "INSERT INTO kasloop_ledger (key, thread_id, call_id, tool, arg_hash, idempotent, intent_at)"
@@ -67,20 +67,7 @@ class Ledger:
             return row
 
         row = await self.db.call(claim_row)
-        if row is None:
-            return None
-        result = json.loads(row["result"]) if row["result"] is not None else None
-        return LedgerEntry(row["key"], row["tool"], row["arg_hash"], bool(row["idempotent"]), result)
-
-    async def record_intent(
-        self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool
-    ) -> None:
-        """Committed before the tool runs."""
-        await self.db.execute(
-            "INSERT OR IGNORE INTO kasloop_ledger (key, thread_id, call_id, tool, arg_hash, idempotent, intent_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, thread_id, call_id, tool, arg_hash, int(idempotent), time.time()),
-        )
+        return None if row is None else _entry(row)
 
     async def record_result(self, key: str, result: dict[str, Any]) -> None:
         """Committed right after the tool returns."""
@@ -90,11 +77,5 @@ class Ledger:
         )
 
     async def entries(self, thread_id: str) -> list[LedgerEntry]:
-        rows = await self.db.fetchall(
-            "SELECT key, tool, arg_hash, idempotent, result FROM kasloop_ledger WHERE thread_id = ? ORDER BY intent_at",
-            (thread_id,),
-        )
-        return [
-            LedgerEntry(r["key"], r["tool"], r["arg_hash"], bool(r["idempotent"]), json.loads(r["result"]) if r["result"] else None)
-            for r in rows
-        ]
+        rows = await self.db.fetchall(f"{_SELECT} WHERE thread_id = ? ORDER BY intent_at, rowid", (thread_id,))
+        return [_entry(r) for r in rows]

@@ -19,17 +19,11 @@ class MemoryLedger:
     def __init__(self) -> None:
         self._rows: dict[str, LedgerEntry] = {}
 
-    async def lookup(self, key: str) -> LedgerEntry | None:
-        return self._rows.get(key)
-
     async def claim(self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool) -> LedgerEntry | None:
         existing = self._rows.get(key)
         if existing is None:
             self._rows[key] = LedgerEntry(key, tool, arg_hash, idempotent, None)
         return existing
-
-    async def record_intent(self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool) -> None:
-        self._rows.setdefault(key, LedgerEntry(key, tool, arg_hash, idempotent, None))
 
     async def record_result(self, key: str, result: dict[str, Any]) -> None:
         entry = self._rows[key]

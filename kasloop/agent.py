@@ -166,21 +166,22 @@ class Agent:
         snapshot = await graph.aget_state(run_config)
         values = snapshot.values or {}
         approvals = ApprovalStore(db)
-        records: list[dict[str, Any]] = []
+        events = EventLog(db)
+        step = values.get("usage", empty_usage())["steps"]
         batch_id: str | None = None
         for intr in snapshot.interrupts:
             batch_id = intr.id
             for request in intr.value.get("requests", []):
-                record = {**request, "batch_id": intr.id}
-                await approvals.add(record)
-                records.append(record)
+                if await approvals.add({**request, "batch_id": intr.id}):
+                    await events.append(
+                        thread_id, step, "approval_requested", approval_id=request["approval_id"], tool=request["tool"],
+                        arg_hash=request["arg_hash"], reason=request["reason"],
+                    )
         await approvals.mark_stale(thread_id, batch_id)
+        records: list[dict[str, Any]] = []
         if snapshot.interrupts:
             status = "waiting_approval"
-            pending = [r for r in await approvals.pending(thread_id)]
-            records = [approval_json(r) for r in pending]
-            for record in records:
-                await EventLog(db).append(thread_id, values.get("usage", empty_usage())["steps"], "approval_requested", approval_id=record["approval_id"], tool=record["tool"], arg_hash=record["arg_hash"], reason=record["reason"])
+            records = [approval_json(r) for r in await approvals.pending(thread_id)]
         else:
             status = values.get("status", "running")
             if status in ("running", "waiting_approval") and not snapshot.next:
@@ -188,7 +189,7 @@ class Agent:
         await ThreadStore(db).set_status(thread_id, status)
         return RunResult(
             thread=thread_id, status=status, output=values.get("output", ""),
-            approvals=records if snapshot.interrupts else [], usage=values.get("usage", empty_usage()),
+            approvals=records, usage=values.get("usage", empty_usage()),
         )
 
     # -- public API -------------------------------------------------------------------------

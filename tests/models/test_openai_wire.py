@@ -1,0 +1,120 @@
+"""``openai:NAME`` end to end against a local server speaking OpenAI's chat-completions wire format.
+
+The server runs on 127.0.0.1 in a thread, answers from a queue of canned
+responses and records every request body, so the tests see exactly what
+kasloop (through ``ChatOpenAI``) sends and how it reacts to what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kasloop import Agent, AgentConfig, OpenAISettings
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.responses: list[tuple[int, dict[str, Any]]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append({"path": self.path, **body})
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                status, payload = fake.responses.pop(0)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def reply(self, content: str | None = None, tool_calls: list[tuple[str, dict[str, Any]]] = ()) -> None:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{len(self.responses)}_{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+                for i, (name, args) in enumerate(tool_calls)
+            ]
+        self.responses.append((200, {
+            "id": f"chatcmpl-{len(self.responses)}", "object": "chat.completion", "created": 1, "model": "test-model",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
+        }))
+
+    def fail(self, status: int) -> None:
+        self.responses.append((status, {"error": {"message": "The model produced output that does not match", "type": "server_error"}}))
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def agent_for(tmp_path: Path, workspace: Path, server: FakeOpenAI, autonomy: int = 4) -> Agent:
+    config = AgentConfig(
+        autonomy=autonomy, model="openai:test-model", tools=["files"], workspace=workspace, retry_backoff=0.001,
+        openai=OpenAISettings(base_url=server.base_url, api_key="sk-test-key"),  # type: ignore[arg-type]
+    )
+    return Agent(config, home=tmp_path / ".kasloop")
+
+
+async def test_tool_call_round_trip_over_the_openai_wire_format(tmp_path: Path, workspace: Path, openai_server: FakeOpenAI) -> None:
+    openai_server.reply(None, [("files_write", {"path": "hello.txt", "content": "Hello, world!"})])
+    openai_server.reply("I created hello.txt.")
+    result = await agent_for(tmp_path, workspace, openai_server).run("create hello.txt saying Hello, world!")
+    assert result.status == "done" and result.output == "I created hello.txt."
+    assert (workspace / "hello.txt").read_text() == "Hello, world!"
+    assert result.usage["input_tokens"] == 240 and result.usage["output_tokens"] == 60
+
+    first, second = openai_server.requests
+    assert first["path"] == "/v1/chat/completions" and first["model"] == "test-model"
+    assert openai_server.headers[0]["authorization"] == "Bearer sk-test-key"
+    assert {t["function"]["name"] for t in first["tools"]} == {"files_read", "files_write", "files_append", "files_list", "files_delete"}
+    assert first["messages"][0]["role"] == "system" and first["messages"][-1] == {"role": "user", "content": "create hello.txt saying Hello, world!"}
+    tool_msg = second["messages"][-1]
+    assert tool_msg["role"] == "tool" and tool_msg["tool_call_id"] == "call_0_0" and "Wrote 13 bytes" in tool_msg["content"]
+
+
+async def test_http_500_is_a_transient_model_error_that_is_retried(tmp_path: Path, workspace: Path, openai_server: FakeOpenAI) -> None:
+    openai_server.fail(500)
+    openai_server.reply("All good.")
+    agent = agent_for(tmp_path, workspace, openai_server)
+    result = await agent.run("say something")
+    assert result.status == "done" and result.output == "All good."
+    assert len(openai_server.requests) == 2, "the client's own retries are off: kasloop retried once"
+    errors = [e for e in await agent.history(result.thread) if e["kind"] == "error"]
+    assert len(errors) == 1 and "HTTP 500" in errors[0]["message"] and errors[0]["transient"] is True
+
+
+async def test_risky_call_from_a_real_protocol_model_waits_for_approval(tmp_path: Path, workspace: Path, openai_server: FakeOpenAI) -> None:
+    (workspace / "old.txt").write_text("old")
+    openai_server.reply(None, [("files_delete", {"path": "old.txt"})])
+    openai_server.reply("Deleted.")
+    agent = agent_for(tmp_path, workspace, openai_server, autonomy=3)
+    result = await agent.run("delete old.txt")
+    assert result.status == "waiting_approval" and (workspace / "old.txt").exists()
+    assert len(openai_server.requests) == 1
+    done = await agent.approve(result.approvals[0]["approval_id"])
+    assert done.status == "done" and not (workspace / "old.txt").exists()
