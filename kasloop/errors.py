@@ -10,6 +10,7 @@ KasloopError                      root: every error kasloop raises on purpose
 ├── ModelError                    the model failed (HTTP error, bad reply)
 │   └── ScriptExhausted           a scripted model ran out of turns (exit 1)
 ├── CheckpointError               the database could not be read or written
+├── LocalModelError               the embedded model could not be installed or started
 └── BudgetExceeded                a hard limit would be crossed (exit 11)
 ```
 
@@ -30,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "KasloopError",
+    "LocalModelError",
     "ModelError",
     "ScriptExhausted",
     "ThreadNotFound",
@@ -97,6 +99,10 @@ class ScriptExhausted(ModelError):
 
 class CheckpointError(KasloopError):
     """The kasloop database could not be opened, read or written."""
+
+
+class LocalModelError(KasloopError):
+    """The embedded local model could not be installed, started or reached."""
 
 
 class BudgetExceeded(KasloopError):

@@ -7,7 +7,9 @@ model, managed by ``kasloop local-model``).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -17,7 +19,20 @@ from kasloop.config import AgentConfig
 from kasloop.errors import ConfigError, ModelError
 from kasloop.scripted import ScriptedChatModel
 
-__all__ = ["build_model", "invoke_model"]
+__all__ = ["DEFAULT_OPENAI_MODEL", "build_model", "extract_tool_call", "invoke_model", "resolve_model_specs"]
+
+DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
+LOCAL_TEMPERATURE = 0.3
+"""Low, but not 0: a retry after a malformed reply must be able to come out differently."""
+
+
+def resolve_model_specs(config: AgentConfig) -> list[str]:
+    """The model chain to use: the configured one; else OpenAI if a key is set; else the local model."""
+    if config.model is not None:
+        return config.model_specs
+    if config.openai.api_key is not None or os.environ.get("OPENAI_API_KEY"):
+        return [DEFAULT_OPENAI_MODEL]
+    return ["local"]
 
 
 def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
@@ -46,9 +61,18 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             timeout=config.openai.timeout,
         )
     if spec == "local":
-        raise ConfigError(
-            "The embedded `local` model is not installed in this version; pass --model openai:NAME "
-            "(with OPENAI_API_KEY) or --model scripted:FILE."
+        from langchain_openai import ChatOpenAI
+
+        from kasloop.local_server import ensure_running
+
+        return ChatOpenAI(
+            model="local",
+            base_url=ensure_running(),
+            api_key="local",  # the server is bound to 127.0.0.1 and needs no key
+            max_retries=0,
+            timeout=config.openai.timeout,
+            max_tokens=512,  # also capped on the server (-n)
+            temperature=LOCAL_TEMPERATURE,
         )
     raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
 
@@ -81,4 +105,43 @@ async def invoke_model(
         raise _classify(exc) from exc
     if not isinstance(reply, AIMessage):
         raise ModelError(f"model returned {type(reply).__name__}, not an AI message", transient=False)
+    if not reply.tool_calls and tools:
+        recovered = extract_tool_call(str(reply.content), tools, call_id=f"call_{turn}_0")
+        if recovered is not None:
+            reply = AIMessage(content="", tool_calls=[recovered], usage_metadata=reply.usage_metadata, response_metadata=reply.response_metadata)
     return reply
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+
+
+def extract_tool_call(text: str, tools: list[dict[str, Any]], *, call_id: str) -> dict[str, Any] | None:
+    """Recover a tool call that a small model wrote as text instead of a structured call.
+
+    Small models often answer ``{"name": "files_write", "arguments": {...}}``
+    as plain content (sometimes in a code fence). Only a reply that *is* such
+    an object is taken; a plain-text answer stays an answer. A call of a
+    function that is not bound is a ``ModelError`` naming the valid ones, so
+    the model is asked again with that error.
+    """
+    stripped = _FENCE.sub("", text.strip())
+    if not stripped.startswith("{"):
+        return None
+    try:
+        data, _ = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    args = data.get("arguments", data.get("args", data.get("parameters", {})))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    names = [t["function"]["name"] for t in tools]
+    if data["name"] not in names:
+        raise ModelError(f"the reply called `{data['name']}`, which is not a tool; valid tools: {', '.join(names)}", transient=False)
+    return {"name": data["name"], "args": args, "id": call_id, "type": "tool_call"}

@@ -98,6 +98,9 @@ class AgentState(TypedDict, total=False):
     tainted: bool
     status: Status
     output: str
+    done_calls: list[str]
+    """``arg_hash`` of the calls that succeeded in this task (latest last, bounded): a small model
+    that repeats a finished idempotent call is told so instead of running it again."""
     model_turns: int
     """How many model replies this thread has consumed (a scripted model's position)."""
 

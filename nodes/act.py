@@ -16,10 +16,13 @@ from langgraph.runtime import Runtime
 
 from kasloop.checkpoints.ledger import idempotency_key
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.messages import tool_ok
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.tools.base import ToolContext, ToolResult, run_tool
 
 __all__ = ["OUTCOME_UNKNOWN", "make_act"]
+
+DONE_CALLS_KEPT = 20
 
 OUTCOME_UNKNOWN = (
     "Error: the previous attempt of `{tool}` was interrupted after it started and before its result was "
@@ -41,7 +44,10 @@ def make_act(deps: NodeDeps) -> Any:
             result = ToolResult(ok=False, output=OUTCOME_UNKNOWN.format(tool=tool.name), error_kind="outcome_unknown")
             await deps.ledger.record_result(key, result.to_json())
             return result, False
-        tool_ctx = ToolContext(workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=key)
+        # The far side (Idempotency-Key, Message-ID) gets one key for every attempt of this call, so it
+        # can spot a retry; the ledger keys each attempt separately.
+        far_key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"])
+        tool_ctx = ToolContext(workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=far_key, extra=deps.config.tool_settings)
         result = await run_tool(tool, call["args"], tool_ctx)
         await deps.ledger.record_result(key, result.to_json())
         return result, True
@@ -53,11 +59,13 @@ def make_act(deps: NodeDeps) -> Any:
         messages: list[ToolMessage] = []
         failed: list[PendingCall] = []
         pending = list(state.get("pending", []))
+        done_calls = list(state.get("done_calls", []))
         for index, call in enumerate(pending):
             if ctx.max_tool_calls is not None and usage["tool_calls"] >= ctx.max_tool_calls:
                 await deps.events.append(ctx.thread_id, step, "budget", limit="max_tool_calls", value=usage["tool_calls"])
                 return {
                     "messages": messages,
+                    "done_calls": done_calls,
                     "pending": failed + pending[index:],
                     "usage": usage,
                     "status": "paused_budget",
@@ -72,10 +80,11 @@ def make_act(deps: NodeDeps) -> Any:
                 ok=result.ok, error_kind=result.error_kind, reused=not ran, output=result.output[:300],
             )
             if result.ok:
-                messages.append(ToolMessage(content=result.output, tool_call_id=call["id"], name=call["tool"]))
+                messages.append(tool_ok(call["id"], call["tool"], result.output))
+                done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
             else:
                 failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output}})
-        update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage}
+        update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls}
         if failed:
             first = failed[0]
             update["last_error"] = {

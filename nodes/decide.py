@@ -12,13 +12,13 @@ import hashlib
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from kasloop.config import AUTONOMY_LEVELS
 from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.messages import tool_error
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.policy import arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
@@ -26,10 +26,18 @@ from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 
 __all__ = ["SYSTEM_PROMPT", "make_decide"]
 
+# Short on purpose: small local models pay for every prompt token, and this wording (with the JSON
+# tool-result envelope) is what made the embedded 0.5B model stop after finishing instead of repeating.
 SYSTEM_PROMPT = (
-    "You are an autonomous agent. Reach the goal with your tools, one step at a time. "
-    "Paths are relative to the workspace. If a call is refused or rejected, read why and try another way. "
-    "When the goal is met, answer in one or two plain sentences without calling a tool."
+    "You are an agent that completes tasks with tools. Call one tool at a time. "
+    "Paths are relative to the workspace. If a call is refused or fails, read why and try another way. "
+    "When the task is done, reply in plain text."
+)
+
+
+REPEATED_CALL = (
+    "This exact call already succeeded earlier in this task; running it again would change nothing. "
+    "If the task is done, reply in plain text. Otherwise call a different tool or use other arguments."
 )
 
 
@@ -37,17 +45,18 @@ def approval_id_for(thread_id: str, turn: int, call_id: str) -> str:
     return "ap-" + hashlib.sha256(f"{thread_id}:{turn}:{call_id}".encode()).hexdigest()[:10]
 
 
-def _prompt(deps: NodeDeps, ctx: RunContext, state: AgentState) -> list[BaseMessage]:
+def _prompt(deps: NodeDeps, state: AgentState) -> list[BaseMessage]:
     parts = [deps.config.system_prompt or SYSTEM_PROMPT]
-    goals = [g for g in state.get("goals", []) if g["status"] == "open"]
-    if goals:
-        parts.append("Goal: " + " / ".join(g["text"] for g in goals))
-    parts.append(f"Autonomy level {ctx.autonomy}: {AUTONOMY_LEVELS[ctx.autonomy]}.")
+    messages = state.get("messages", [])
+    said = {m.content for m in messages if isinstance(m, HumanMessage)}
+    goals = [g["text"] for g in state.get("goals", []) if g["status"] == "open" and g["text"] not in said]
+    if goals:  # the goal's own message fell out of working memory: keep it in view
+        parts.append("Task: " + " / ".join(goals))
     if state.get("summary"):
         parts.append("Earlier: " + state["summary"])
     if state.get("diagnosis"):
         parts.append("Last problem: " + str(state["diagnosis"]))
-    return [SystemMessage("\n".join(parts)), *state.get("messages", [])]
+    return [SystemMessage("\n".join(parts)), *messages]
 
 
 def _usage_after(state: AgentState, reply: AIMessage | None) -> dict[str, Any]:
@@ -67,7 +76,7 @@ def make_decide(deps: NodeDeps) -> Any:
         turn = state.get("model_turns", 0)
         offered = deps.offered_tools(ctx)
         try:
-            reply = await invoke_model(deps.model, _prompt(deps, ctx, state), deps.schemas(ctx), turn=turn)
+            reply = await invoke_model(deps.model, _prompt(deps, state), deps.schemas(ctx), turn=turn)
         except ScriptExhausted:
             raise
         except ModelError as exc:
@@ -90,14 +99,20 @@ def make_decide(deps: NodeDeps) -> Any:
         pending: list[PendingCall] = []
         gates: list[dict[str, str]] = []
         now = time.time()
+        done = set(state.get("done_calls", []))
         for call in reply.tool_calls:
             call_id = call["id"] or f"call_{turn}_{len(gates)}"
             name, args = call["name"], call.get("args") or {}
             tool = offered.get(name)
             if tool is None:
                 text = UNKNOWN_TOOL_TEMPLATE.format(name=name, valid=", ".join(offered) or "(none)")
-                messages.append(ToolMessage(content=text, tool_call_id=call_id, name=name, status="error"))
+                messages.append(tool_error(call_id, name, "unknown_tool", text))
                 gates.append({"tool": name, "gate": "deny", "reason": "unknown tool"})
+                continue
+            call_hash = arg_hash(name, args)
+            if tool.idempotent and call_hash in done:
+                messages.append(tool_error(call_id, name, "repeated", REPEATED_CALL))
+                gates.append({"tool": name, "gate": "deny", "reason": "repeats a call that already succeeded"})
                 continue
             risk = ctx.risk_overrides.get(name, tool.risk)
             gate, reason = gate_call(
@@ -108,12 +123,12 @@ def make_decide(deps: NodeDeps) -> Any:
             )
             gates.append({"tool": name, "gate": gate, "reason": reason})
             if gate == "deny":
-                messages.append(ToolMessage(content=DENIED_TEMPLATE.format(name=name, reason=reason), tool_call_id=call_id, name=name, status="error"))
+                messages.append(tool_error(call_id, name, "denied", DENIED_TEMPLATE.format(name=name, reason=reason)))
                 continue
             pending.append(
                 PendingCall(
                     id=call_id, tool=name, args=args, risk=risk, gate=gate, reason=reason,
-                    arg_hash=arg_hash(name, args), approval_id=approval_id_for(ctx.thread_id, turn, call_id),
+                    arg_hash=call_hash, approval_id=approval_id_for(ctx.thread_id, turn, call_id),
                     attempt=0, turn=turn, created_at=now,
                 )
             )

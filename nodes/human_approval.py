@@ -18,12 +18,13 @@ import hashlib
 import time
 from typing import Any, Literal, TypedDict
 
-from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from kasloop.errors import ApprovalError
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.messages import tool_error, tool_ok
 from kasloop.policy import arg_hash
 from kasloop.state import AgentState, PendingCall, RunContext
 
@@ -111,9 +112,9 @@ def _apply_to_calls(state: AgentState, decisions: dict[str, dict[str, Any]]) -> 
             kept.append({**call, "args": args, "arg_hash": arg_hash(call["tool"], args), "decision": kind, "gate": "allow"})
         elif kind == "reject":
             reason = decision.get("reason") or "no reason given"
-            messages.append(ToolMessage(content=f"Rejected by a human: {reason}. Do not retry this call as it was; choose another way.", tool_call_id=call["id"], name=call["tool"], status="error"))
+            messages.append(tool_error(call["id"], call["tool"], "rejected", f"Rejected by a human: {reason}. Do not retry this call as it was; choose another way."))
         else:
-            messages.append(ToolMessage(content=f"A human answered instead of running `{call['tool']}`: {decision.get('text', '')}", tool_call_id=call["id"], name=call["tool"]))
+            messages.append(tool_ok(call["id"], call["tool"], f"A human answered instead of running `{call['tool']}`: {decision.get('text', '')}"))
     return {"pending": kept, "messages": messages, "status": "running"}
 
 
@@ -131,14 +132,14 @@ def _apply_to_escalation(state: AgentState, decision: dict[str, Any]) -> dict[st
         text = decision.get("text", "")
         if failed:
             msgs: list[BaseMessage] = [
-                ToolMessage(content=f"{c.get('error', {}).get('output', 'failed')}\nGuidance from a human: {text}", tool_call_id=c["id"], name=c["tool"], status="error")
+                tool_error(c["id"], c["tool"], c.get("error", {}).get("kind", "failed"), f"{c.get('error', {}).get('output', 'failed')}\nGuidance from a human: {text}")
                 for c in failed
             ]
         else:
             msgs = [HumanMessage(f"Guidance from a human: {text}")]
         return {**base, "status": "running", "pending": [], "messages": msgs}
     reason = decision.get("reason") or "stopped by a human"
-    msgs = [ToolMessage(content=f"Stopped by a human: {reason}", tool_call_id=c["id"], name=c["tool"], status="error") for c in failed]
+    msgs = [tool_error(c["id"], c["tool"], "stopped", f"Stopped by a human: {reason}") for c in failed]
     return {**base, "status": "failed", "pending": [], "messages": msgs, "output": f"Stopped by a human: {reason}"}
 
 

@@ -13,10 +13,11 @@ import asyncio
 import random
 from typing import Any
 
-from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.messages import tool_error
 from kasloop.state import AgentState, RunContext
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "make_self_diagnose", "route_after_diagnosis"]
@@ -27,6 +28,11 @@ _RETRYABLE = {"transient", "timeout"}
 
 def _backoff(base: float, attempt: int) -> float:
     return base * (2**attempt) * (0.5 + random.random() / 2)
+
+
+def _idempotent(deps: NodeDeps, name: str) -> bool:
+    tool = deps.tools.get(name)
+    return tool is not None and tool.idempotent
 
 
 def make_self_diagnose(deps: NodeDeps) -> Any:
@@ -50,7 +56,10 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             return {"attempts": attempts, "status": "waiting_approval", "diagnosis": f"stuck: {error['message']}"}
 
         if kind in _RETRYABLE:
-            if source == "tool" and failed and all(c.get("attempt", 0) < deps.config.tool_retries for c in failed):
+            # Only idempotent calls are retried unasked: a timed-out POST or shell command may have
+            # taken effect, so the model (or a human) decides about those.
+            retryable = all(c.get("attempt", 0) < deps.config.tool_retries and _idempotent(deps, c["tool"]) for c in failed)
+            if source == "tool" and failed and retryable:
                 delay = _backoff(deps.config.retry_backoff, failed[0].get("attempt", 0))
                 await log("retry", delay=round(delay, 3))
                 await asyncio.sleep(delay)
@@ -66,7 +75,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
         update: dict[str, Any] = {"attempts": attempts, "diagnosis": diagnosis, "last_error": None, "pending": []}
         if source == "tool":
             update["messages"] = [
-                ToolMessage(content=c.get("error", {}).get("output", error["message"]), tool_call_id=c["id"], name=c["tool"], status="error")
+                tool_error(c["id"], c["tool"], c.get("error", {}).get("kind", kind), c.get("error", {}).get("output", error["message"]))
                 for c in failed
             ]
         else:

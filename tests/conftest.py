@@ -7,7 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ import pytest
 # No test may reach a real model provider: an accidental OpenAI call goes to a closed local port.
 os.environ.pop("OPENAI_API_KEY", None)
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
+# The real model cache (the local-model tests use it); every other test sees an empty one, so no
+# test starts the local server by accident.
+REAL_CACHE = os.environ.get("KASLOOP_CACHE") or str(Path.home() / ".cache" / "kasloop")
 for key in [k for k in os.environ if k.startswith("KASLOOP_")]:
     os.environ.pop(key)
+os.environ["KASLOOP_CACHE"] = tempfile.mkdtemp(prefix="kasloop-test-cache-")
 
 
 def write_script(path: Path, turns: list[dict[str, Any]]) -> Path:
@@ -90,3 +95,39 @@ def db_fingerprint(path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+# -- the real embedded model (tests under tests/local_model/, marked ``local_model``) ---------------
+# They use the real model cache (``make test`` installs it first). A missing model is a failure, not a
+# skip: CI always runs them. Locally, skip them with ``pytest -m "not local_model"``.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "local_model" in str(item.path):
+            item.add_marker(pytest.mark.local_model)
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[str]:
+    """Point kasloop at the real cache; start the server once; stop it at the end if we started it."""
+    from kasloop.local_install import LocalPaths
+    from kasloop.local_server import server_status, start, stop
+
+    paths = LocalPaths(Path(REAL_CACHE) / "llm")
+    if not paths.installed:
+        pytest.fail(
+            f"The local model is not installed in {paths.root}: run `make test` (which installs it) or "
+            "`kasloop local-model install`; to skip these tests locally use -m 'not local_model'."
+        )
+    previous = os.environ.get("KASLOOP_CACHE")
+    os.environ["KASLOOP_CACHE"] = REAL_CACHE
+    was_running = server_status(paths)["running"]
+    info = start(paths)
+    yield str(info["base_url"])
+    if not was_running:
+        stop(paths)
+    if previous is None:
+        os.environ.pop("KASLOOP_CACHE", None)
+    else:
+        os.environ["KASLOOP_CACHE"] = previous

@@ -78,13 +78,13 @@ class WriteArgs(BaseModel):
 
 
 class ListArgs(BaseModel):
-    path: str = Field(default=".", description="Folder relative to the workspace root.")
+    path: str = Field(default=".", description="Folder relative to the workspace root; `.` is the root.")
 
 
 async def _read(args: PathArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if not target.is_file():
-        raise ToolFailure("bad_args", f"`{args.path}` is not a file in the workspace; list the folder with files_list")
+        raise ToolFailure("bad_args", f"`{args.path}` is not a file in the workspace; see what exists with files_list (path `.` is the root)")
     data = await asyncio.to_thread(target.read_bytes)
     if b"\x00" in data[:1024]:
         return f"[binary file, {len(data)} bytes; not shown]"
@@ -122,7 +122,7 @@ async def _append(args: WriteArgs, ctx: ToolContext) -> str:
 async def _list(args: ListArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if not target.is_dir():
-        raise ToolFailure("bad_args", f"`{args.path}` is not a folder in the workspace")
+        raise ToolFailure("bad_args", f"`{args.path}` is not a folder in the workspace; the workspace root itself is `.`")
     entries = sorted(target.iterdir(), key=lambda p: p.name)
     lines = [f"{p.name}/" if p.is_dir() else f"{p.name} ({p.lstat().st_size} bytes)" for p in entries[:MAX_LIST_ENTRIES]]
     if len(entries) > MAX_LIST_ENTRIES:
@@ -150,6 +150,6 @@ FILES_TOOLS: tuple[Tool, ...] = (
     Tool(name="files_read", description="Read a text file from the workspace.", args_model=PathArgs, func=_read, risk="read", idempotent=True, family="files"),
     Tool(name="files_write", description="Create or replace a file in the workspace.", args_model=WriteArgs, func=_write, risk="low", idempotent=True, family="files"),
     Tool(name="files_append", description="Append text to a file in the workspace.", args_model=WriteArgs, func=_append, risk="low", idempotent=False, family="files"),
-    Tool(name="files_list", description="List a folder of the workspace.", args_model=ListArgs, func=_list, risk="read", idempotent=True, family="files"),
+    Tool(name="files_list", description="List the files in a folder of the workspace (default: the root).", args_model=ListArgs, func=_list, risk="read", idempotent=True, family="files"),
     Tool(name="files_delete", description="Delete a file from the workspace.", args_model=PathArgs, func=_delete, risk="high", idempotent=True, family="files"),
 )

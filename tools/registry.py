@@ -11,11 +11,15 @@ from collections.abc import Iterable
 from kasloop.errors import ConfigError
 from kasloop.tools.base import Tool
 from kasloop.tools.files import FILES_TOOLS
+from kasloop.tools.http import HTTP_TOOLS
+from kasloop.tools.shell import SHELL_TOOLS
 
 __all__ = ["FAMILIES", "all_tools", "select_tools"]
 
 FAMILIES: dict[str, tuple[Tool, ...]] = {
     "files": FILES_TOOLS,
+    "shell": SHELL_TOOLS,
+    "http": HTTP_TOOLS,
 }
 
 

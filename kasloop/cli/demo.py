@@ -16,7 +16,7 @@ import typer
 
 from kasloop.agent import Agent
 from kasloop.cli._console import out, print_result
-from kasloop.config import AgentConfig
+from kasloop.config import AgentConfig, PolicyRule
 
 __all__ = ["register"]
 
@@ -61,12 +61,59 @@ async def _demo(folder: Path) -> int:
     return result.exit_code
 
 
+LOCAL_GOAL = "Create notes.md containing the line: Remember to buy milk and call the bank."
+LOCAL_FILES = {
+    "todo.txt": "Buy milk. Fix the login bug. Call the bank about the card.\n",
+    "ideas.txt": "A weekly newsletter about home gardening.\n",
+}
+
+
+async def _demo_local(folder: Path) -> int:
+    workspace = folder / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    for name, text in LOCAL_FILES.items():
+        (workspace / name).write_text(text)
+    config = AgentConfig(
+        autonomy=3, model="local", tools=["files_write"], workspace=workspace,
+        rules=[PolicyRule(tool="files_write", args={"path": "notes.md"}, action="ask")],
+    )
+    agent = Agent(config, home=folder / ".kasloop")
+    _say(f"A level-3 agent on the embedded local model (Qwen2.5-Coder-0.5B via llama.cpp, no API key) works in [bold]{workspace}[/bold].")
+    out.print(f"  Files: {', '.join(sorted(LOCAL_FILES))}. A rule says: ask before writing notes.md.")
+    _say(f"Goal: {LOCAL_GOAL}")
+    result = await agent.run(LOCAL_GOAL)
+    print_result(result, as_json=False)
+    decisions = 0
+    while result.status == "waiting_approval" and decisions < 5:
+        request = result.approvals[0]
+        if request["kind"] != "tool_call":
+            _say(f"The agent is stuck and asks for help: {request['reason']}")
+            out.print("  A small local model sometimes gets lost; with --model openai:NAME the same goal is routine.")
+            break
+        _say(f"Paused for approval of `{request['tool']}` {request['args']} ({request['reason']}). Approving it as the human.")
+        result = await agent.approve(request["approval_id"], by="demo", channel="demo")
+        decisions += 1
+        print_result(result, as_json=False)
+    _say("What the agent did (from the event log):")
+    for event in await agent.history(result.thread):
+        if event["kind"] in ("tool", "approval_decision", "self_diagnose", "error"):
+            detail = event.get("tool") or event.get("decision") or event.get("action") or event.get("message") or ""
+            ok = "" if event["kind"] != "tool" else ("ok" if event.get("ok") else f"failed ({event.get('error_kind')})")
+            out.print(f"  {event['step']:>2} {event['kind']:<18} {str(detail)[:50]} {ok}", markup=False)
+    notes = workspace / "notes.md"
+    if notes.exists():
+        _say("notes.md:")
+        out.print(notes.read_text(), markup=False)
+    return result.exit_code
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         folder: Annotated[Path | None, typer.Option("--dir", help="Where to put the demo workspace (default: a temp folder).")] = None,
+        local: Annotated[bool, typer.Option("--local", help="Run a real goal on the embedded local model instead of the scripted tour.")] = False,
     ) -> None:
-        """Watch a scripted level-3 agent write a file, pause for a risky action and finish after approval."""
+        """Watch an agent work: a scripted level-3 tour, or (--local) a real goal on the embedded local model."""
         if folder is None:
             folder = Path(tempfile.mkdtemp(prefix="kasloop-demo-"))
-        raise typer.Exit(asyncio.run(_demo(folder)))
+        raise typer.Exit(asyncio.run(_demo_local(folder) if local else _demo(folder)))

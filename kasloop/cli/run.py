@@ -12,6 +12,7 @@ from rich.status import Status
 from kasloop.agent import RunResult
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import err, print_result
+from kasloop.models import resolve_model_specs
 
 __all__ = ["register"]
 
@@ -19,8 +20,9 @@ __all__ = ["register"]
 class LiveProgress:
     """A one-line spinner on stderr: step, node, last tool. Silent when not on a terminal."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, announce: str | None = None) -> None:
         self.enabled = enabled and err.is_terminal
+        self.announce = announce if enabled else None
         self.step = 0
         self.last_tool = "-"
         self.status: Status | None = None
@@ -36,6 +38,9 @@ class LiveProgress:
             self.status.__exit__(*exc)
 
     def __call__(self, node: str, update: dict[str, Any]) -> None:
+        if self.announce:  # said once the run really started, so a refused run prints only its error
+            err.print(f"[dim]{self.announce}[/dim]")
+            self.announce = None
         usage = update.get("usage")
         if usage:
             self.step = usage["steps"]
@@ -43,6 +48,14 @@ class LiveProgress:
             self.last_tool = call.get("tool", self.last_tool)
         if self.status is not None:
             self.status.update(f"step {self.step} · {node} · last tool {self.last_tool}")
+
+
+def describe_model(spec: str) -> str:
+    if spec == "local":
+        return "local (embedded llama.cpp server with Qwen2.5-Coder-0.5B; no API key needed)"
+    if spec.startswith("openai:"):
+        return f"{spec} (OpenAI-compatible API)"
+    return spec
 
 
 def _finish(result: RunResult, as_json: bool) -> None:
@@ -66,11 +79,13 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Run GOAL as a thread: exits 0 done, 10 waiting for approval, 11 paused by budget, 12 escalated."""
-        with LiveProgress(not json_out) as progress:
-            agent = make_agent(
-                home=home, db=db, config_file=config, progress=progress,
-                autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps,
-            )
+        agent = make_agent(
+            home=home, db=db, config_file=config,
+            autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps,
+        )
+        announce = f"model: {describe_model(resolve_model_specs(agent.config)[0])}"
+        with LiveProgress(not json_out, announce) as progress:
+            agent.progress = progress
             result = asyncio.run(agent.run(goal, thread_id=thread))
         _finish(result, json_out)
 

@@ -1,0 +1,42 @@
+"""End to end on the real local model (no scripted fallback).
+
+Assertions are on files and the event log, never on the model's wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from kasloop import Agent, AgentConfig
+from conftest import CLIResult
+
+
+def tool_events(events: list[dict[str, object]], tool: str) -> list[dict[str, object]]:
+    return [e for e in events if e["kind"] == "tool" and e["tool"] == tool]
+
+
+async def test_level_4_writes_a_file_with_given_content(local_model: str, tmp_path: Path, workspace: Path) -> None:
+    agent = Agent(AgentConfig(autonomy=4, model="local", tools=["files_write"], workspace=workspace), home=tmp_path / ".kasloop")
+    result = await agent.run("Create the file hello.txt with the content: Hello, world!")
+    assert result.status == "done", result
+    assert (workspace / "hello.txt").read_text().strip() == "Hello, world!"
+    events = await agent.history(result.thread)
+    assert any(e["ok"] for e in tool_events(events, "files_write"))
+
+
+def test_level_3_high_risk_call_waits_for_approval_then_completes(
+    local_model: str, tmp_path: Path, workspace: Path, kasloop: Callable[..., CLIResult]
+) -> None:
+    """The run exits 10 in one process; `kasloop approve` in another finishes it (the fixture exports KASLOOP_CACHE)."""
+    (workspace / "old.txt").write_text("obsolete\n")
+    first = kasloop("run", "Delete the file old.txt.", "--model", "local", "--tools", "files_delete",
+                    "--workspace", str(workspace), "--autonomy", "3", "--json")
+    assert first.code == 10, first
+    [request] = first.json()["approvals"]
+    assert request["tool"] == "files_delete" and request["risk"] == "high"
+    assert (workspace / "old.txt").exists(), "nothing runs before approval"
+    second = kasloop("approve", request["approval_id"], "--json")
+    assert second.code == 0, second
+    assert second.json()["status"] == "done"
+    assert not (workspace / "old.txt").exists()
