@@ -24,7 +24,7 @@ from langgraph.types import interrupt
 
 from kasloop.errors import ApprovalError
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.messages import tool_error, tool_ok
+from kasloop.nodes.messages import failed_call_message, tool_error, tool_ok
 from kasloop.policy import arg_hash
 from kasloop.state import AgentState, PendingCall, RunContext
 
@@ -132,7 +132,7 @@ def _apply_to_escalation(state: AgentState, decision: dict[str, Any]) -> dict[st
         text = decision.get("text", "")
         if failed:
             msgs: list[BaseMessage] = [
-                tool_error(c["id"], c["tool"], c.get("error", {}).get("kind", "failed"), f"{c.get('error', {}).get('output', 'failed')}\nGuidance from a human: {text}")
+                failed_call_message(c, kind="failed", message="failed", note=f"Guidance from a human: {text}")
                 for c in failed
             ]
         else:

@@ -12,10 +12,11 @@ trials).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from langchain_core.messages import ToolMessage
 
-__all__ = ["tool_error", "tool_ok"]
+__all__ = ["failed_call_message", "tool_error", "tool_ok"]
 
 
 def tool_ok(call_id: str, tool: str, result: str) -> ToolMessage:
@@ -26,3 +27,10 @@ def tool_ok(call_id: str, tool: str, result: str) -> ToolMessage:
 def tool_error(call_id: str, tool: str, kind: str, message: str) -> ToolMessage:
     content = json.dumps({"tool": tool, "ok": False, "error": kind, "message": message}, ensure_ascii=False)
     return ToolMessage(content=content, tool_call_id=call_id, name=tool, status="error")
+
+
+def failed_call_message(call: dict[str, Any], *, kind: str, message: str, note: str = "") -> ToolMessage:
+    """The error result of a call act could not complete, as recorded on the call (with fallbacks)."""
+    error = call.get("error", {})
+    text = error.get("output", message)
+    return tool_error(call["id"], call["tool"], error.get("kind", kind), f"{text}\n{note}" if note else text)

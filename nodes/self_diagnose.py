@@ -17,7 +17,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.messages import tool_error
+from kasloop.nodes.messages import failed_call_message
 from kasloop.state import AgentState, RunContext
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "make_self_diagnose", "route_after_diagnosis"]
@@ -75,7 +75,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
         update: dict[str, Any] = {"attempts": attempts, "diagnosis": diagnosis, "last_error": None, "pending": []}
         if source == "tool":
             update["messages"] = [
-                tool_error(c["id"], c["tool"], c.get("error", {}).get("kind", kind), c.get("error", {}).get("output", error["message"]))
+                failed_call_message(c, kind=kind, message=error["message"])
                 for c in failed
             ]
         else:

@@ -384,6 +384,17 @@ def _effect_happened(tool: str, ws: Path) -> bool:
     return False  # files_list has no side effect; its ToolMessage shows it ran
 
 
+async def run_graph_once(config: AgentConfig) -> Any:
+    """Invoke the real graph for one goal with the thread's run context; return the final state snapshot."""
+    graph = kasloop.build_graph(config, checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    context = kasloop.graphs.agent.context_for(config, "t", kasloop.tools.registry.select_tools(config.tools))
+    await graph.ainvoke(
+        {"messages": [HumanMessage("go")], "goals": [{"id": "g1", "text": "go", "status": "open"}]}, cfg, context=context
+    )
+    return await graph.aget_state(cfg)
+
+
 @pytest.mark.parametrize(
     ("level", "tool", "rule", "outcome"),
     GRAPH_ROWS,
@@ -401,13 +412,7 @@ async def test_graph_routes_each_call_as_the_table_says(
         workspace=workspace,
         rules=[PolicyRule(tool=tool, action=rule)] if rule else [],
     )
-    graph = kasloop.build_graph(config, checkpointer=InMemorySaver())
-    cfg = {"configurable": {"thread_id": "t"}}
-    context = kasloop.graphs.agent.context_for(config, "t", kasloop.tools.registry.select_tools(config.tools))
-    await graph.ainvoke(
-        {"messages": [HumanMessage("go")], "goals": [{"id": "g1", "text": "go", "status": "open"}]}, cfg, context=context
-    )
-    state = await graph.aget_state(cfg)
+    state = await run_graph_once(config)
     tool_messages = [m for m in state.values.get("messages", []) if isinstance(m, ToolMessage)]
 
     if outcome == "approval":
@@ -455,13 +460,7 @@ async def test_graph_deny_rule_on_a_path_holds_for_a_dotted_spelling(workspace: 
         workspace=workspace,
         rules=[PolicyRule(tool="files_*", action="deny", args={"path": "secrets/*"})],
     )
-    graph = kasloop.build_graph(config, checkpointer=InMemorySaver())
-    cfg = {"configurable": {"thread_id": "t"}}
-    context = kasloop.graphs.agent.context_for(config, "t", kasloop.tools.registry.select_tools(config.tools))
-    await graph.ainvoke(
-        {"messages": [HumanMessage("go")], "goals": [{"id": "g1", "text": "go", "status": "open"}]}, cfg, context=context
-    )
-    state = await graph.aget_state(cfg)
+    state = await run_graph_once(config)
     [message] = [m for m in state.values["messages"] if isinstance(m, ToolMessage)]
     assert (workspace / "secrets" / "key.txt").read_text() == "original"
     assert "Refused by policy" in message.content
