@@ -2,6 +2,7 @@
 
 from kasloop.checkpoints.approvals import ApprovalRecord, ApprovalStore, Decision
 from kasloop.checkpoints.events import EventLog
+from kasloop.checkpoints.inbox import Inbox, InboxItem
 from kasloop.checkpoints.ledger import Ledger, idempotency_key
 from kasloop.checkpoints.sqlite import Database, open_database
 from kasloop.checkpoints.threads import ThreadRecord, ThreadStore
@@ -12,6 +13,8 @@ __all__ = [
     "Database",
     "Decision",
     "EventLog",
+    "Inbox",
+    "InboxItem",
     "Ledger",
     "ThreadRecord",
     "ThreadStore",

@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS kasloop_approvals (
     channel TEXT
 );
 CREATE INDEX IF NOT EXISTS kasloop_approvals_thread ON kasloop_approvals(thread_id, status);
+CREATE TABLE IF NOT EXISTS kasloop_inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    thread_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    text TEXT NOT NULL,
+    data TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    taken_at REAL
+);
+CREATE INDEX IF NOT EXISTS kasloop_inbox_pending ON kasloop_inbox(thread_id, taken_at, id);
 """
 
 

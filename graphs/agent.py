@@ -32,8 +32,8 @@ from kasloop.nodes.deps import EventSink, LedgerLike, NodeDeps
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
 from kasloop.state import AgentState, RunContext
-from kasloop.tools.base import Tool
-from kasloop.tools.registry import select_tools
+from kasloop.tools.base import Tool, ToolResources
+from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide", "route_after_perceive"]
 
@@ -96,6 +96,7 @@ def build_graph(
     tools: Iterable[Tool] = (),
     ledger: LedgerLike | None = None,
     events: EventSink | None = None,
+    resources: ToolResources | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the agent loop for ``config``.
 
@@ -105,6 +106,8 @@ def build_graph(
         model: a chat model to use instead of the one the config's spec names.
         tools: extra (user-defined) tools the config may select by name or family.
         ledger, events: kasloop's database tables; in-process ones are used when omitted.
+        resources: what tools share across calls (database, state folder, one browser);
+            the caller closes it with ``await resources.aclose()``. A private one when omitted.
 
     Returns:
         The compiled graph. Invoke it with ``context=RunContext(...)`` to set the
@@ -112,6 +115,7 @@ def build_graph(
     """
     config = config or AgentConfig()
     selected = select_tools(config.tools, tools)
+    check_tool_settings(config.tool_settings, config.workspace)
     deps = NodeDeps(
         config=config,
         model=model or build_model(resolve_model_specs(config)[0], config),
@@ -119,6 +123,7 @@ def build_graph(
         ledger=ledger or MemoryLedger(),
         events=events or MemoryEventLog(),
         default_context=context_for(config, "default", selected),
+        resources=resources or ToolResources(),
     )
     builder = StateGraph(AgentState, context_schema=RunContext)
     builder.add_node("perceive", make_perceive(deps))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
 from kasloop.settings import resolve_home
 from kasloop.state import Usage, empty_usage
-from kasloop.tools.base import Tool
-from kasloop.tools.registry import select_tools
+from kasloop.tools.base import Tool, ToolResources
+from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
 
@@ -134,14 +135,23 @@ class Agent:
         self.db_path = Path(db) if db is not None else self.home / "kasloop.db"
         self.extra_tools = tuple(tools)
         self.progress = progress
-        select_tools(self.config.tools, self.extra_tools)  # unknown tools fail now, before any write
+        self._resources: weakref.WeakKeyDictionary[Database, ToolResources] = weakref.WeakKeyDictionary()
+        select_tools(self.config.tools, self.extra_tools)  # unknown tools and bad settings fail now, before any write
+        check_tool_settings(self.config.tool_settings, self.config.workspace)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Database]:
+        """Open the database and the tools' shared resources (closed together, browser included)."""
         async with open_database(self.db_path) as db:
-            yield db
+            resources = ToolResources(home=self.home / "tools", database=db)
+            self._resources[db] = resources
+            try:
+                yield db
+            finally:
+                del self._resources[db]
+                await resources.aclose()
 
     def _thread_config(self, policy: dict[str, Any]) -> AgentConfig:
         try:
@@ -150,7 +160,10 @@ class Agent:
             raise ConfigError(f"The stored policy of this thread is invalid: {exc.errors()[0]['msg']}.") from None
 
     def _graph(self, db: Database, config: AgentConfig) -> Any:
-        return build_graph(config, checkpointer=db.saver, tools=self.extra_tools, ledger=Ledger(db), events=EventLog(db))
+        return build_graph(
+            config, checkpointer=db.saver, tools=self.extra_tools, ledger=Ledger(db), events=EventLog(db),
+            resources=self._resources.get(db),
+        )
 
     async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
         graph = self._graph(db, config)

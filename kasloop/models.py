@@ -12,6 +12,7 @@ import os
 import re
 from typing import Any
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -24,6 +25,22 @@ __all__ = ["DEFAULT_OPENAI_MODEL", "build_model", "extract_tool_call", "invoke_m
 DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
 LOCAL_TEMPERATURE = 0.3
 """Low, but not 0: a retry after a malformed reply must be able to come out differently."""
+
+
+LOCAL_MARK = "kasloop_local"
+LOCAL_SEED = 1234
+
+
+def _own_async_client(timeout: float) -> httpx.AsyncClient:
+    """A fresh HTTP client for one model.
+
+    langchain-openai otherwise shares one cached async client per base URL for
+    the whole process; its kept-alive connections belong to the event loop of
+    the first run, so a second ``asyncio.run`` (``run_sync`` twice, a notebook)
+    failed with "Event loop is closed". A client per model binds to the loop
+    that uses it.
+    """
+    return httpx.AsyncClient(timeout=timeout)
 
 
 def resolve_model_specs(config: AgentConfig) -> list[str]:
@@ -59,6 +76,7 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             api_key=key or "not-needed",
             max_retries=0,  # kasloop's recovery ladder decides about retries
             timeout=config.openai.timeout,
+            http_async_client=_own_async_client(config.openai.timeout),
         )
     if spec == "local":
         from langchain_openai import ChatOpenAI
@@ -71,8 +89,10 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             api_key="local",  # the server is bound to 127.0.0.1 and needs no key
             max_retries=0,
             timeout=config.openai.timeout,
+            http_async_client=_own_async_client(config.openai.timeout),
             max_tokens=512,  # also capped on the server (-n)
             temperature=LOCAL_TEMPERATURE,
+            metadata={LOCAL_MARK: True},
         )
     raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
 
@@ -97,6 +117,10 @@ async def invoke_model(
     """Call the model with the tools bound; raise ``ModelError`` for anything that went wrong."""
     bound = model.bind_tools(tools) if tools else model
     kwargs: dict[str, Any] = {"turn": turn} if isinstance(model, ScriptedChatModel) else {}
+    if (model.metadata or {}).get(LOCAL_MARK):
+        # Sampling seeded by the turn number: the same thread replays the same way (tests and bug
+        # reports are reproducible), while a retry, being a new turn, samples anew.
+        kwargs["seed"] = LOCAL_SEED + turn
     try:
         reply = await bound.ainvoke(messages, **kwargs)
     except ModelError:

@@ -47,7 +47,10 @@ def make_act(deps: NodeDeps) -> Any:
         # The far side (Idempotency-Key, Message-ID) gets one key for every attempt of this call, so it
         # can spot a retry; the ledger keys each attempt separately.
         far_key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"])
-        tool_ctx = ToolContext(workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=far_key, extra=deps.config.tool_settings)
+        tool_ctx = ToolContext(
+            workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=far_key, extra=deps.config.tool_settings,
+            resources=deps.resources,
+        )
         result = await run_tool(tool, call["args"], tool_ctx)
         await deps.ledger.record_result(key, result.to_json())
         return result, True

@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from kasloop.checkpoints.ledger import LedgerEntry
 from kasloop.config import AgentConfig
 from kasloop.state import AgentState, RunContext
-from kasloop.tools.base import Tool, openai_schema
+from kasloop.tools.base import Tool, ToolResources, openai_schema
 
 __all__ = ["EventSink", "LedgerLike", "NodeDeps", "step_of"]
 
@@ -43,6 +43,7 @@ class NodeDeps:
     ledger: LedgerLike
     events: EventSink
     default_context: RunContext
+    resources: ToolResources = field(default_factory=ToolResources)
     _schemas: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
     def context(self, runtime: Runtime[RunContext] | None) -> RunContext:

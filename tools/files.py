@@ -1,13 +1,18 @@
-"""The ``files`` family: read, write, append, list and delete inside the workspace.
+"""The ``files`` family: read, write, append, list, search, move and delete inside the workspace.
 
 Every path is resolved (symlinks included) and must stay inside the
 workspace root; writes are atomic (temp file in the same folder, fsync,
 rename, fsync of the folder), so a crash never leaves a half-written file.
+``files_delete`` and ``files_move`` act on a symlink itself, never on what
+it points to. ``files_search`` walks without following symlinked folders
+and reads only regular files inside the workspace, at most
+:data:`MAX_FILE_BYTES` each and :data:`MAX_SEARCH_FILES` in all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +25,9 @@ __all__ = ["FILES_TOOLS", "atomic_write", "resolve_in_workspace"]
 
 MAX_FILE_BYTES = 1_000_000
 MAX_LIST_ENTRIES = 500
+MAX_SEARCH_FILES = 5_000
+MAX_SEARCH_MATCHES = 200
+SEARCH_STOPPED = f"[... stopped after {MAX_SEARCH_FILES} files or {MAX_SEARCH_MATCHES} matches; narrow the search]"
 
 
 def resolve_in_workspace(workspace: Path, path: str) -> Path:
@@ -130,13 +138,26 @@ async def _list(args: ListArgs, ctx: ToolContext) -> str:
     return "\n".join(lines) if lines else "(empty folder)"
 
 
+def _entry(workspace: Path, path: str) -> Path:
+    """The directory entry ``path`` names (a symlink stays a symlink), inside the workspace.
+
+    Its folder is resolved and jailed; its last part is kept as is, so an
+    operation on a link acts on the link, never on the file it points to.
+    """
+    resolve_in_workspace(workspace, path)
+    normalised = os.path.normpath(path)
+    name = os.path.basename(normalised)
+    if name in ("", ".", ".."):
+        raise ToolFailure("denied", f"`{path}` is the workspace root or outside it; name a file inside the workspace")
+    return resolve_in_workspace(workspace, os.path.dirname(normalised) or ".") / name
+
+
 async def _delete(args: PathArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if target == ctx.workspace.resolve():
         raise ToolFailure("denied", "refusing to delete the workspace root")
     # A symlink is deleted itself, never the file it points to: the human approved this path.
-    normalised = os.path.normpath(args.path)
-    entry = resolve_in_workspace(ctx.workspace, os.path.dirname(normalised) or ".") / os.path.basename(normalised)
+    entry = _entry(ctx.workspace, args.path)
     if entry.is_symlink():
         await asyncio.to_thread(entry.unlink)
         return f"Deleted the link {args.path}."
@@ -146,10 +167,85 @@ async def _delete(args: PathArgs, ctx: ToolContext) -> str:
     return f"Deleted {args.path}."
 
 
+class MoveArgs(BaseModel):
+    source: str = Field(description="File or folder to move, relative to the workspace root.")
+    destination: str = Field(description="New path, or an existing folder to move it into.")
+    overwrite: bool = Field(default=False, description="Replace an existing destination file.")
+
+
+async def _move(args: MoveArgs, ctx: ToolContext) -> str:
+    source = _entry(ctx.workspace, args.source)
+    if not source.is_symlink() and not source.exists():
+        raise ToolFailure("bad_args", f"`{args.source}` does not exist in the workspace; see what exists with files_list")
+    destination = resolve_in_workspace(ctx.workspace, args.destination)
+    if destination.is_dir() and not destination.is_symlink():
+        destination = destination / source.name
+    else:
+        destination = _entry(ctx.workspace, args.destination)
+    if destination == source:
+        return f"{args.source} is already at {args.destination}."
+    if source.is_dir() and not source.is_symlink() and (destination == source or source in destination.parents):
+        raise ToolFailure("bad_args", f"cannot move the folder `{args.source}` into itself")
+    if destination.exists() or destination.is_symlink():
+        if not args.overwrite or destination.is_dir():
+            raise ToolFailure("bad_args", f"`{args.destination}` already exists; pass overwrite=true to replace a file, or choose another name")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(os.replace, source, destination)
+    return f"Moved {args.source} to {destination.relative_to(ctx.workspace.resolve())}."
+
+
+class SearchArgs(BaseModel):
+    pattern: str = Field(default="*", description="File name glob, e.g. `*.md`; `**/` is implied.")
+    text: str = Field(default="", description="Only files containing this text (case-insensitive); lines are shown.")
+    path: str = Field(default=".", description="Folder to search, relative to the workspace root.")
+
+
+def _search(root: Path, start: Path, pattern: str, text: str) -> list[str]:
+    """Walk ``start`` without following symlinks; return matching paths or ``path:line: text`` hits."""
+    needle = text.lower() or None
+    hits: list[str] = []
+    scanned = 0
+    for folder, dirs, files in os.walk(start, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(folder) / name
+            rel = file.relative_to(root).as_posix()
+            if not (fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern)) or file.is_symlink():
+                continue
+            scanned += 1
+            if scanned > MAX_SEARCH_FILES or len(hits) >= MAX_SEARCH_MATCHES:
+                return [*hits[:MAX_SEARCH_MATCHES], SEARCH_STOPPED]
+            if needle is None:
+                hits.append(rel)
+                continue
+            if file.stat().st_size > MAX_FILE_BYTES:
+                continue
+            data = file.read_bytes()
+            if b"\x00" in data[:1024]:
+                continue
+            for number, line in enumerate(data.decode(errors="replace").splitlines(), 1):
+                if needle in line.lower():
+                    hits.append(f"{rel}:{number}: {line.strip()[:200]}")
+                    if len(hits) > MAX_SEARCH_MATCHES:
+                        return [*hits[:MAX_SEARCH_MATCHES], SEARCH_STOPPED]
+    return hits
+
+
+async def _search_files(args: SearchArgs, ctx: ToolContext) -> str:
+    root = ctx.workspace.resolve()
+    start = resolve_in_workspace(ctx.workspace, args.path)
+    if not start.is_dir():
+        raise ToolFailure("bad_args", f"`{args.path}` is not a folder in the workspace; the workspace root itself is `.`")
+    hits = await asyncio.to_thread(_search, root, start, args.pattern, args.text)
+    return "\n".join(hits) if hits else "(no matches)"
+
+
 FILES_TOOLS: tuple[Tool, ...] = (
     Tool(name="files_read", description="Read a text file from the workspace.", args_model=PathArgs, func=_read, risk="read", idempotent=True, family="files"),
     Tool(name="files_write", description="Create or replace a file in the workspace.", args_model=WriteArgs, func=_write, risk="low", idempotent=True, family="files"),
     Tool(name="files_append", description="Append text to a file in the workspace.", args_model=WriteArgs, func=_append, risk="low", idempotent=False, family="files"),
     Tool(name="files_list", description="List the files in a folder of the workspace (default: the root).", args_model=ListArgs, func=_list, risk="read", idempotent=True, family="files"),
+    Tool(name="files_search", description="Find files by name glob and/or containing a text.", args_model=SearchArgs, func=_search_files, risk="read", idempotent=True, family="files"),
+    Tool(name="files_move", description="Move or rename a file or folder in the workspace.", args_model=MoveArgs, func=_move, risk="low", idempotent=False, family="files"),
     Tool(name="files_delete", description="Delete a file from the workspace.", args_model=PathArgs, func=_delete, risk="high", idempotent=True, family="files"),
 )

@@ -71,7 +71,7 @@ from typing import Any, Literal
 from urllib.parse import urljoin
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 
@@ -666,9 +666,31 @@ async def _request(method: str, url: str, ctx: ToolContext, *, headers: dict[str
 # --------------------------------------------------------------------------- tools
 
 
+def _header_values(value: Any) -> Any:
+    """Lenient headers: numbers and booleans become text; null, object and list values are dropped.
+
+    Small models fill optional ``headers`` with ``null``, numbers, or an echo
+    of the schema itself (``{"additionalProperties": {"type": "string"}}``).
+    None of those can be a header value, and refusing the whole call for them
+    made the 0.5B model give up on plain GETs.
+    """
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: (str(item).lower() if isinstance(item, bool) else str(item)) if isinstance(item, (int, float, bool)) else item
+        for key, item in value.items()
+        if item is not None and not isinstance(item, (dict, list))
+    }
+
+
 class UrlArgs(BaseModel):
     url: str = Field(description="http:// or https:// URL.")
     headers: dict[str, str] | None = Field(default=None, description="Extra request headers.")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _header_values(value)
 
 
 class BodyArgs(BaseModel):
@@ -678,6 +700,11 @@ class BodyArgs(BaseModel):
     json_body: Any = Field(default=None, alias="json", description="JSON body to send.")
     data: str | dict[str, str] | None = Field(default=None, description="Raw text body, or form fields (not with json).")
     headers: dict[str, str] | None = Field(default=None, description="Extra request headers.")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _header_values(value)
 
     @model_validator(mode="after")
     def _one_body(self) -> BodyArgs:

@@ -1,26 +1,99 @@
-"""The tool registry: every tool kasloop ships, and the selection an agent gets.
+"""The tool registry: every tool kasloop ships, the selection an agent gets, and its settings check.
 
 An agent's config names families (``files``) or single tools (``files_read``);
-it gets exactly those and nothing else.
+it gets exactly those and nothing else. ``tool_settings`` in the config holds
+one table per family; :func:`check_tool_settings` validates them when the
+config is loaded, so a typo fails at once with one line instead of at the
+first tool call hours into a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from kasloop.errors import ConfigError
-from kasloop.tools.base import Tool
+from kasloop.tools.base import Tool, ToolContext, ToolFailure
+from kasloop.tools.browser import BROWSER_TOOLS, BrowserSettings
+from kasloop.tools.email import EMAIL_TOOLS, EmailSettings
 from kasloop.tools.files import FILES_TOOLS
-from kasloop.tools.http import HTTP_TOOLS
-from kasloop.tools.shell import SHELL_TOOLS
+from kasloop.tools.http import HTTP_TOOLS, HttpPolicy
+from kasloop.tools.process import PROCESS_TOOLS, ProcessSettings
+from kasloop.tools.shell import SHELL_TOOLS, ShellPolicy
+from kasloop.tools.telegram import TELEGRAM_TOOLS, TelegramSettings
+from kasloop.tools.webhook import WEBHOOK_TOOLS, WebhookSettings
 
-__all__ = ["FAMILIES", "all_tools", "select_tools"]
+__all__ = ["FAMILIES", "SETTINGS", "all_tools", "check_tool_settings", "select_tools"]
 
 FAMILIES: dict[str, tuple[Tool, ...]] = {
     "files": FILES_TOOLS,
     "shell": SHELL_TOOLS,
     "http": HTTP_TOOLS,
+    "process": PROCESS_TOOLS,
+    "email": EMAIL_TOOLS,
+    "telegram": TELEGRAM_TOOLS,
+    "webhook": WEBHOOK_TOOLS,
+    "browser": BROWSER_TOOLS,
 }
+
+
+def _policy_check(policy: type[HttpPolicy] | type[ShellPolicy]) -> Callable[[dict[str, Any], Path], None]:
+    def check(raw: dict[str, Any], workspace: Path) -> None:
+        family = "http" if policy is HttpPolicy else "shell"
+        policy.from_context(ToolContext(workspace=workspace, extra={family: raw}))
+
+    return check
+
+
+def _model_check(model: type[BaseModel]) -> Callable[[dict[str, Any], Path], None]:
+    def check(raw: dict[str, Any], workspace: Path) -> None:
+        model.model_validate(raw)
+
+    return check
+
+
+class _NoSettings(BaseModel, extra="forbid"):
+    """The files family has no settings: its jail is the workspace itself."""
+
+
+SETTINGS: dict[str, Callable[[dict[str, Any], Path], None]] = {
+    "files": _model_check(_NoSettings),
+    "shell": _policy_check(ShellPolicy),
+    "http": _policy_check(HttpPolicy),
+    "process": _model_check(ProcessSettings),
+    "email": _model_check(EmailSettings),
+    "telegram": _model_check(TelegramSettings),
+    "webhook": _model_check(WebhookSettings),
+    "browser": _model_check(BrowserSettings),
+}
+"""Family → check of its ``tool_settings`` table (raises on a bad key or value)."""
+
+
+def check_tool_settings(settings: dict[str, Any], workspace: Path) -> None:
+    """Validate every ``tool_settings`` table against its family.
+
+    Raises:
+        ConfigError: one line naming the family, the key and what is wrong.
+    """
+    for family, raw in settings.items():
+        check = SETTINGS.get(family)
+        if check is None:
+            raise ConfigError(
+                f"tool_settings has an unknown family `{family}`; families: {', '.join(SETTINGS)}. Fix kasloop.toml."
+            )
+        if not isinstance(raw, dict):
+            raise ConfigError(f"tool_settings.{family} must be a table of settings, got `{raw!r}`. Fix kasloop.toml.")
+        try:
+            check(raw, workspace)
+        except ToolFailure as exc:
+            raise ConfigError(f"tool_settings.{family}: {exc.message}. Fix kasloop.toml.") from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"tool_settings.{family}.{where}: {err['msg']}. Fix kasloop.toml.") from None
 
 
 def all_tools(extra: Iterable[Tool] = ()) -> dict[str, Tool]:

@@ -115,6 +115,7 @@ __all__ = [
     "check_command",
     "child_env",
     "looks_secret",
+    "split_command",
 ]
 
 DEFAULT_ALLOW: frozenset[str] = frozenset(
@@ -690,7 +691,7 @@ class ShellRunArgs(BaseModel):
     cwd: str = Field(default=".", description="Working folder relative to the workspace root.")
 
 
-def _split(command: str | list[str]) -> list[str]:
+def split_command(command: str | list[str]) -> list[str]:
     if isinstance(command, list):
         return list(command)
     try:
@@ -701,7 +702,7 @@ def _split(command: str | list[str]) -> list[str]:
 
 async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
     policy = ShellPolicy.from_context(ctx)
-    argv = _split(args.command)
+    argv = split_command(args.command)
     cwd = resolve_in_workspace(ctx.workspace, args.cwd)
     if not cwd.is_dir():
         raise ToolFailure("bad_args", f"cwd `{args.cwd}` is not a folder in the workspace")

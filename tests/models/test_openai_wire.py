@@ -27,6 +27,8 @@ class FakeOpenAI:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like real servers (llama-server, api.openai.com)
+
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append({"path": self.path, **body})
@@ -91,10 +93,26 @@ async def test_tool_call_round_trip_over_the_openai_wire_format(tmp_path: Path, 
     first, second = openai_server.requests
     assert first["path"] == "/v1/chat/completions" and first["model"] == "test-model"
     assert openai_server.headers[0]["authorization"] == "Bearer sk-test-key"
-    assert {t["function"]["name"] for t in first["tools"]} == {"files_read", "files_write", "files_append", "files_list", "files_delete"}
+    assert {t["function"]["name"] for t in first["tools"]} == {"files_read", "files_write", "files_append", "files_list", "files_search", "files_move", "files_delete"}
     assert first["messages"][0]["role"] == "system" and first["messages"][-1] == {"role": "user", "content": "create hello.txt saying Hello, world!"}
     tool_msg = second["messages"][-1]
     assert tool_msg["role"] == "tool" and tool_msg["tool_call_id"] == "call_0_0" and "Wrote 13 bytes" in tool_msg["content"]
+
+
+def test_two_runs_in_two_event_loops_share_no_connection(tmp_path: Path, workspace: Path, openai_server: FakeOpenAI) -> None:
+    """``run_sync`` twice (two ``asyncio.run`` loops, as in a script or a notebook cell after cell).
+
+    langchain-openai caches one async HTTP client per base URL for the whole
+    process; its kept-alive connection belongs to the first loop, and the second
+    run failed with "Event loop is closed". Each kasloop model gets its own client.
+    """
+    agent = agent_for(tmp_path, workspace, openai_server)
+    for n in (1, 2):
+        openai_server.reply(None, [("files_write", {"path": f"run{n}.txt", "content": str(n)})])
+        openai_server.reply(f"run {n} done")
+        result = agent.run_sync(f"write run{n}.txt")
+        assert result.status == "done" and result.output == f"run {n} done", result
+    assert (workspace / "run2.txt").read_text() == "2"
 
 
 async def test_http_500_is_a_transient_model_error_that_is_retried(tmp_path: Path, workspace: Path, openai_server: FakeOpenAI) -> None:

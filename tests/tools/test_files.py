@@ -367,6 +367,8 @@ EXPECTED_SCHEMA = {
     "files_append": (["path", "content"], {"path", "content"}),
     "files_list": (["path"], set()),
     "files_delete": (["path"], {"path"}),
+    "files_search": (["pattern", "text", "path"], set()),
+    "files_move": (["source", "destination", "overwrite"], {"source", "destination"}),
 }
 
 
@@ -386,7 +388,7 @@ def test_schema_given_to_the_model_matches_the_args_model(tool: Tool) -> None:
     assert set(params.get("required", [])) == expected_required
     assert "title" not in params
     for prop in params["properties"].values():
-        assert prop["type"] == "string" and prop["description"] and "title" not in prop
+        assert prop["type"] in ("string", "boolean") and prop["description"] and "title" not in prop
     # The schema validates exactly like the model: a call built from the schema's required fields passes.
     sample = {name: "x.txt" for name in params.get("required", [])}
     tool.args_model.model_validate(sample)
@@ -405,6 +407,8 @@ def test_files_family_names_risks_and_idempotency_are_as_designed() -> None:
         "files_append": ("low", False, "files"),
         "files_list": ("read", True, "files"),
         "files_delete": ("high", True, "files"),
+        "files_search": ("read", True, "files"),
+        "files_move": ("low", False, "files"),
     }
     assert set(select_tools(["files"])) == set(table)
     assert set(select_tools(["files_read"])) == {"files_read"}

@@ -408,7 +408,7 @@ async def test_headers_kasloop_controls_cannot_be_set(header: str) -> None:
         ("http_get", {"url": 5}, "url"),
         ("http_get", {}, "url"),
         ("http_get", {"url": "http://x/", "headers": "a: b"}, "headers"),
-        ("http_get", {"url": "http://x/", "headers": {"a": 1}}, "headers"),
+        ("http_get", {"url": "http://x/", "headers": ["a: b"]}, "headers"),
         ("http_post", {"url": ["http://x/"]}, "url"),
         ("http_post", {"url": "http://x/", "data": 5}, "data"),
         ("http_put", {"url": "http://x/", "json": {"a": 1}, "data": "b"}, "either json or data"),
@@ -623,3 +623,13 @@ def test_http_family_names_risks_and_idempotency_are_as_designed() -> None:
     table = {t.name: (t.risk, t.idempotent, t.family) for t in HTTP_TOOLS}
     assert table == {name: (risk, idem, "http") for name, (_, _, risk, idem) in EXPECTED.items()}
     assert set(select_tools(["http"])) == set(EXPECTED)
+
+
+def test_scalar_header_values_from_a_small_model_become_text_and_nulls_are_dropped() -> None:
+    """A 0.5B model sends ``{"Accept": null, "X-N": 1}``; that is a fixable call, not a failure to escalate."""
+    from kasloop.tools.http import BodyArgs, UrlArgs
+
+    assert UrlArgs.model_validate({"url": "http://x/", "headers": {"X-N": 1, "A": None, "B": True}}).headers == {"X-N": "1", "B": "true"}
+    echoed_schema = {"additionalProperties": {"type": "string"}, "L": [1]}
+    assert UrlArgs.model_validate({"url": "http://x/", "headers": echoed_schema}).headers == {}
+    assert BodyArgs.model_validate({"url": "http://x/", "headers": {"X-F": 1.5}}).headers == {"X-F": "1.5"}
