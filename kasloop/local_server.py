@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from kasloop.local_install import LocalModelError, LocalPaths, local_paths
+from kasloop.tools.procfs import proc_stat
 
 __all__ = ["ServerInfo", "ensure_running", "server_status", "start", "stop"]
 
@@ -39,14 +40,13 @@ def _free_port() -> int:
 
 def _start_ticks(pid: int) -> int | None:
     """The process's start time (clock ticks since boot), or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    stat = proc_stat(pid)
+    if stat is None:
         return None
-    if fields[0] == "Z":  # exited; reap it if it is our child
+    if stat.state == "Z":  # exited; reap it if it is our child
         _reap(pid)
         return None
-    return int(fields[19])
+    return stat.start_ticks
 
 
 def _is_our_server(info: ServerInfo) -> bool:

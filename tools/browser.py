@@ -82,7 +82,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import atomic_write, resolve_in_workspace
-from kasloop.tools.http import IPNetwork, address_blocked, status_kind
+from kasloop.tools.http import AllowPrivate, IPNetwork, address_blocked, private_networks, status_kind
 
 __all__ = ["BROWSER_ARGS", "BROWSER_TOOLS", "BrowserPolicy", "BrowserSettings", "SiteRule"]
 
@@ -169,7 +169,7 @@ class BrowserSettings(BaseModel):
 
     executable: str = "/usr/bin/chromium"
     allow_domains: list[str] = Field(default_factory=list)
-    allow_private: bool | list[str] = False
+    allow_private: AllowPrivate = False
     navigation_timeout: float = Field(default=15.0, gt=0, le=600)
     action_timeout: float = Field(default=5.0, gt=0, le=600)
     viewport: tuple[int, int] = (1280, 800)
@@ -180,14 +180,6 @@ class BrowserSettings(BaseModel):
         for entry in entries:
             SiteRule.parse(entry)
         return entries
-
-    @field_validator("allow_private")
-    @classmethod
-    def _networks(cls, value: bool | list[str]) -> bool | list[str]:
-        if isinstance(value, list):
-            for net in value:
-                ipaddress.ip_network(net, strict=False)
-        return value
 
     @field_validator("viewport")
     @classmethod
@@ -222,7 +214,7 @@ class BrowserPolicy:
         networks: list[IPNetwork] = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
         private = settings.allow_private
         if isinstance(private, list):
-            networks += [ipaddress.ip_network(n, strict=False) for n in private]
+            networks += private_networks(private)
             private = False
         return cls(rules=rules, allow_private=private, private_networks=tuple(networks))
 

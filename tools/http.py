@@ -64,25 +64,33 @@ import re
 import socket
 import ssl
 import zlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 
 __all__ = [
     "HTTPX_ERROR_KINDS",
     "HTTP_TOOLS",
+    "AllowPrivate",
+    "BoundedBody",
     "HostRule",
     "HttpPolicy",
     "address_blocked",
+    "host_and_port",
     "html_to_text",
     "map_httpx_error",
+    "private_networks",
+    "resolve",
+    "split_url",
+    "stream_checked",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -172,6 +180,26 @@ def _normal_host(host: str) -> str:
         raise ValueError(f"`{host}` is not a host name") from None
 
 
+def private_networks(allow_private: bool | Iterable[str]) -> tuple[IPNetwork, ...]:
+    """The networks of an ``allow_private`` list (none for ``true`` / ``false``); ValueError names a bad one.
+
+    Public so that every family reusing this jail (webhook, browser) reads its own
+    ``allow_private`` exactly as ``http.allow_private`` is read, in one place.
+    """
+    if isinstance(allow_private, bool):
+        return ()
+    return tuple(ipaddress.ip_network(net, strict=False) for net in allow_private)
+
+
+def _checked_private(value: bool | list[str]) -> bool | list[str]:
+    private_networks(value)  # raises ValueError naming a bad network
+    return value
+
+
+AllowPrivate = Annotated[bool | list[str], AfterValidator(_checked_private)]
+"""Type of an ``allow_private`` field in the pydantic settings of a family reusing this jail: checked when the config loads."""
+
+
 @dataclass(frozen=True)
 class HostRule:
     """One ``allow_domains`` entry: a host, ``*.domain`` or an IP address, optionally a port."""
@@ -255,7 +283,7 @@ class HttpPolicy:
             private = raw.get("allow_private", False)
             networks: list[IPNetwork] = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
             if isinstance(private, (list, tuple)):
-                networks += [ipaddress.ip_network(n, strict=False) for n in private]
+                networks += private_networks(private)
                 private = False
             elif not isinstance(private, bool):
                 raise ValueError(f"`allow_private` must be true, false or a list of networks, got `{private!r}`")
@@ -487,7 +515,8 @@ class _Fetched:
     encoding_note: str = ""
 
 
-def _split_url(raw: str, *, hop: int) -> httpx.URL:
+def split_url(raw: str, *, hop: int) -> httpx.URL:
+    """``raw`` as an http(s) URL with a plain host; refused as ``bad_args`` (the caller's URL, ``hop`` 0) or ``denied`` (a redirect's)."""
     kind: ErrorKind = "bad_args" if hop == 0 else "denied"
     try:
         url = httpx.URL(raw)
@@ -506,12 +535,13 @@ def _split_url(raw: str, *, hop: int) -> httpx.URL:
     return url
 
 
-def _host_and_port(url: httpx.URL) -> tuple[str, int]:
+def host_and_port(url: httpx.URL) -> tuple[str, int]:
+    """Host (normalised as ``allow_domains`` rules are) and port of ``url``, the pair :meth:`HttpPolicy.check_host` takes."""
     host = _normal_host(url.raw_host.decode("ascii"))
     return host, url.port or (443 if url.scheme == "https" else 80)
 
 
-async def _resolve(host: str, port: int, policy: HttpPolicy) -> list[IPAddress]:
+async def resolve(host: str, port: int, policy: HttpPolicy) -> list[IPAddress]:
     """Every address ``host`` resolves to, each checked; refuses the host if any is blocked."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -533,7 +563,36 @@ async def _resolve(host: str, port: int, policy: HttpPolicy) -> list[IPAddress]:
     return addresses
 
 
-class _BoundedBody:
+@asynccontextmanager
+async def stream_checked(
+    client: httpx.AsyncClient, method: str, url: httpx.URL, host: str, addresses: Iterable[IPAddress], *, headers: dict[str, str], content: bytes | None
+) -> AsyncIterator[httpx.Response]:
+    """The response of ``method url`` sent to the first of the checked ``addresses`` that accepts a connection.
+
+    The request goes to the address itself (``Host`` header and TLS SNI keep the name), so
+    a DNS answer that changed since :func:`resolve` cannot redirect it. An address that
+    refuses the connection costs nothing (nothing was sent) and the next is tried; any
+    other httpx error, also while the caller reads the body, is a classified
+    ``ToolFailure`` (:func:`map_httpx_error`). Shared by every family that sends through
+    this jail (http, webhook).
+    """
+    last_error: Exception | None = None
+    for ip in addresses:
+        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers, "Host": url.netloc.decode("ascii")}
+        extensions: dict[str, Any] = {"sni_hostname": host} if url.scheme == "https" and host != ip.compressed else {}
+        try:
+            async with client.stream(method, url.copy_with(host=ip.compressed), headers=sent, content=content, extensions=extensions) as response:
+                yield response
+                return
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            last_error = exc  # nothing was sent: try the host's next checked address
+        except httpx.HTTPError as exc:
+            raise map_httpx_error(exc, str(url)) from None
+    assert last_error is not None
+    raise map_httpx_error(last_error, str(url)) from None
+
+
+class BoundedBody:
     """Reads a raw body up to ``limit`` decoded bytes, inflating gzip/deflate with the same bound."""
 
     def __init__(self, encoding: str, limit: int) -> None:
@@ -564,7 +623,7 @@ class _BoundedBody:
 
 async def _fetch(method: str, raw_url: str, policy: HttpPolicy, *, headers: dict[str, str], content: bytes | None) -> tuple[_Fetched, list[str]]:
     redirects: list[str] = []
-    url = _split_url(raw_url, hop=0)
+    url = split_url(raw_url, hop=0)
     async with httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
@@ -573,39 +632,22 @@ async def _fetch(method: str, raw_url: str, policy: HttpPolicy, *, headers: dict
         limits=httpx.Limits(max_keepalive_connections=0),
     ) as client:
         for hop in range(policy.max_redirects + 1):
-            host, port = _host_and_port(url)
+            host, port = host_and_port(url)
             policy.check_host(host, port)
-            addresses = await _resolve(host, port, policy)
-            last_error: Exception | None = None
-            for ip in addresses:
-                request_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers, "Host": url.netloc.decode("ascii")}
-                extensions: dict[str, Any] = {}
-                if url.scheme == "https" and host != ip.compressed:
-                    extensions["sni_hostname"] = host
-                target = url.copy_with(host=ip.compressed)
-                try:
-                    async with client.stream(method, target, headers=request_headers, content=content, extensions=extensions) as response:
-                        location = response.headers.get("location")
-                        if response.status_code in _REDIRECTS and location:
-                            break  # handled below, after the response is closed
-                        reader = _BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
-                        async for chunk in response.aiter_raw():
-                            if not reader.feed(chunk):
-                                break  # leaving the block closes the connection: the rest is never read
-                        note = f"compressed with {response.headers['content-encoding']}" if reader.opaque else ""
-                        fetched = _Fetched(
-                            status=response.status_code, reason=response.reason_phrase, url=str(url), address=ip.compressed,
-                            content_type=response.headers.get("content-type", ""), body=bytes(reader.body), cut=reader.cut, encoding_note=note,
-                        )  # fmt: skip
-                        return fetched, redirects
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    last_error = exc  # try the host's next checked address
-                    continue
-                except httpx.HTTPError as exc:
-                    raise map_httpx_error(exc, str(url)) from None
-            else:
-                assert last_error is not None
-                raise map_httpx_error(last_error, str(url)) from None
+            addresses = await resolve(host, port, policy)
+            async with stream_checked(client, method, url, host, addresses, headers=headers, content=content) as response:
+                location = response.headers.get("location")
+                if not (response.status_code in _REDIRECTS and location):
+                    reader = BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
+                    async for chunk in response.aiter_raw():
+                        if not reader.feed(chunk):
+                            break  # leaving the block closes the connection: the rest is never read
+                    note = f"compressed with {response.headers['content-encoding']}" if reader.opaque else ""
+                    fetched = _Fetched(
+                        status=response.status_code, reason=response.reason_phrase, url=str(url), address=response.request.url.host,  # the checked address it went to
+                        content_type=response.headers.get("content-type", ""), body=bytes(reader.body), cut=reader.cut, encoding_note=note,
+                    )  # fmt: skip
+                    return fetched, redirects
             # A redirect: gate the next hop like the first one.
             status = response.status_code
             try:
@@ -613,8 +655,8 @@ async def _fetch(method: str, raw_url: str, policy: HttpPolicy, *, headers: dict
             except httpx.InvalidURL as exc:
                 raise ToolFailure("permanent", f"redirect from {url} to an invalid location `{location}`: {exc}") from None
             try:
-                next_url = _split_url(str(next_url), hop=hop + 1)
-                next_host, next_port = _host_and_port(next_url)
+                next_url = split_url(str(next_url), hop=hop + 1)
+                next_host, next_port = host_and_port(next_url)
                 policy.check_host(next_host, next_port)
             except ToolFailure as exc:
                 raise ToolFailure(exc.kind, f"redirect from {url} to {next_url} refused: {exc.message}") from None

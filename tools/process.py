@@ -76,7 +76,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kasloop.checkpoints.processes import MemoryProcessStore, ProcessConflict, ProcessRecord, ProcessStore, ProcessStoreProtocol
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import resolve_in_workspace
+from kasloop.tools.procfs import GONE_STATES, ProcStat, proc_stat, session_members, signal_quietly
 from kasloop.tools.shell import ShellPolicy, check_command, child_env, split_command
 
 __all__ = [
@@ -137,69 +138,25 @@ class ProcessSettings(BaseModel):
 # --------------------------------------------------------------------------- /proc
 
 
-@dataclass(frozen=True)
-class _Stat:
-    state: str
-    pgid: int
-    sid: int
-    start_ticks: int
-
-
-def _proc_stat(pid: int) -> _Stat | None:
-    """State, process group, session and start time of ``pid`` from ``/proc``; None if it is gone."""
-    if pid <= 0:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return _Stat(state=fields[0].decode(), pgid=int(fields[2]), sid=int(fields[3]), start_ticks=int(fields[19]))
-    except (IndexError, ValueError):
-        return None
-
-
 def start_ticks(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None if ``pid`` is gone."""
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     return None if stat is None else stat.start_ticks
 
 
-def _verified(record: ProcessRecord) -> _Stat | None:
+def _verified(record: ProcessRecord) -> ProcStat | None:
     """The live process of ``record``: same PID *and* same start time, not a zombie; else None."""
     if record.start_ticks is None:
         return None
-    stat = _proc_stat(record.pid)
-    if stat is None or stat.state in ("Z", "X", "x") or stat.start_ticks != record.start_ticks:
+    stat = proc_stat(record.pid)
+    if stat is None or stat.state in GONE_STATES or stat.start_ticks != record.start_ticks:
         return None
     return stat
 
 
 def _session_members(sid: int) -> list[int]:
     """Live processes of session ``sid`` except its leader (the relay)."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if entry.isdigit() and int(entry) != sid:
-            stat = _proc_stat(int(entry))
-            if stat is not None and stat.sid == sid and stat.state not in ("Z", "X", "x"):
-                members.append(int(entry))
-    return members
-
-
-def _signal_quietly(pid: int, sig: int, *, group: bool = False) -> None:
-    try:
-        if group:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return session_members(sid, exclude=(sid,))
 
 
 # --------------------------------------------------------------------------- the relay
@@ -361,7 +318,7 @@ def _handshake(relay: subprocess.Popen[bytes], config: dict[str, Any]) -> dict[s
 def _abandon(relay: subprocess.Popen[bytes]) -> None:
     """SIGKILL a relay whose reply never came, and whatever it may have started in its session."""
     for pid in _session_members(relay.pid):
-        _signal_quietly(pid, signal.SIGKILL)
+        signal_quietly(pid, signal.SIGKILL)
     relay.kill()
 
 
@@ -394,9 +351,9 @@ def _read_state(record: ProcessRecord) -> dict[str, Any]:
 def _relay_alive(state: dict[str, Any]) -> bool:
     """The relay recorded in ``state`` still runs: same PID, same start time, leader of its own session."""
     pid = state.get("relay_pid")
-    stat = _proc_stat(pid) if isinstance(pid, int) else None
+    stat = proc_stat(pid) if isinstance(pid, int) else None
     return (
-        stat is not None and stat.sid == pid and stat.state not in ("Z", "X", "x")
+        stat is not None and stat.sid == pid and stat.state not in GONE_STATES
         and stat.start_ticks == state.get("relay_ticks")
     )  # fmt: skip
 
@@ -529,9 +486,9 @@ async def _running_count(store: ProcessStoreProtocol, thread_id: str) -> int:
 
 def _kill_untracked(pid: int, ticks: int | None) -> None:
     """SIGKILL a program just started whose record could not be written (its group is its own)."""
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     if stat is not None and ticks is not None and stat.start_ticks == ticks and stat.pgid == pid:
-        _signal_quietly(pid, signal.SIGKILL, group=True)
+        signal_quietly(pid, signal.SIGKILL, group=True)
 
 
 async def _start(args: ProcessStartArgs, ctx: ToolContext) -> ToolResult:
@@ -614,10 +571,10 @@ def _leftovers(record: ProcessRecord, sid: int | None) -> bool:
 def _send(record: ProcessRecord, sig: int, *, group: bool, sid: int | None) -> None:
     """Signal the program's group (only while its PID is still verified) and the rest of its relay's session."""
     if _verified(record) is not None:
-        _signal_quietly(record.pid, sig, group=group)
+        signal_quietly(record.pid, sig, group=group)
     if sid is not None:
         for pid in _session_members(sid):
-            _signal_quietly(pid, sig)
+            signal_quietly(pid, sig)
 
 
 async def _wait_gone(record: ProcessRecord, sid: int | None, seconds: float) -> bool:
@@ -629,7 +586,7 @@ async def _wait_gone(record: ProcessRecord, sid: int | None, seconds: float) -> 
     return True
 
 
-def _relay_session(record: ProcessRecord, stat: _Stat | None) -> int | None:
+def _relay_session(record: ProcessRecord, stat: ProcStat | None) -> int | None:
     """The session of the record's relay, if that relay still runs; never kasloop's own session.
 
     Every other process in it was started by the program (a grandchild that made its own

@@ -101,6 +101,7 @@ from pydantic import BaseModel, Field
 
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import resolve_in_workspace
+from kasloop.tools.procfs import session_members, signal_quietly
 
 __all__ = [
     "DEFAULT_ALLOW",
@@ -618,43 +619,17 @@ async def _pump(stream: asyncio.StreamReader | None, capture: _Capture) -> None:
         capture.feed(chunk)
 
 
-def _session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes of session ``sid``, from /proc; [] where /proc is missing."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
-
-
 def _signal_session(sid: int, sig: int, *, group: bool = True) -> list[int]:
     """Send ``sig`` to every process of the session (and its process group); return who got it.
 
-    ``group=False`` once the leader has been reaped: its id might then name someone else's group.
+    The leader is a member (it is the command itself). ``group=False`` once the leader has
+    been reaped: its id might then name someone else's group.
     """
     if group:
-        try:
-            os.killpg(sid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    members = _session_members(sid)
+        signal_quietly(sid, sig, group=True)
+    members = session_members(sid)
     for pid in members:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_quietly(pid, sig)
     return members
 
 
@@ -729,7 +704,7 @@ async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
             killed = "SIGTERM"
             _signal_session(proc.pid, signal.SIGTERM, group=proc.returncode is None)
             _, pending = await asyncio.wait(tasks, timeout=policy.kill_grace)
-            if pending or _session_members(proc.pid):
+            if pending or session_members(proc.pid):
                 killed = "SIGKILL"
         survivors = await _kill_session(proc)  # leftovers of a normal exit too
         _, pending = await asyncio.wait(tasks, timeout=1.0)

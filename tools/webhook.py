@@ -79,16 +79,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.http import (
-    USER_AGENT,
+    AllowPrivate,
+    BoundedBody,
     HostRule,
     HttpPolicy,
-    _BoundedBody,
-    _host_and_port,
-    _resolve,
-    _split_url,
+    host_and_port,
     map_httpx_error,
+    private_networks,
     render_body,
+    resolve,
+    split_url,
     status_kind,
+    stream_checked,
 )
 
 if TYPE_CHECKING:
@@ -153,7 +155,7 @@ class WebhookSettings(BaseModel):
 
     secret_env: str = Field(default=DEFAULT_SECRET_ENV, min_length=1)
     allow_domains: list[str] = Field(default_factory=list)
-    allow_private: bool | list[str] = False
+    allow_private: AllowPrivate = False
     timeout: float = Field(default=20.0, gt=0, le=300)
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_bytes: int = Field(default=65536, ge=1, le=16 * 1024 * 1024)
@@ -166,19 +168,10 @@ class WebhookSettings(BaseModel):
             HostRule.parse(entry)  # raises ValueError with the entry in the message
         return value
 
-    @field_validator("allow_private")
-    @classmethod
-    def _networks(cls, value: bool | list[str]) -> bool | list[str]:
-        if isinstance(value, list):
-            for net in value:
-                ipaddress.ip_network(net, strict=False)
-        return value
-
     def policy(self) -> HttpPolicy:
         rules = tuple(HostRule.parse(e) for e in self.allow_domains)
         networks = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
-        if isinstance(self.allow_private, list):
-            networks += [ipaddress.ip_network(n, strict=False) for n in self.allow_private]
+        networks += private_networks(self.allow_private)
         return HttpPolicy(
             allow_domains=rules,
             allow_private=self.allow_private is True,
@@ -217,44 +210,29 @@ def _ours(exc: ToolFailure) -> ToolFailure:
 async def _post(raw_url: str, body: bytes, headers: dict[str, str], policy: HttpPolicy) -> tuple[int, str, str, bytes, str, list[str]]:
     """POST through the http jail; returns (status, reason, final url, body, content type, redirects)."""
     redirects: list[str] = []
-    url = _split_url(raw_url, hop=0)
+    url = split_url(raw_url, hop=0)
     async with httpx.AsyncClient(
         trust_env=False, follow_redirects=False, timeout=httpx.Timeout(policy.timeout),
         verify=policy.ssl_context(), limits=httpx.Limits(max_keepalive_connections=0),
     ) as client:  # fmt: skip
         for hop in range(policy.max_redirects + 1):
-            host, port = _host_and_port(url)
+            host, port = host_and_port(url)
             policy.check_host(host, port)
-            addresses = await _resolve(host, port, policy)
-            last_error: Exception | None = None
-            location: str | None = None
-            for ip in addresses:
-                extensions: dict[str, Any] = {"sni_hostname": host} if url.scheme == "https" and host != ip.compressed else {}
-                sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers, "Host": url.netloc.decode("ascii")}
-                try:
-                    async with client.stream("POST", url.copy_with(host=ip.compressed), headers=sent, content=body, extensions=extensions) as response:
-                        location = response.headers.get("location")
-                        status = response.status_code
-                        if status in _FOLLOWED and location:
+            addresses = await resolve(host, port, policy)
+            async with stream_checked(client, "POST", url, host, addresses, headers=headers, content=body) as response:
+                location = response.headers.get("location")
+                status = response.status_code
+                if not (status in _FOLLOWED and location):
+                    if status in _METHOD_CHANGING and location:
+                        raise ToolFailure("permanent", f"the receiver at {url} answered {status} (moved to `{location}`); a webhook is not re-sent as GET: use the new URL")
+                    reader = BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
+                    async for chunk in response.aiter_raw():
+                        if not reader.feed(chunk):
                             break
-                        if status in _METHOD_CHANGING and location:
-                            raise ToolFailure("permanent", f"the receiver at {url} answered {status} (moved to `{location}`); a webhook is not re-sent as GET: use the new URL")
-                        reader = _BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
-                        async for chunk in response.aiter_raw():
-                            if not reader.feed(chunk):
-                                break
-                        return status, response.reason_phrase, str(url), bytes(reader.body), response.headers.get("content-type", ""), redirects
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    last_error = exc  # nothing was sent: try the host's next checked address
-                    continue
-                except httpx.HTTPError as exc:
-                    raise map_httpx_error(exc, str(url)) from None
-            else:
-                assert last_error is not None
-                raise map_httpx_error(last_error, str(url)) from None
+                    return status, response.reason_phrase, str(url), bytes(reader.body), response.headers.get("content-type", ""), redirects
             try:
-                next_url = _split_url(str(url.join(location or "")), hop=hop + 1)
-                next_host, next_port = _host_and_port(next_url)
+                next_url = split_url(str(url.join(location or "")), hop=hop + 1)
+                next_host, next_port = host_and_port(next_url)
                 policy.check_host(next_host, next_port)
             except (ToolFailure, httpx.InvalidURL) as exc:
                 message = exc.message if isinstance(exc, ToolFailure) else str(exc)
