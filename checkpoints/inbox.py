@@ -1,9 +1,12 @@
 """The inbox: messages from outside (CLI ``tell``, Telegram, IMAP, webhooks) waiting for a thread.
 
-Receivers only append; perceive takes what is new. A row is taken at most
-once (``taken_at`` is set in the same statement that reads it), so a message
-is never shown to the agent twice, and never lost when the agent is not
-running: it waits in the database.
+Receivers only append; a message waits in the database while the agent is
+not running. perceive reads the messages newer than the last one its thread
+took (``after``, kept in the checkpointed state) and marks them taken. The
+state, not the mark, decides delivery: if the process dies before perceive's
+checkpoint is written, the next perceive reads the same messages again, and
+once it is written they are never read again. Exactly once, with no
+two-phase commit between the inbox and the checkpointer.
 """
 
 from __future__ import annotations
@@ -62,16 +65,24 @@ class Inbox:
         )
         return [_item(r) for r in rows]
 
-    async def take(self, thread_id: str) -> list[InboxItem]:
-        """Messages not yet taken, oldest first, marked taken in the same transaction."""
+    async def newer(self, thread_id: str, after: int = 0) -> bool:
+        """Whether ``thread_id`` has messages with an id above ``after`` (reads only)."""
+        row = await self.db.fetchone("SELECT 1 FROM kasloop_inbox WHERE thread_id = ? AND id > ? LIMIT 1", (thread_id, after))
+        return row is not None
+
+    async def take(self, thread_id: str, after: int = 0) -> list[InboxItem]:
+        """Messages of ``thread_id`` with an id above ``after``, oldest first, marked taken."""
 
         def read_and_mark(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             rows = conn.execute(
-                "UPDATE kasloop_inbox SET taken_at = ? WHERE thread_id = ? AND taken_at IS NULL RETURNING *",
-                (time.time(), thread_id),
+                "SELECT * FROM kasloop_inbox WHERE thread_id = ? AND id > ? ORDER BY id", (thread_id, after)
             ).fetchall()
-            conn.commit()
+            if rows:
+                conn.execute(
+                    f"UPDATE kasloop_inbox SET taken_at = ? WHERE taken_at IS NULL AND id IN ({','.join('?' * len(rows))})",
+                    (time.time(), *(r["id"] for r in rows)),
+                )
+                conn.commit()
             return rows
 
-        rows = await self.db.call(read_and_mark)
-        return sorted((_item(r) for r in rows), key=lambda item: item.id)
+        return [_item(r) for r in await self.db.call(read_and_mark)]

@@ -1,4 +1,4 @@
-"""In-process ledger and event log, for graphs run without a kasloop database.
+"""In-process ledger, event log and inbox, for graphs run without a kasloop database.
 
 ``graphs/agent.py``'s module-level ``graph`` (LangGraph Studio, ``langgraph
 dev``) runs under the server's own checkpointer; these keep the ledger's
@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kasloop.checkpoints.inbox import InboxItem
 from kasloop.checkpoints.ledger import LedgerEntry
 
-__all__ = ["MemoryEventLog", "MemoryLedger"]
+__all__ = ["MemoryEventLog", "MemoryInbox", "MemoryLedger"]
 
 
 class MemoryLedger:
@@ -36,3 +37,18 @@ class MemoryEventLog:
 
     async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None:
         self.events.append({"thread_id": thread_id, "ts": time.time(), "step": step, "kind": kind, **data})
+
+
+class MemoryInbox:
+    """An in-process inbox for graphs built without a database (same interface as ``Inbox``)."""
+
+    def __init__(self) -> None:
+        self.items: list[InboxItem] = []
+
+    async def put(self, thread_id: str, source: str, text: str, **data: Any) -> int:
+        item = InboxItem(id=len(self.items) + 1, thread_id=thread_id, source=source, text=text, data=data, received_at=time.time())
+        self.items.append(item)
+        return item.id
+
+    async def take(self, thread_id: str, after: int = 0) -> list[InboxItem]:
+        return [i for i in self.items if i.thread_id == thread_id and i.id > after]

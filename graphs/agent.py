@@ -24,11 +24,11 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from kasloop.checkpoints.memory import MemoryEventLog, MemoryLedger
+from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.config import AgentConfig
 from kasloop.models import build_model, resolve_model_specs
 from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
-from kasloop.nodes.deps import EventSink, LedgerLike, NodeDeps
+from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
 from kasloop.state import AgentState, RunContext
@@ -96,6 +96,7 @@ def build_graph(
     tools: Iterable[Tool] = (),
     ledger: LedgerLike | None = None,
     events: EventSink | None = None,
+    inbox: InboxLike | None = None,
     resources: ToolResources | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the agent loop for ``config``.
@@ -105,7 +106,7 @@ def build_graph(
         checkpointer: where state is saved; pass kasloop's SQLite saver for durable threads.
         model: a chat model to use instead of the one the config's spec names.
         tools: extra (user-defined) tools the config may select by name or family.
-        ledger, events: kasloop's database tables; in-process ones are used when omitted.
+        ledger, events, inbox: kasloop's database tables; in-process ones are used when omitted.
         resources: what tools share across calls (database, state folder, one browser);
             the caller closes it with ``await resources.aclose()``. A private one when omitted.
 
@@ -122,6 +123,7 @@ def build_graph(
         tools=selected,
         ledger=ledger or MemoryLedger(),
         events=events or MemoryEventLog(),
+        inbox=inbox or MemoryInbox(),
         default_context=context_for(config, "default", selected),
         resources=resources or ToolResources(),
     )

@@ -21,7 +21,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Ledger, ThreadStore, open_database
+from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
 from kasloop.config import AgentConfig
 from kasloop.errors import ApprovalError, ConfigError, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
@@ -102,6 +102,14 @@ def _absolute_policy(config: AgentConfig, cwd: Path) -> AgentConfig:
     return config.model_copy(update={"workspace": workspace.resolve(), "model": model})
 
 
+def _new_cycle() -> dict[str, Any]:
+    """State reset at the start of a new task on an existing thread (budgets count per task)."""
+    return {
+        "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
+        "last_error": None, "diagnosis": None,
+    }
+
+
 class Agent:
     """Runs goals as durable threads in a kasloop home (``.kasloop/``).
 
@@ -162,7 +170,7 @@ class Agent:
     def _graph(self, db: Database, config: AgentConfig) -> Any:
         return build_graph(
             config, checkpointer=db.saver, tools=self.extra_tools, ledger=Ledger(db), events=EventLog(db),
-            resources=self._resources.get(db),
+            inbox=Inbox(db), resources=self._resources.get(db),
         )
 
     async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
@@ -236,10 +244,7 @@ class Agent:
                 goals = list((state.values or {}).get("goals", []))
             await EventLog(db).append(thread_id, 0, "goal", text=goal)
             goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
-            payload = {
-                "messages": [HumanMessage(goal)], "goals": goals, "status": "running", "output": "",
-                "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [], "last_error": None, "diagnosis": None,
-            }
+            payload = {"messages": [HumanMessage(goal)], "goals": goals, **_new_cycle()}
             return await self._drive(db, thread_id, config, payload)
 
     async def resume(self, thread_id: str) -> RunResult:
@@ -263,8 +268,32 @@ class Agent:
                     f"start it again with `kasloop run GOAL --thread {thread_id}`."
                 )
             if not snapshot.next:
+                seen = snapshot.values.get("inbox_seen", 0)
+                if await Inbox(db).newer(thread_id, seen) and snapshot.values.get("status") not in ("paused_budget",):
+                    # Finished, but instructions arrived since (`kasloop tell`): a new cycle reads them.
+                    return await self._drive(db, thread_id, config, _new_cycle())
                 return await self._settle(db, graph, thread_id, run_config)
             return await self._drive(db, thread_id, config, None)
+
+    async def tell(self, thread_id: str, text: str, *, source: str = "python") -> int:
+        """Queue an instruction for a thread; its next cycle reads it (in order, exactly once).
+
+        A thread that is running or waiting picks it up at its next perceive; a
+        finished thread continues with it on ``resume`` (or the daemon's next cycle).
+        Returns the message id.
+
+        Raises:
+            ThreadNotFound: no such thread.
+            UsageError: the text is empty.
+        """
+        if not text.strip():
+            raise UsageError("The message is empty; say what the agent should do.")
+        async with self._open() as db:
+            if await ThreadStore(db).get(thread_id) is None:
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+            message_id = await Inbox(db).put(thread_id, source, text)
+            await EventLog(db).append(thread_id, 0, "told", message_id=message_id, source=source)
+            return message_id
 
     async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
         """Pending approval requests, oldest first, across threads (or of one thread)."""
@@ -383,6 +412,9 @@ class Agent:
             return await EventLog(db).history(thread_id, limit=limit)
 
     # -- sync twins -------------------------------------------------------------------------
+
+    def tell_sync(self, thread_id: str, text: str, *, source: str = "python") -> int:
+        return _run_sync(self.tell(thread_id, text, source=source), "tell")
 
     def run_sync(self, goal: str, *, thread_id: str | None = None) -> RunResult:
         """``run`` for code without an event loop (scripts, a notebook cell without ``await``)."""

@@ -1,4 +1,4 @@
-"""What every node needs besides the state: the model, the tools, the ledger and the event log.
+"""What every node needs besides the state: the model, the tools, the ledger, the event log and the inbox.
 
 Built once per graph by ``build_graph``. The per-thread policy (autonomy,
 tool names, rules, budgets) arrives separately as the run's ``RunContext``,
@@ -13,17 +13,22 @@ from typing import Any, Protocol
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
+from kasloop.checkpoints.inbox import InboxItem
 from kasloop.checkpoints.ledger import LedgerEntry
 from kasloop.config import AgentConfig
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources, openai_schema
 
-__all__ = ["EventSink", "LedgerLike", "NodeDeps", "step_of"]
+__all__ = ["EventSink", "InboxLike", "LedgerLike", "NodeDeps", "step_of"]
 
 
 class LedgerLike(Protocol):
     async def claim(self, key: str, *, thread_id: str, call_id: str, tool: str, arg_hash: str, idempotent: bool) -> LedgerEntry | None: ...
     async def record_result(self, key: str, result: dict[str, Any]) -> None: ...
+
+
+class InboxLike(Protocol):
+    async def take(self, thread_id: str, after: int = 0) -> list[InboxItem]: ...
 
 
 class EventSink(Protocol):
@@ -43,6 +48,7 @@ class NodeDeps:
     ledger: LedgerLike
     events: EventSink
     default_context: RunContext
+    inbox: InboxLike | None = None
     resources: ToolResources = field(default_factory=ToolResources)
     _schemas: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 

@@ -1,10 +1,16 @@
-"""perceive: start a cycle — count the step, check the step budget, keep working memory bounded."""
+"""perceive: start a cycle — count the step, check the step budget, read the inbox, keep working memory bounded.
+
+Inbox messages (``kasloop tell``, Telegram, email, webhooks) arrive here, in
+order, as human instructions, and each becomes an open goal so the decide
+prompt keeps it in view. Which ones were taken is part of the state
+(``inbox_seen``), so each is delivered exactly once across crashes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps
@@ -44,9 +50,21 @@ def make_perceive(deps: NodeDeps) -> Any:
         usage["steps"] += 1
         messages = state.get("messages", [])
         update: dict[str, Any] = {"usage": usage, "status": "running", "tainted": False}
+        arrived = await deps.inbox.take(ctx.thread_id, state.get("inbox_seen", 0)) if deps.inbox is not None else []
+        if arrived:
+            news = [HumanMessage(item.text, id=f"inbox-{item.id}") for item in arrived]
+            goals = list(state.get("goals", []))
+            goals += [{"id": f"g{len(goals) + n + 1}", "text": item.text, "status": "open"} for n, item in enumerate(arrived)]
+            update |= {"messages": news, "goals": goals, "inbox_seen": arrived[-1].id}
+            messages = [*messages, *news]
+            for item in arrived:
+                await deps.events.append(ctx.thread_id, usage["steps"], "inbox", message_id=item.id, source=item.source, text=item.text[:300])
         cut = window_cut(messages, deps.config.max_messages)
         if cut:
-            update["messages"] = [RemoveMessage(id=m.id) for m in messages[:cut] if m.id]
+            # Only messages already in the state are removed; new instructions are always kept.
+            news = update.get("messages", [])
+            removed = [RemoveMessage(id=m.id) for m in messages[:cut] if m.id and m not in news]
+            update["messages"] = [*removed, *news]
         last = messages[-1] if messages else None
         if isinstance(last, ToolMessage):
             results = len(messages) - _last_non_tool(messages) - 1

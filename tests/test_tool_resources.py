@@ -121,7 +121,7 @@ async def test_an_agent_gives_tools_its_database_and_closes_shared_objects_when_
 # --------------------------------------------------------------------------- inbox
 
 
-async def test_inbox_messages_wait_in_the_database_and_are_taken_once(tmp_path: Path) -> None:
+async def test_inbox_messages_wait_in_the_database_and_are_read_after_the_last_seen_id(tmp_path: Path) -> None:
     async with open_database(tmp_path / "k.db") as db:
         inbox = Inbox(db)
         first = await inbox.put("t-1", "telegram", "hello", chat_id=7)
@@ -133,7 +133,7 @@ async def test_inbox_messages_wait_in_the_database_and_are_taken_once(tmp_path: 
         taken = await inbox.take("t-1")
         assert [(i.id, i.source, i.text, i.data) for i in taken][0] == (first, "telegram", "hello", {"chat_id": 7})
         assert [i.text for i in taken] == ["hello", "second"]
-        assert await inbox.take("t-1") == [] and await inbox.pending("t-1") == []
+        assert await inbox.take("t-1", after=taken[-1].id) == [] and await inbox.pending("t-1") == []
         assert [i.text for i in await inbox.pending("t-2")] == ["other thread"]
 
 

@@ -11,7 +11,7 @@ from rich.status import Status
 
 from kasloop.agent import RunResult
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
-from kasloop.cli._console import err, print_result
+from kasloop.cli._console import err, out, print_json, print_result
 from kasloop.models import resolve_model_specs
 
 __all__ = ["register"]
@@ -97,9 +97,25 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
-        """Continue THREAD where it stopped (after a crash or once its approvals are decided)."""
+        """Continue THREAD where it stopped (after a crash, once its approvals are decided, or with `tell` messages)."""
         with LiveProgress(not json_out) as progress:
             agent = make_agent(home=home, db=db, config_file=config, progress=progress)
             result = asyncio.run(agent.resume(thread))
         _finish(result, json_out)
 
+    @app.command()
+    def tell(
+        thread: Annotated[str, typer.Argument(help="Thread id.")],
+        text: Annotated[str, typer.Argument(help="The instruction.")],
+        home: HomeOpt = None,
+        db: DbOpt = None,
+        config: ConfigOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Queue an instruction for THREAD; its next cycle reads it (`kasloop resume THREAD` continues a finished one)."""
+        agent = make_agent(home=home, db=db, config_file=config)
+        message_id = asyncio.run(agent.tell(thread, text, source="cli"))
+        if json_out:
+            print_json({"thread": thread, "message_id": message_id})
+        else:
+            out.print(f"Queued message {message_id} for [bold]{thread}[/bold]; it is read at the thread's next cycle.")
