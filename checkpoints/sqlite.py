@@ -88,6 +88,17 @@ CREATE TABLE IF NOT EXISTS kasloop_inbox (
     taken_at REAL
 );
 CREATE INDEX IF NOT EXISTS kasloop_inbox_pending ON kasloop_inbox(thread_id, taken_at, id);
+CREATE TABLE IF NOT EXISTS kasloop_daemon (
+    name TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    next_wake_at REAL,
+    cycles INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    last_error TEXT,
+    stopped_at REAL
+);
 """
 
 

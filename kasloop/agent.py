@@ -8,11 +8,13 @@ process, flag or model output cannot widen what the thread may do.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import getpass
+import hashlib
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +25,7 @@ from pydantic import ValidationError
 
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
 from kasloop.config import AgentConfig
-from kasloop.errors import ApprovalError, ConfigError, ThreadNotFound, UsageError
+from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
 from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
@@ -143,6 +145,8 @@ class Agent:
         self.db_path = Path(db) if db is not None else self.home / "kasloop.db"
         self.extra_tools = tuple(tools)
         self.progress = progress
+        self.stop_requested = False
+        """Set (e.g. by a signal handler) to stop every run after its current node; resume continues it."""
         self._resources: weakref.WeakKeyDictionary[Database, ToolResources] = weakref.WeakKeyDictionary()
         select_tools(self.config.tools, self.extra_tools)  # unknown tools and bad settings fail now, before any write
         check_tool_settings(self.config.tool_settings, self.config.workspace)
@@ -173,7 +177,33 @@ class Agent:
             inbox=Inbox(db), resources=self._resources.get(db),
         )
 
+    @contextmanager
+    def _thread_lock(self, thread_id: str) -> Iterator[None]:
+        """One driver per thread across processes: a ``kasloop run`` and the daemon never drive it together.
+
+        An exclusive ``flock`` on a file per thread; the kernel drops it when the process dies.
+        """
+        folder = self.db_path.with_name(self.db_path.name + ".locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(thread_id.encode()).hexdigest()[:24]
+        with (folder / f"{name}.lock").open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ThreadBusy(
+                    f"Thread `{thread_id}` is being driven by another process (a run, resume or the daemon); "
+                    "wait for it, or see `kasloop status`."
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
+        with self._thread_lock(thread_id):
+            return await self._drive_locked(db, thread_id, config, payload)
+
+    async def _drive_locked(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
         graph = self._graph(db, config)
         ctx = context_for(config, thread_id, select_tools(config.tools, self.extra_tools))
         run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
@@ -181,6 +211,10 @@ class Agent:
             if self.progress is not None:
                 for node, update in chunk.items():
                     self.progress(node, update if isinstance(update, dict) else {})
+            if self.stop_requested:
+                # Between nodes: the finished node's writes are saved, the next one never starts;
+                # `resume` continues from exactly here.
+                break
         return await self._settle(db, graph, thread_id, run_config)
 
     async def _settle(self, db: Database, graph: Any, thread_id: str, run_config: dict[str, Any]) -> RunResult:
@@ -394,13 +428,12 @@ class Agent:
                 assert rec is not None
                 pending = await ApprovalStore(db).pending(rec["thread"])
                 state = await db.saver.aget_tuple({"configurable": {"thread_id": rec["thread"], "checkpoint_ns": ""}})
-                usage = empty_usage()
-                if state is not None:
-                    usage = state.checkpoint["channel_values"].get("usage", usage)
+                values = state.checkpoint["channel_values"] if state is not None else {}
                 out.append({
                     "thread": rec["thread"], "status": rec["status"], "goal": rec["goal"],
                     "autonomy": rec["policy"].get("autonomy"), "model": rec["policy"].get("model"),
-                    "updated_at": rec["updated_at"], "usage": usage, "approvals": [approval_json(p) for p in pending],
+                    "updated_at": rec["updated_at"], "usage": values.get("usage", empty_usage()), "output": values.get("output", ""),
+                    "approvals": [approval_json(p) for p in pending], "unread": len(await Inbox(db).pending(rec["thread"])),
                 })
             return out
 

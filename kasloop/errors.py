@@ -6,7 +6,8 @@ KasloopError                      root: every error kasloop raises on purpose
 │   └── AutonomyLevelError        autonomy outside 2..4
 ├── UsageError                    a valid config used wrongly (CLI exit 2)
 │   ├── ApprovalError             unknown, stale or already decided approval
-│   └── ThreadNotFound            no such thread in this home
+│   ├── ThreadNotFound            no such thread in this home
+│   └── ThreadBusy                another process is driving this thread
 ├── ModelError                    the model failed (HTTP error, bad reply)
 │   └── ScriptExhausted           a scripted model ran out of turns (exit 1)
 ├── CheckpointError               the database could not be read or written
@@ -34,6 +35,7 @@ __all__ = [
     "LocalModelError",
     "ModelError",
     "ScriptExhausted",
+    "ThreadBusy",
     "ThreadNotFound",
     "UsageError",
 ]
@@ -77,6 +79,10 @@ class ApprovalError(UsageError):
 
 class ThreadNotFound(UsageError):
     """The thread id does not exist in this kasloop home."""
+
+
+class ThreadBusy(UsageError):
+    """Another process (a run, a resume, the daemon) is driving this thread right now."""
 
 
 class ModelError(KasloopError):

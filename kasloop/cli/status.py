@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
+from kasloop.runtime import daemon_status
 
 __all__ = ["register"]
 
 _SKIP = {"id", "ts", "step", "kind"}
+
+
+def _daemon_line(beat: dict[str, Any]) -> str:
+    now = time.time()
+    if beat["stopped_at"]:
+        return f"Daemon: stopped {now - beat['stopped_at']:.0f} s ago (pid {beat['pid']}, {beat['cycles']} cycles)."
+    wake = f", next wake-up in {max(0.0, beat['next_wake_at'] - now):.0f} s" if beat["next_wake_at"] else ""
+    error = f", last error: {beat['last_error']}" if beat["last_error"] else ""
+    return f"Daemon: pid {beat['pid']}, last heartbeat {now - beat['heartbeat_at']:.0f} s ago, {beat['cycles']} cycles{wake}{error}."
 
 
 def register(app: typer.Typer) -> None:
@@ -30,9 +40,12 @@ def register(app: typer.Typer) -> None:
         """Show threads: status, goal, usage, pending approvals."""
         agent = make_agent(home=home, db=db, config_file=config)
         rows = asyncio.run(agent.status(thread))
+        beat = asyncio.run(daemon_status(agent.db_path))
         if json_out:
             print_json(rows[0] if thread else rows)
             return
+        if beat is not None:
+            out.print(_daemon_line(beat))
         if not rows:
             out.print("No threads yet. Start one with [bold]kasloop run GOAL[/bold].")
             return

@@ -1,0 +1,197 @@
+"""The daemon: keep every thread of a kasloop home moving, for days, one cycle at a time.
+
+A cycle visits each thread that has work: one that is running (a crash or a
+stop left it mid-way), one whose approvals were decided without being
+resumed, and one with unread inbox messages (``kasloop tell``, Telegram,
+webhooks). Threads waiting for a human, paused by a budget, or finished with
+nothing new are skipped. Between cycles the daemon sleeps ``interval``
+seconds with jitter, backing off exponentially (capped) after cycles that
+failed, so a broken model endpoint is not hammered.
+
+One daemon per database: an exclusive ``flock`` on ``<db>.daemon.lock``
+refuses a second one with a clear message (the lock dies with the process,
+so a ``kill -9`` never leaves a stale lock). A heartbeat row
+(``kasloop_daemon``) says when it last cycled and when it wakes next;
+``kasloop status`` shows it. SIGTERM or SIGINT stops it after the current
+node: that node's writes are saved and the next cycle (or ``kasloop
+resume``) continues from there; the daemon exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from kasloop.agent import Agent
+from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
+from kasloop.checkpoints.sqlite import Database
+from kasloop.errors import KasloopError, ThreadBusy, UsageError
+
+__all__ = ["Daemon", "daemon_status"]
+
+DAEMON_ROW = "daemon"
+IDLE_STATUSES = ("done", "escalated", "failed", "paused_budget")
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    visited: list[str]
+    errors: list[str]
+
+
+def _lock(db_path: Path) -> IO[str]:
+    """Hold ``<db>.daemon.lock`` for the life of this process, or say who holds it."""
+    path = db_path.with_name(db_path.name + ".daemon.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise UsageError(
+            f"Another kasloop daemon (pid {holder}) is already running on `{db_path}`; stop it first (kill -TERM {holder})."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+async def _threads_with_work(db: Database, only: list[str] | None) -> list[str]:
+    inbox, approvals = Inbox(db), ApprovalStore(db)
+    chosen: list[str] = []
+    for record in await ThreadStore(db).all():
+        thread = record["thread"]
+        if only is not None and thread not in only:
+            continue
+        status = record["status"]
+        if await inbox.pending(thread):
+            if status != "paused_budget":
+                chosen.append(thread)
+        elif status == "waiting_approval":
+            if not await approvals.pending(thread):
+                chosen.append(thread)  # decided with --no-resume: continue it
+        elif status not in IDLE_STATUSES:
+            chosen.append(thread)
+    return chosen
+
+
+async def _beat(db: Database, **fields: Any) -> None:
+    now = time.time()
+    row = await db.fetchone("SELECT name FROM kasloop_daemon WHERE name = ?", (DAEMON_ROW,))
+    if row is None or "started_at" in fields:
+        await db.execute(
+            "INSERT OR REPLACE INTO kasloop_daemon (name, pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at)"
+            " VALUES (?, ?, ?, ?, NULL, 0, 0, NULL, NULL)",
+            (DAEMON_ROW, os.getpid(), fields.get("started_at", now), now),
+        )
+        fields.pop("started_at", None)
+    if fields:
+        sets = ", ".join(f"{key} = ?" for key in fields)
+        await db.execute(f"UPDATE kasloop_daemon SET heartbeat_at = ?, {sets} WHERE name = ?", (now, *fields.values(), DAEMON_ROW))
+
+
+async def daemon_status(db_path: Path) -> dict[str, Any] | None:
+    """The heartbeat row (pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at), or None."""
+    if not db_path.exists():
+        return None
+    async with open_database(db_path) as db:
+        row = await db.fetchone("SELECT * FROM kasloop_daemon WHERE name = ?", (DAEMON_ROW,))
+    return None if row is None else {k: row[k] for k in row.keys() if k != "name"}
+
+
+class Daemon:
+    """Drive the threads of ``agent``'s database until stopped.
+
+    Args:
+        agent: the agent (home, database, extra tools) whose threads to serve.
+        threads: only these thread ids (default: every thread).
+        interval: seconds between cycles.
+        jitter: fraction of ``interval`` added or removed at random, so many daemons do not wake together.
+        max_backoff: cap, in seconds, of the sleep after failing cycles (doubling from ``interval``).
+    """
+
+    def __init__(
+        self, agent: Agent, *, threads: list[str] | None = None, interval: float = 30.0, jitter: float = 0.1, max_backoff: float = 600.0
+    ) -> None:
+        if interval <= 0:
+            raise UsageError(f"--interval must be > 0 seconds, got {interval:g}.")
+        self.agent = agent
+        self.threads = threads
+        self.interval = interval
+        self.jitter = jitter
+        self.max_backoff = max_backoff
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the current node, then exit (what SIGTERM and SIGINT do)."""
+        self.agent.stop_requested = True
+        self._stop.set()
+
+    async def cycle(self) -> CycleReport:
+        """Visit every thread with work once."""
+        async with open_database(self.agent.db_path) as db:
+            todo = await _threads_with_work(db, self.threads)
+        errors: list[str] = []
+        for thread in todo:
+            if self._stop.is_set():
+                break
+            try:
+                await self.agent.resume(thread)
+            except ThreadBusy:
+                continue  # a `kasloop run` or `resume` is driving it now; it is not a failure
+            except KasloopError as exc:
+                errors.append(f"{thread}: {exc}")
+        return CycleReport(visited=todo, errors=errors)
+
+    def _delay(self, failures: int) -> float:
+        base = min(self.interval * (2**failures), self.max_backoff) if failures else self.interval
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+    async def run(self, *, once: bool = False, on_start: Callable[[], None] | None = None) -> int:
+        """Cycle until stopped (or once); returns the exit code (0). ``on_start`` runs once the lock is held."""
+        lock = _lock(self.agent.db_path)
+        if on_start is not None:
+            on_start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            async with open_database(self.agent.db_path) as db:
+                await _beat(db, started_at=time.time())
+            failures = cycles = errors = 0
+            while not self._stop.is_set():
+                report = await self.cycle()
+                cycles += 1
+                errors += len(report.errors)
+                failures = failures + 1 if report.errors else 0
+                delay = self._delay(failures)
+                async with open_database(self.agent.db_path) as db:
+                    await _beat(
+                        db, cycles=cycles, errors=errors, next_wake_at=None if once else time.time() + delay,
+                        last_error=report.errors[-1][:500] if report.errors else None,
+                    )
+                if once:
+                    break
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+            async with open_database(self.agent.db_path) as db:
+                await _beat(db, next_wake_at=None, stopped_at=time.time())
+            return 0
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            lock.close()
