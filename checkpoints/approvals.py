@@ -124,6 +124,14 @@ class ApprovalStore:
         )
         return changed == 1
 
+    async def expired(self, thread_id: str, now: float) -> list[ApprovalRecord]:
+        """Pending requests of ``thread_id`` whose ``expires_at`` has passed."""
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM kasloop_approvals WHERE thread_id = ? AND status = 'pending' AND expires_at < ? ORDER BY rowid",
+            (thread_id, now),
+        )
+        return [_record(r) for r in rows]
+
     async def mark_stale(self, thread_id: str, keep_batch: str | None) -> None:
         """Requests of a thread that moved on can no longer be decided."""
         await self.db.execute(

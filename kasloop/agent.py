@@ -11,6 +11,7 @@ import asyncio
 import fcntl
 import getpass
 import hashlib
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -292,6 +293,7 @@ class Agent:
             run_config = {"configurable": {"thread_id": thread_id}}
             snapshot = await graph.aget_state(run_config)
             if snapshot.interrupts:
+                await self._expire(db, thread_id, config, snapshot)
                 batch = await ApprovalStore(db).batch(snapshot.interrupts[0].id)
                 if not batch or any(r["status"] == "pending" for r in batch):
                     return await self._settle(db, graph, thread_id, run_config)
@@ -329,6 +331,23 @@ class Agent:
             await EventLog(db).append(thread_id, 0, "told", message_id=message_id, source=source)
             return message_id
 
+    async def _expire(self, db: Database, thread_id: str, config: AgentConfig, snapshot: Any) -> None:
+        """Reject this thread's requests that expired unanswered (unless its policy keeps them)."""
+        if config.approval_expiry != "reject":
+            return
+        store = ApprovalStore(db)
+        step = (snapshot.values or {}).get("usage", empty_usage())["steps"]
+        for record in await store.expired(thread_id, time.time()):
+            decision: Decision = {
+                "decision": "reject", "reason": "Nobody decided before the request expired; do not retry it, choose another way.",
+                "arg_hash": record["arg_hash"],
+            }
+            if await store.decide(record["approval_id"], decision, by="kasloop", channel="expiry"):
+                await EventLog(db).append(
+                    thread_id, step, "approval_decision", approval_id=record["approval_id"], decision="reject", by="kasloop",
+                    channel="expiry", arg_hash=record["arg_hash"], new_arg_hash=None,
+                )
+
     async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
         """Pending approval requests, oldest first, across threads (or of one thread)."""
         async with self._open() as db:
@@ -347,7 +366,7 @@ class Agent:
 
         Raises:
             ApprovalError: unknown, stale, expired or already-decided id, or invalid edited args.
-                Nothing is written in that case.
+                Nothing is written in that case (an expired one is logged as ``approval_refused``).
         """
         async with self._open() as db:
             store = ApprovalStore(db)
@@ -360,6 +379,12 @@ class Agent:
             if thread is None:
                 raise ApprovalError(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
             config = self._thread_config(thread["policy"])
+            if record["expires_at"] < time.time() and config.approval_expiry == "reject":
+                await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
+                raise ApprovalError(
+                    f"Approval `{approval_id}` expired at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['expires_at']))}; "
+                    f"`kasloop resume {record['thread']}` rejects it as the thread's policy says (approval_expiry)."
+                )
             graph = self._graph(db, config)
             snapshot = await graph.aget_state({"configurable": {"thread_id": record["thread"]}})
             live = {i.id for i in snapshot.interrupts}

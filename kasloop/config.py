@@ -135,8 +135,11 @@ class AgentConfig(_Frozen):
     """Retries of a tool call that failed with a transient error."""
     retry_backoff: float = 0.5
     """Seconds before the first retry; doubles each time (with jitter)."""
-    approval_ttl: float = 86400.0
+    approval_ttl: float = Field(default=86400.0, gt=0)
     """Seconds an approval request stays valid."""
+    approval_expiry: Literal["reject", "keep"] = "reject"
+    """What an unanswered request becomes when it expires: ``reject`` (the model is told and plans
+    again; applied by ``resume`` and the daemon) or ``keep`` (it waits for a human forever)."""
     durability: Literal["sync", "async", "exit"] = "sync"
     """When LangGraph writes checkpoints: ``sync`` (before the next node starts; a crash loses
     nothing), ``async`` (while the next node runs; faster, a crash may lose the last node) or

@@ -2,7 +2,7 @@
 
 A cycle visits each thread that has work: one that is running (a crash or a
 stop left it mid-way), one whose approvals were decided without being
-resumed, and one with unread inbox messages (``kasloop tell``, Telegram,
+resumed or expired unanswered, and one with unread inbox messages (``kasloop tell``, Telegram,
 webhooks). Threads waiting for a human, paused by a budget, or finished with
 nothing new are skipped. Between cycles the daemon sleeps ``interval``
 seconds with jitter, backing off exponentially (capped) after cycles that
@@ -80,8 +80,8 @@ async def _threads_with_work(db: Database, only: list[str] | None) -> list[str]:
             if status != "paused_budget":
                 chosen.append(thread)
         elif status == "waiting_approval":
-            if not await approvals.pending(thread):
-                chosen.append(thread)  # decided with --no-resume: continue it
+            if not await approvals.pending(thread) or await approvals.expired(thread, time.time()):
+                chosen.append(thread)  # decided with --no-resume, or expired: resume applies it
         elif status not in IDLE_STATUSES:
             chosen.append(thread)
     return chosen
