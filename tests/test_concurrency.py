@@ -1,0 +1,59 @@
+"""Many threads in one SQLite file, from one process and from several: WAL + busy timeout, no lock errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+from kasloop import Agent, AgentConfig
+from conftest import call
+
+THREADS = 200
+WRITES_PER_PROCESS = 300
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from kasloop.checkpoints import Inbox, open_database
+
+    async def main(db_path, name, count):
+        async with open_database(db_path) as db:
+            inbox = Inbox(db)
+            for n in range(count):
+                await inbox.put(f"outside-{name}", "test", f"message {n}")
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+async def test_200_concurrent_threads_and_2_writer_processes_share_one_database(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    model = script({"tool_calls": [call("files_list")]}, {"content": "listed"})
+    agent = Agent(AgentConfig(autonomy=4, model=model, tools=["files_list"], workspace=workspace), home=tmp_path / ".kasloop")
+    await agent.run("warm up: create the database")  # the schema exists before the crowd arrives
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(agent.db_path), str(n), str(WRITES_PER_PROCESS)], stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    results = await asyncio.gather(*(agent.run(f"list the files ({n})", thread_id=f"c-{n}") for n in range(THREADS)), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors == [], errors[:3]
+    assert {r.status for r in results if not isinstance(r, BaseException)} == {"done"}
+    for writer in writers:
+        _, stderr = writer.communicate(timeout=300)
+        assert writer.returncode == 0, stderr
+    conn = sqlite3.connect(agent.db_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM kasloop_inbox WHERE thread_id LIKE 'outside-%'").fetchone() == (2 * WRITES_PER_PROCESS,)
+        done = conn.execute("SELECT count(*) FROM kasloop_threads WHERE thread_id LIKE 'c-%' AND status = 'done'").fetchone()
+        assert done == (THREADS,)
+        tools = conn.execute("SELECT count(*) FROM kasloop_events WHERE kind = 'tool' AND thread_id LIKE 'c-%'").fetchone()
+        assert tools == (THREADS,), "each thread's one tool call ran exactly once"
+    finally:
+        conn.close()
