@@ -25,6 +25,7 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
+from kasloop.checkpoints.pruning import prune_thread
 from kasloop.config import AgentConfig
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
@@ -42,6 +43,8 @@ EXIT_CODES = {"done": 0, "waiting_approval": 10, "paused_budget": 11, "escalated
 # Budgets (max_steps, max_tool_calls) and the refusal/failure counters bound a run; LangGraph's
 # step limit must never be what stops a thread that runs for days.
 RECURSION_LIMIT = 2**31 - 1
+PRUNE_EVERY = 30
+"""Nodes between checkpoint prunings inside one long drive (and once when it stops)."""
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
@@ -208,7 +211,11 @@ class Agent:
         graph = self._graph(db, config)
         ctx = context_for(config, thread_id, select_tools(config.tools, self.extra_tools))
         run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
+        nodes = 0
         async for chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode="updates"):
+            nodes += 1
+            if nodes % PRUNE_EVERY == 0:
+                await prune_thread(db, thread_id, config.keep_checkpoints)
             if self.progress is not None:
                 for node, update in chunk.items():
                     self.progress(node, update if isinstance(update, dict) else {})
@@ -216,6 +223,7 @@ class Agent:
                 # Between nodes: the finished node's writes are saved, the next one never starts;
                 # `resume` continues from exactly here.
                 break
+        await prune_thread(db, thread_id, config.keep_checkpoints)
         return await self._settle(db, graph, thread_id, run_config)
 
     async def _settle(self, db: Database, graph: Any, thread_id: str, run_config: dict[str, Any]) -> RunResult:

@@ -137,6 +137,9 @@ class AgentConfig(_Frozen):
     """Seconds before the first retry; doubles each time (with jitter)."""
     approval_ttl: float = Field(default=86400.0, gt=0)
     """Seconds an approval request stays valid."""
+    keep_checkpoints: int = Field(default=10, ge=2)
+    """Checkpoints kept per thread (newest first); older ones are pruned while the thread runs, so the
+    database grows with the event log, not with every node ever run."""
     approval_expiry: Literal["reject", "keep"] = "reject"
     """What an unanswered request becomes when it expires: ``reject`` (the model is told and plans
     again; applied by ``resume`` and the daemon) or ``keep`` (it waits for a human forever)."""

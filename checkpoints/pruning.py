@@ -1,0 +1,42 @@
+"""Checkpoint pruning: keep the newest K checkpoints of each thread, so the file grows with work, not with time.
+
+LangGraph writes one checkpoint per node and keeps them all (time travel).
+An agent that runs for days would fill the disk with history nobody reads:
+kasloop keeps the newest ``keep`` checkpoints per thread and namespace (the
+newest one is what ``resume`` and pending approvals need; the others allow a
+short look back) and deletes the rest together with their pending writes.
+The event log and the act ledger, not old checkpoints, are the record of
+what happened.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from kasloop.checkpoints.sqlite import Database
+
+__all__ = ["prune_thread"]
+
+
+async def prune_thread(db: Database, thread_id: str, keep: int) -> int:
+    """Delete all but the newest ``keep`` checkpoints of ``thread_id`` (per namespace); returns how many went."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+
+    def prune(conn: sqlite3.Connection) -> int:
+        gone = conn.execute(
+            "DELETE FROM checkpoints WHERE rowid IN ("
+            " SELECT rowid FROM (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY checkpoint_ns ORDER BY checkpoint_id DESC) AS newest"
+            " FROM checkpoints WHERE thread_id = ?) WHERE newest > ?)",
+            (thread_id, keep),
+        ).rowcount
+        if gone:
+            conn.execute(
+                "DELETE FROM writes WHERE thread_id = ? AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = writes.thread_id"
+                " AND c.checkpoint_ns = writes.checkpoint_ns AND c.checkpoint_id = writes.checkpoint_id)",
+                (thread_id,),
+            )
+        conn.commit()
+        return gone
+
+    return await db.call(prune)

@@ -1,0 +1,64 @@
+"""Checkpoint pruning keeps K checkpoints per thread while it runs; resume and approvals still work."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from kasloop import Agent, AgentConfig, Budgets
+from kasloop.checkpoints import open_database
+from kasloop.checkpoints.pruning import prune_thread
+from conftest import call
+
+KEEP = 4
+
+
+def counts(db: Path, thread: str) -> tuple[int, int]:
+    conn = sqlite3.connect(db)
+    try:
+        checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (thread,)).fetchone()[0]
+        orphans = conn.execute(
+            "SELECT count(*) FROM writes w WHERE thread_id = ? AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = w.thread_id"
+            " AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id)", (thread,),
+        ).fetchone()[0]
+        return checkpoints, orphans
+    finally:
+        conn.close()
+
+
+def writes(n: int) -> list[dict[str, object]]:
+    return [{"tool_calls": [call("files_write", path=f"f{i}.txt", content=str(i))]} for i in range(n)]
+
+
+async def test_a_long_thread_keeps_k_checkpoints_and_continues_after_pruning(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    model = script(*writes(40), {"content": "forty files"}, {"tool_calls": [call("files_read", path="f39.txt")]}, {"content": "read it"})
+    config = AgentConfig(autonomy=4, model=model, tools=["files"], workspace=workspace, keep_checkpoints=KEEP, budgets=Budgets(max_steps=100))
+    agent = Agent(config, home=tmp_path / ".kasloop")
+    first = await agent.run("write forty files")
+    assert first.status == "done" and first.output == "forty files" and len(list(workspace.glob("f*.txt"))) == 40
+    assert counts(agent.db_path, first.thread) == (KEEP, 0)
+    again = await agent.run("read the last one", thread_id=first.thread)  # continues from the kept checkpoint
+    assert again.status == "done" and again.output == "read it"
+    assert counts(agent.db_path, first.thread) == (KEEP, 0)
+
+
+async def test_a_pending_approval_survives_pruning(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    (workspace / "old.txt").write_text("x")
+    model = script(*writes(20), {"tool_calls": [call("files_delete", path="old.txt")]}, {"content": "cleaned"})
+    config = AgentConfig(autonomy=3, model=model, tools=["files"], workspace=workspace, keep_checkpoints=2, budgets=Budgets(max_steps=100))
+    agent = Agent(config, home=tmp_path / ".kasloop")
+    waiting = await agent.run("write then clean")
+    assert waiting.status == "waiting_approval" and counts(agent.db_path, waiting.thread)[0] == 2
+    done = await agent.approve(waiting.approvals[0]["approval_id"])
+    assert done.status == "done" and not (workspace / "old.txt").exists()
+
+
+async def test_prune_thread_touches_only_that_thread(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    agent = Agent(AgentConfig(autonomy=4, model=script(*writes(5), {"content": "ok"}), tools=["files"], workspace=workspace, keep_checkpoints=100), home=tmp_path / ".kasloop")
+    a = await agent.run("a", thread_id="a")
+    b = await agent.run("b", thread_id="b")
+    before_b = counts(agent.db_path, b.thread)
+    async with open_database(agent.db_path) as db:
+        assert await prune_thread(db, a.thread, 1) > 0
+    assert counts(agent.db_path, a.thread) == (1, 0) and counts(agent.db_path, b.thread) == before_b
