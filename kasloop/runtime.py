@@ -76,13 +76,14 @@ async def _threads_with_work(db: Database, only: list[str] | None) -> list[str]:
         if only is not None and thread not in only:
             continue
         status = record["status"]
-        if await inbox.pending(thread):
-            if status != "paused_budget":
-                chosen.append(thread)
-        elif status == "waiting_approval":
+        if status == "waiting_approval":
+            # Waiting for a human: nothing to do (inbox messages wait too) unless the requests were
+            # decided with --no-resume or expired, which resume applies.
             if not await approvals.pending(thread) or await approvals.expired(thread, time.time()):
-                chosen.append(thread)  # decided with --no-resume, or expired: resume applies it
-        elif status not in IDLE_STATUSES:
+                chosen.append(thread)
+        elif status == "paused_budget":
+            continue
+        elif status not in IDLE_STATUSES or await inbox.pending(thread):
             chosen.append(thread)
     return chosen
 

@@ -150,3 +150,19 @@ def test_a_thread_driven_by_one_process_is_busy_for_another(tmp_path: Path, work
 def test_interval_must_be_positive(kasloop: Callable[..., CLIResult]) -> None:
     bad = kasloop("daemon", "--interval", "0")
     assert bad.code == 2 and "--interval must be > 0" in bad.err
+
+
+def test_a_thread_waiting_for_a_human_is_left_alone_even_with_new_messages(
+    tmp_path: Path, workspace: Path, script: Callable[..., str], kasloop: Callable[..., CLIResult]
+) -> None:
+    (workspace / "old.txt").write_text("x")
+    model = script({"tool_calls": [call("files_delete", path="old.txt")]}, {"content": "done"})
+    first = kasloop("run", "delete old.txt", "--model", model, "--workspace", str(workspace), "--autonomy", "3", "--json")
+    assert first.code == 10, first.err
+    thread = first.json()["thread"]
+    assert kasloop("tell", thread, "and hurry").code == 0
+    before = status_of(kasloop, thread)
+    assert kasloop("daemon", "--once").code == 0
+    after = status_of(kasloop, thread)
+    assert after["status"] == "waiting_approval" and after["updated_at"] == before["updated_at"] and after["unread"] == 1
+    assert (workspace / "old.txt").exists()
