@@ -112,7 +112,7 @@ def _new_cycle() -> dict[str, Any]:
     """State reset at the start of a new task on an existing thread (budgets count per task)."""
     return {
         "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
-        "last_error": None, "diagnosis": None,
+        "last_error": None, "diagnosis": None, "loops": 0,
     }
 
 

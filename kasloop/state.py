@@ -103,6 +103,9 @@ class AgentState(TypedDict, total=False):
     that repeats a finished idempotent call is told so instead of running it again."""
     model_turns: int
     """How many model replies this thread has consumed (a scripted model's position)."""
+    loops: int
+    """How many loops (A-A-A, A-B-A-B over ``done_calls`` and the new calls) were detected in this task;
+    the second one escalates."""
     inbox_seen: int
     """Id of the last inbox message perceive took into this thread. Saved with the checkpoint, so a
     message is delivered exactly once: a crash before the checkpoint delivers it again, after it never."""

@@ -41,6 +41,26 @@ REPEATED_CALL = (
 )
 
 
+LOOP_WINDOW = 6
+REPEATS_FOR_LOOP = 3
+LOOPS_BEFORE_ESCALATION = 2
+LOOP_MESSAGE = (
+    "Stopped: you keep making the same calls ({pattern}) without getting closer to the goal. "
+    "Try a different approach, or reply in plain text if the task is done or cannot be done."
+)
+
+
+def loop_pattern(hashes: list[str]) -> str | None:
+    """``A-A-A`` (one call repeated) or ``A-B-A-B`` (two alternating) at the end of ``hashes``, else None."""
+    if len(hashes) >= REPEATS_FOR_LOOP and len(set(hashes[-REPEATS_FOR_LOOP:])) == 1:
+        return "the same call " + str(REPEATS_FOR_LOOP) + " times"
+    if len(hashes) >= 4:
+        a, b, c, d = hashes[-4:]
+        if a == c and b == d and a != b:
+            return "two calls alternating"
+    return None
+
+
 def approval_id_for(thread_id: str, turn: int, call_id: str) -> str:
     return "ap-" + hashlib.sha256(f"{thread_id}:{turn}:{call_id}".encode()).hexdigest()[:10]
 
@@ -132,9 +152,25 @@ def make_decide(deps: NodeDeps) -> Any:
                     attempt=0, turn=turn, created_at=now,
                 )
             )
+        # Successful calls so far (act records them) plus these: a loop is A-A-A or A-B-A-B. Failing
+        # calls are left to the failure ladder; repeats of finished idempotent calls were refused above.
+        recent = [*state.get("done_calls", [])[-LOOP_WINDOW:], *(c["arg_hash"] for c in pending)]
+        pattern = loop_pattern(recent) if pending else None
+        if pattern is not None:
+            # Nothing runs; the calls are answered and self_diagnose makes the model re-plan (or escalates).
+            text = LOOP_MESSAGE.format(pattern=pattern)
+            messages += [tool_error(c["id"], c["tool"], "loop", text) for c in pending]
+            gates = [{**g, "gate": "deny", "reason": "loop detected"} if g["gate"] != "deny" else g for g in gates]
+            pending = []
+            loops = state.get("loops", 0) + 1
+            update["loops"] = loops
+            update["last_error"] = {"kind": "stuck", "message": text, "source": "model"}
+            if loops >= LOOPS_BEFORE_ESCALATION:
+                update["attempts"] = MAX_CONSECUTIVE_FAILURES  # self_diagnose's next count escalates
+            await deps.events.append(ctx.thread_id, step, "loop", pattern=pattern, loops=loops)
         update["messages"] = messages
         update["pending"] = pending
-        if reply.tool_calls and not pending:
+        if reply.tool_calls and not pending and pattern is None:
             # Every call was refused. The model hears why and tries again, but not forever.
             refused = state.get("attempts", 0) + 1
             update["attempts"] = refused

@@ -98,19 +98,19 @@ async def test_repeated_failures_stop_with_exit_12_at_level_4(tmp_path: Path, wo
 
 
 async def test_step_budget_pauses_with_exit_11(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
-    turns = [{"content": "", "tool_calls": [call("files_append", path="log.txt", content="x")]}] * 10
+    turns = [{"content": "", "tool_calls": [call("files_append", path="log.txt", content=str(i))]} for i in range(10)]
     agent = agent_with(tmp_path, workspace, script(*turns), autonomy=4, budgets=Budgets(max_steps=3))
     result = await agent.run("loop")
     assert result.status == "paused_budget" and result.exit_code == 11
     assert "max_steps of 3" in result.output
-    assert (workspace / "log.txt").read_text() == "xxx"
+    assert (workspace / "log.txt").read_text() == "012"
 
 
 async def test_tool_call_budget_stops_before_the_call_that_would_exceed_it(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
-    turns = [{"content": "", "tool_calls": [call("files_append", path="log.txt", content="x")] * 1}] * 5
+    turns = [{"content": "", "tool_calls": [call("files_append", path="log.txt", content=c)]} for c in "abcde"]
     agent = agent_with(tmp_path, workspace, script(*turns), autonomy=4, budgets=Budgets(max_tool_calls=2, max_steps=None))
     result = await agent.run("loop")
-    assert result.status == "paused_budget" and (workspace / "log.txt").read_text() == "xx"
+    assert result.status == "paused_budget" and (workspace / "log.txt").read_text() == "ab"
 
 
 async def test_working_memory_stays_bounded_and_keeps_call_result_pairs(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
@@ -160,3 +160,46 @@ async def test_endless_repeats_escalate(tmp_path: Path, workspace: Path, script:
     agent = agent_with(tmp_path, workspace, script(*[{"content": "", "tool_calls": [same]}] * 10), autonomy=4)
     result = await agent.run("write a.txt")
     assert result.status == "escalated" and result.exit_code == 12
+
+
+
+# --------------------------------------------------------------------------- loop detection
+
+
+async def test_the_same_non_idempotent_call_three_times_is_a_loop_then_escalates(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    turns = [{"content": "", "tool_calls": [call("files_append", path="log.txt", content="x")]}] * 10
+    agent = agent_with(tmp_path, workspace, script(*turns), autonomy=4, budgets=Budgets(max_steps=None))
+    result = await agent.run("append forever")
+    assert result.status == "escalated" and result.exit_code == 12
+    assert (workspace / "log.txt").read_text() == "xx", "the third identical call never ran"
+    events = await agent.history(result.thread)
+    assert [e["loops"] for e in events if e["kind"] == "loop"] == [1, 2]
+    messages = [m for m in await messages_of(agent, result.thread) if isinstance(m, ToolMessage)]
+    assert any(json.loads(m.content).get("error") == "loop" for m in messages)
+
+
+async def test_two_alternating_calls_are_a_loop(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    a = call("files_append", path="log.txt", content="a")
+    b = call("files_append", path="log.txt", content="b")
+    turns = [{"content": "", "tool_calls": [c]} for c in (a, b, a, b, a, b, a, b)]
+    agent = agent_with(tmp_path, workspace, script(*turns, {"content": "ok"}), autonomy=4, budgets=Budgets(max_steps=None))
+    result = await agent.run("alternate")
+    assert result.status == "escalated"
+    # A-B-A-B is stopped before the fourth call; the model is warned, and the second loop escalates.
+    assert (workspace / "log.txt").read_text() == "abaaba"
+    assert [e["loops"] for e in await agent.history(result.thread) if e["kind"] == "loop"] == [1, 2]
+
+
+async def test_a_loop_warning_lets_a_model_that_changes_course_finish(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    x = call("files_append", path="log.txt", content="x")
+    turns = [{"content": "", "tool_calls": [x]}] * 3 + [{"content": "", "tool_calls": [call("files_write", path="done.txt", content="ok")]}, {"content": "finished"}]
+    agent = agent_with(tmp_path, workspace, script(*turns), autonomy=4, budgets=Budgets(max_steps=None))
+    result = await agent.run("append, then notice")
+    assert result.status == "done" and result.output == "finished" and (workspace / "done.txt").exists()
+
+
+def test_loop_patterns() -> None:
+    from kasloop.nodes.decide import loop_pattern
+
+    assert loop_pattern(["a", "a", "a"]) and loop_pattern(["z", "a", "b", "a", "b"])
+    assert loop_pattern(["a", "a"]) is None and loop_pattern(["a", "b", "c", "a"]) is None and loop_pattern(["a", "b", "b", "a"]) is None
