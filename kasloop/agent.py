@@ -8,7 +8,6 @@ process, flag or model output cannot widen what the thread may do.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import getpass
 import hashlib
 import time
@@ -29,6 +28,7 @@ from kasloop.checkpoints.pruning import prune_thread
 from kasloop.config import AgentConfig
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
+from kasloop.locks import try_lock
 from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
 from kasloop.settings import resolve_home
@@ -187,21 +187,17 @@ class Agent:
 
         An exclusive ``flock`` on a file per thread; the kernel drops it when the process dies.
         """
-        folder = self.db_path.with_name(self.db_path.name + ".locks")
-        folder.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(thread_id.encode()).hexdigest()[:24]
-        with (folder / f"{name}.lock").open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ThreadBusy(
-                    f"Thread `{thread_id}` is being driven by another process (a run, resume or the daemon); "
-                    "wait for it, or see `kasloop status`."
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        handle = try_lock(self.db_path.with_name(self.db_path.name + ".locks") / f"{name}.lock")
+        if handle is None:
+            raise ThreadBusy(
+                f"Thread `{thread_id}` is being driven by another process (a run, resume or the daemon); "
+                "wait for it, or see `kasloop status`."
+            )
+        try:
+            yield
+        finally:
+            handle.close()
 
     async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
         with self._thread_lock(thread_id):

@@ -20,7 +20,6 @@ resume``) continues from there; the daemon exits 0.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import random
 import signal
@@ -34,6 +33,7 @@ from kasloop.agent import Agent
 from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
 from kasloop.checkpoints.sqlite import Database
 from kasloop.errors import KasloopError, ThreadBusy, UsageError
+from kasloop.locks import try_lock
 
 __all__ = ["Daemon", "daemon_status"]
 
@@ -48,19 +48,14 @@ class CycleReport:
 
 
 def _lock(db_path: Path) -> IO[str]:
-    """Hold ``<db>.daemon.lock`` for the life of this process, or say who holds it."""
+    """Hold ``<db>.daemon.lock`` for the life of this process (it records our pid), or say who holds it."""
     path = db_path.with_name(db_path.name + ".daemon.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
+    handle = try_lock(path)
+    if handle is None:
+        holder = path.read_text().strip() or "?"
         raise UsageError(
             f"Another kasloop daemon (pid {holder}) is already running on `{db_path}`; stop it first (kill -TERM {holder})."
-        ) from None
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -88,19 +83,20 @@ async def _threads_with_work(db: Database, only: list[str] | None) -> list[str]:
     return chosen
 
 
-async def _beat(db: Database, **fields: Any) -> None:
+async def _register(db: Database) -> None:
+    """A fresh heartbeat row for this daemon (replacing an earlier daemon's)."""
     now = time.time()
-    row = await db.fetchone("SELECT name FROM kasloop_daemon WHERE name = ?", (DAEMON_ROW,))
-    if row is None or "started_at" in fields:
-        await db.execute(
-            "INSERT OR REPLACE INTO kasloop_daemon (name, pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at)"
-            " VALUES (?, ?, ?, ?, NULL, 0, 0, NULL, NULL)",
-            (DAEMON_ROW, os.getpid(), fields.get("started_at", now), now),
-        )
-        fields.pop("started_at", None)
-    if fields:
-        sets = ", ".join(f"{key} = ?" for key in fields)
-        await db.execute(f"UPDATE kasloop_daemon SET heartbeat_at = ?, {sets} WHERE name = ?", (now, *fields.values(), DAEMON_ROW))
+    await db.execute(
+        "INSERT OR REPLACE INTO kasloop_daemon (name, pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at)"
+        " VALUES (?, ?, ?, ?, NULL, 0, 0, NULL, NULL)",
+        (DAEMON_ROW, os.getpid(), now, now),
+    )
+
+
+async def _beat(db: Database, **fields: Any) -> None:
+    """Update the heartbeat and ``fields`` of this daemon's row."""
+    sets = "".join(f", {key} = ?" for key in fields)
+    await db.execute(f"UPDATE kasloop_daemon SET heartbeat_at = ?{sets} WHERE name = ?", (time.time(), *fields.values(), DAEMON_ROW))
 
 
 async def daemon_status(db_path: Path) -> dict[str, Any] | None:
@@ -170,7 +166,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         try:
             async with open_database(self.agent.db_path) as db:
-                await _beat(db, started_at=time.time())
+                await _register(db)
             failures = cycles = errors = 0
             while not self._stop.is_set():
                 report = await self.cycle()

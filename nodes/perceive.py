@@ -51,8 +51,8 @@ def make_perceive(deps: NodeDeps) -> Any:
         messages = state.get("messages", [])
         update: dict[str, Any] = {"usage": usage, "status": "running", "tainted": False}
         arrived = await deps.inbox.take(ctx.thread_id, state.get("inbox_seen", 0)) if deps.inbox is not None else []
+        news = [HumanMessage(item.text, id=f"inbox-{item.id}") for item in arrived]
         if arrived:
-            news = [HumanMessage(item.text, id=f"inbox-{item.id}") for item in arrived]
             goals = list(state.get("goals", []))
             goals += [{"id": f"g{len(goals) + n + 1}", "text": item.text, "status": "open"} for n, item in enumerate(arrived)]
             update |= {"messages": news, "goals": goals, "inbox_seen": arrived[-1].id}
@@ -62,7 +62,6 @@ def make_perceive(deps: NodeDeps) -> Any:
         cut = window_cut(messages, deps.config.max_messages)
         if cut:
             # Only messages already in the state are removed; new instructions are always kept.
-            news = update.get("messages", [])
             removed = [RemoveMessage(id=m.id) for m in messages[:cut] if m.id and m not in news]
             update["messages"] = [*removed, *news]
         last = messages[-1] if messages else None

@@ -72,7 +72,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 
@@ -725,14 +725,13 @@ def _header_values(value: Any) -> Any:
     }
 
 
+Headers = Annotated[dict[str, str] | None, BeforeValidator(_header_values)]
+"""Request headers from the model, made lenient by :func:`_header_values`."""
+
+
 class UrlArgs(BaseModel):
     url: str = Field(description="http:// or https:// URL.")
-    headers: dict[str, str] | None = Field(default=None, description="Extra request headers.")
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers(cls, value: Any) -> Any:
-        return _header_values(value)
+    headers: Headers = Field(default=None, description="Extra request headers.")
 
 
 class BodyArgs(BaseModel):
@@ -741,12 +740,7 @@ class BodyArgs(BaseModel):
     url: str = Field(description="http:// or https:// URL.")
     json_body: Any = Field(default=None, alias="json", description="JSON body to send.")
     data: str | dict[str, str] | None = Field(default=None, description="Raw text body, or form fields (not with json).")
-    headers: dict[str, str] | None = Field(default=None, description="Extra request headers.")
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers(cls, value: Any) -> Any:
-        return _header_values(value)
+    headers: Headers = Field(default=None, description="Extra request headers.")
 
     @model_validator(mode="after")
     def _one_body(self) -> BodyArgs:

@@ -40,9 +40,8 @@ FAMILIES: dict[str, tuple[Tool, ...]] = {
 }
 
 
-def _policy_check(policy: type[HttpPolicy] | type[ShellPolicy]) -> Callable[[dict[str, Any], Path], None]:
+def _policy_check(family: str, policy: type[HttpPolicy] | type[ShellPolicy]) -> Callable[[dict[str, Any], Path], None]:
     def check(raw: dict[str, Any], workspace: Path) -> None:
-        family = "http" if policy is HttpPolicy else "shell"
         policy.from_context(ToolContext(workspace=workspace, extra={family: raw}))
 
     return check
@@ -61,8 +60,8 @@ class _NoSettings(BaseModel, extra="forbid"):
 
 SETTINGS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "files": _model_check(_NoSettings),
-    "shell": _policy_check(ShellPolicy),
-    "http": _policy_check(HttpPolicy),
+    "shell": _policy_check("shell", ShellPolicy),
+    "http": _policy_check("http", HttpPolicy),
     "process": _model_check(ProcessSettings),
     "email": _model_check(EmailSettings),
     "telegram": _model_check(TelegramSettings),
