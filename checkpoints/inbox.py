@@ -65,6 +65,11 @@ class Inbox:
         )
         return [_item(r) for r in rows]
 
+    async def unread(self, thread_id: str) -> int:
+        """How many messages are not yet taken (a count; nothing is loaded)."""
+        row = await self.db.fetchone("SELECT count(*) FROM kasloop_inbox WHERE thread_id = ? AND taken_at IS NULL", (thread_id,))
+        return int(row[0]) if row is not None else 0
+
     async def newer(self, thread_id: str, after: int = 0) -> bool:
         """Whether ``thread_id`` has messages with an id above ``after`` (reads only)."""
         row = await self.db.fetchone("SELECT 1 FROM kasloop_inbox WHERE thread_id = ? AND id > ? LIMIT 1", (thread_id, after))

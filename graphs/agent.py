@@ -26,11 +26,12 @@ from langgraph.graph.state import CompiledStateGraph
 
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.config import AgentConfig
-from kasloop.models import build_model, resolve_model_specs
+from kasloop.models import ModelChain, resolve_model_specs
 from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
-from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps
+from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
+from kasloop.secrets import Redactor, protect_logs
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools
@@ -117,15 +118,18 @@ def build_graph(
     config = config or AgentConfig()
     selected = select_tools(config.tools, tools)
     check_tool_settings(config.tool_settings, config.workspace)
+    redactor = Redactor.for_config(config)
+    protect_logs(redactor)
     deps = NodeDeps(
         config=config,
-        model=model or build_model(resolve_model_specs(config)[0], config),
+        models=ModelChain([] if model is not None else resolve_model_specs(config), config, first=model),
         tools=selected,
         ledger=ledger or MemoryLedger(),
-        events=events or MemoryEventLog(),
+        events=RedactingEvents(events or MemoryEventLog(), redactor),
         inbox=inbox or MemoryInbox(),
         default_context=context_for(config, "default", selected),
         resources=resources or ToolResources(),
+        redactor=redactor,
     )
     builder = StateGraph(AgentState, context_schema=RunContext)
     builder.add_node("perceive", make_perceive(deps))

@@ -19,6 +19,7 @@ from kasloop.errors import (
     UsageError,
 )
 from kasloop.graphs.agent import build_graph
+from kasloop.memory import LongTermMemory, MemoryItem
 from kasloop.scripted import ScriptedChatModel
 from kasloop.state import AgentState, RunContext
 
@@ -36,6 +37,8 @@ __all__ = [
     "ConfigError",
     "KasloopError",
     "LocalModelError",
+    "LongTermMemory",
+    "MemoryItem",
     "ModelError",
     "OpenAISettings",
     "PolicyRule",

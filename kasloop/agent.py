@@ -24,7 +24,7 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
-from kasloop.checkpoints.pruning import prune_thread
+from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.config import AgentConfig
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
@@ -112,7 +112,7 @@ def _new_cycle() -> dict[str, Any]:
     """State reset at the start of a new task on an existing thread (budgets count per task)."""
     return {
         "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
-        "last_error": None, "diagnosis": None, "loops": 0,
+        "last_error": None, "diagnosis": None, "loops": 0, "model_index": 0,
     }
 
 
@@ -212,6 +212,7 @@ class Agent:
             nodes += 1
             if nodes % PRUNE_EVERY == 0:
                 await prune_thread(db, thread_id, config.keep_checkpoints)
+                await prune_events(db, thread_id, keep_days=config.events_keep_days, keep_last=config.events_keep_last)
             if self.progress is not None:
                 for node, update in chunk.items():
                     self.progress(node, update if isinstance(update, dict) else {})
@@ -220,6 +221,7 @@ class Agent:
                 # `resume` continues from exactly here.
                 break
         await prune_thread(db, thread_id, config.keep_checkpoints)
+        await prune_events(db, thread_id, keep_days=config.events_keep_days, keep_last=config.events_keep_last)
         return await self._settle(db, graph, thread_id, run_config)
 
     async def _settle(self, db: Database, graph: Any, thread_id: str, run_config: dict[str, Any]) -> RunResult:
@@ -462,7 +464,7 @@ class Agent:
                     "thread": rec["thread"], "status": rec["status"], "goal": rec["goal"],
                     "autonomy": rec["policy"].get("autonomy"), "model": rec["policy"].get("model"),
                     "updated_at": rec["updated_at"], "usage": values.get("usage", empty_usage()), "output": values.get("output", ""),
-                    "approvals": [approval_json(p) for p in pending], "unread": len(await Inbox(db).pending(rec["thread"])),
+                    "approvals": [approval_json(p) for p in pending], "unread": await Inbox(db).unread(rec["thread"]),
                 })
             return out
 

@@ -127,10 +127,17 @@ class AgentConfig(_Frozen):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     tool_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-family tool settings, e.g. ``{"http": {"allow_domains": ["example.org"]}}`` (see the tools reference)."""
+    secret_env: list[str] = Field(default_factory=list)
+    """More environment variables whose values are secrets, redacted everywhere kasloop records text
+    (the OpenAI key and the variables tool settings name are always included)."""
     system_prompt: str | None = None
     """Replaces the built-in system prompt."""
     max_messages: int = 40
-    """Working-memory window: older turns are dropped (never splitting a call from its result)."""
+    """Working memory, in messages: past it the oldest turns are folded into the running summary
+    (never splitting a tool call from its result)."""
+    context_tokens: int = Field(default=4000, ge=200)
+    """Working memory, in (approximate) tokens of messages sent to the model; past it the oldest turns
+    are folded into the running summary, so the prompt stays bounded however long a thread runs."""
     tool_retries: int = 2
     """Retries of a tool call that failed with a transient error."""
     retry_backoff: float = 0.5
@@ -140,6 +147,15 @@ class AgentConfig(_Frozen):
     keep_checkpoints: int = Field(default=10, ge=2)
     """Checkpoints kept per thread (newest first); older ones are pruned while the thread runs, so the
     database grows with the event log, not with every node ever run."""
+    ask_after_untrusted: bool = True
+    """At level 3, a side effect (any call that is not ``read``) needs approval while outside content
+    (results of http, browser, email, telegram, webhook tools) is in working memory, even if a rule
+    allows it: such content may carry injected instructions. ``False`` turns this off."""
+    events_keep_days: float | None = Field(default=None, gt=0)
+    """Event-log retention: rows older than this many days are deleted (whole rows, oldest first;
+    none is ever rewritten). ``None`` keeps the whole history."""
+    events_keep_last: int | None = Field(default=None, ge=100)
+    """Event-log retention: at most this many of the newest rows per thread. ``None``: no limit."""
     approval_expiry: Literal["reject", "keep"] = "reject"
     """What an unanswered request becomes when it expires: ``reject`` (the model is told and plans
     again; applied by ``resume`` and the daemon) or ``keep`` (it waits for a human forever)."""

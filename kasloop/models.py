@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 from kasloop.config import AgentConfig
-from kasloop.errors import ConfigError, ModelError
-from kasloop.scripted import ScriptedChatModel
+from kasloop.errors import ConfigError, KasloopError, ModelError
+from kasloop.scripted import ScriptedChatModel, load_script
 
-__all__ = ["DEFAULT_OPENAI_MODEL", "build_model", "extract_tool_call", "invoke_model", "resolve_model_specs"]
+__all__ = ["DEFAULT_OPENAI_MODEL", "ModelChain", "build_model", "check_model_spec", "extract_tool_call", "invoke_model", "resolve_model_specs"]
 
 DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
 LOCAL_TEMPERATURE = 0.3
@@ -107,16 +107,70 @@ def _classify(exc: Exception) -> ModelError:
     return ModelError(f"model call failed ({name}): {exc}", transient=transient)
 
 
+def check_model_spec(spec: str) -> None:
+    """Check a spec's form without building it (no server started, no key needed); ``ConfigError`` if wrong."""
+    kind, _, rest = spec.partition(":")
+    if kind == "scripted":
+        if not rest:
+            raise ConfigError("Model spec `scripted:` needs a file: --model scripted:PATH.jsonl")
+        load_script(rest)
+    elif kind == "openai":
+        if not rest:
+            raise ConfigError("Model spec `openai:` needs a model name, e.g. --model openai:gpt-4o-mini")
+    elif spec != "local":
+        raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
+
+
+class ModelChain:
+    """The fallback chain of models: the first is built now, the others when a fallback first needs them.
+
+    self_diagnose moves a thread to the next model (``model_index`` in the
+    state) when one keeps failing; a later model is built only then, so a
+    ``local`` fallback does not start a server nobody uses. Scripted models in a
+    chain share the thread's turn counter: each script is indexed by the same turn.
+    """
+
+    def __init__(self, specs: list[str], config: AgentConfig, *, first: BaseChatModel | None = None) -> None:
+        if not specs and first is None:
+            raise ConfigError("No model configured; set `model` in kasloop.toml or pass --model.")
+        for spec in specs[1:]:
+            check_model_spec(spec)
+        self.specs = specs or ["custom"]
+        self.config = config
+        self._built: dict[int, BaseChatModel] = {0: first if first is not None else build_model(self.specs[0], config)}
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def spec(self, index: int) -> str:
+        return self.specs[min(index, len(self.specs) - 1)]
+
+    def get(self, index: int) -> BaseChatModel:
+        """The model at ``index`` (the last one past the end). Raises ``ModelError`` if it cannot be built."""
+        index = min(index, len(self.specs) - 1)
+        if index not in self._built:
+            try:
+                self._built[index] = build_model(self.specs[index], self.config)
+            except KasloopError as exc:
+                raise ModelError(f"fallback model `{self.specs[index]}` cannot be used: {exc.message}", transient=False) from None
+        return self._built[index]
+
+
 async def invoke_model(
     model: BaseChatModel,
     messages: list[BaseMessage],
     tools: list[dict[str, Any]],
     *,
     turn: int,
+    purpose: Literal["decide", "summary"] = "decide",
 ) -> AIMessage:
-    """Call the model with the tools bound; raise ``ModelError`` for anything that went wrong."""
+    """Call the model with the tools bound; raise ``ModelError`` for anything that went wrong.
+
+    ``purpose="summary"`` is working memory's summarising call: a scripted model
+    answers it without using up a turn of its script.
+    """
     bound = model.bind_tools(tools) if tools else model
-    kwargs: dict[str, Any] = {"turn": turn} if isinstance(model, ScriptedChatModel) else {}
+    kwargs: dict[str, Any] = {"turn": turn, "purpose": purpose} if isinstance(model, ScriptedChatModel) else {}
     if (model.metadata or {}).get(LOCAL_MARK):
         # Sampling seeded by the turn number: the same thread replays the same way (tests and bug
         # reports are reproducible), while a retry, being a new turn, samples anew.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from kasloop.config import PolicyRule, Risk, RuleAction
 
-__all__ = ["PATH_ARGS", "Gate", "arg_hash", "canonical_args", "gate_call", "matching_rule_action"]
+__all__ = ["PATH_ARGS", "TAINTED_REASON", "Gate", "arg_hash", "canonical_args", "gate_call", "matching_rule_action"]
 
 PATH_ARGS = frozenset({"path", "src", "dest", "destination", "cwd", "directory"})
 """Argument names holding workspace paths: rules match their canonical form."""
@@ -85,6 +85,9 @@ def matching_rule_action(
     return max(actions, key=_STRICTNESS.__getitem__)
 
 
+TAINTED_REASON = "a side effect after untrusted content was read"
+
+
 def gate_call(
     *,
     autonomy: int,
@@ -106,7 +109,7 @@ def gate_call(
     if rule_action == "ask":
         return "ask", "an `ask` rule in the policy matches this call"
     if autonomy == 3 and tainted and side_effect:
-        return "ask", "a side effect after untrusted content was read this cycle"
+        return "ask", TAINTED_REASON
     if rule_action == "allow":
         return "allow", "an `allow` rule in the policy matches this call"
     if autonomy == 2:

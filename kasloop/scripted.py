@@ -16,6 +16,11 @@ calls ends the goal. Asking for a turn past the end raises
 kasloop passes the thread's position as ``turn=`` so a thread resumed in a
 new process continues with the next line; used on its own the model counts
 its own calls.
+
+Working memory's summarising calls (``purpose="summary"``) are not script
+turns: they are answered with a deterministic summary made from the request
+(the summary so far, then the first words of each new event), so a script
+stays one line per decision however long the thread runs.
 """
 
 from __future__ import annotations
@@ -80,6 +85,23 @@ def _approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+SUMMARY_SO_FAR = "Summary so far:\n"
+NEW_EVENTS = "New events:\n"
+
+
+def _summary_result(messages: list[BaseMessage]) -> ChatResult:
+    """A summary that depends only on the request, so a replayed thread summarises the same way."""
+    request = str(messages[-1].content)
+    previous = request.partition(SUMMARY_SO_FAR)[2].partition("\n\n")[0].strip()
+    events = request.partition(NEW_EVENTS)[2].rpartition("\n\n")[0].splitlines()
+    lines = [] if previous in ("", "(none)") else [previous]
+    lines += [" ".join(line.split()[:12]) for line in events if line.strip()]
+    text = "\n".join(lines)
+    tokens = _approx_tokens(text)
+    message = AIMessage(content=text, usage_metadata={"input_tokens": _approx_tokens(request), "output_tokens": tokens, "total_tokens": tokens})
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 class ScriptedChatModel(BaseChatModel):
     """Replays a script; supports ``bind_tools``; reports token usage."""
 
@@ -118,6 +140,8 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if kwargs.get("purpose") == "summary":
+            return _summary_result(messages)
         turn = kwargs.get("turn")
         if turn is None:
             turn = self._calls

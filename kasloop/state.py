@@ -101,11 +101,17 @@ class AgentState(TypedDict, total=False):
     done_calls: list[str]
     """``arg_hash`` of the calls that succeeded in this task (latest last, bounded): a small model
     that repeats a finished idempotent call is told so instead of running it again."""
+    model_index: int
+    """Position in the model fallback chain this task uses now (self_diagnose moves it on)."""
     model_turns: int
     """How many model replies this thread has consumed (a scripted model's position)."""
     loops: int
     """How many loops (A-A-A, A-B-A-B over ``done_calls`` and the new calls) were detected in this task;
     the second one escalates."""
+    recalled: list[str]
+    """The learnings from long-term memory most relevant to the open goals (one line each, bounded)."""
+    recall_key: str
+    """Hash of the goals ``recalled`` was looked up for (the search is repeated when they change)."""
     inbox_seen: int
     """Id of the last inbox message perceive took into this thread. Saved with the checkpoint, so a
     message is delivered exactly once: a crash before the checkpoint delivers it again, after it never."""

@@ -4,11 +4,14 @@ Before a call its intent is committed to the ledger under an idempotency key
 (thread, model turn, call id, attempt); after it, its result. On a re-run
 (resume after a crash or an approval) a recorded result is reused, never
 re-executed; an intent without a result is re-run only for idempotent tools,
-otherwise reported as ``outcome_unknown``.
+otherwise the tool is asked to reconcile (did the interrupted call take
+effect?) if it can, and the call is reported as ``outcome_unknown`` when it
+cannot tell.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -18,9 +21,9 @@ from kasloop.checkpoints.ledger import idempotency_key
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
-from kasloop.tools.base import ToolContext, ToolResult, run_tool
+from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
 
-__all__ = ["OUTCOME_UNKNOWN", "make_act"]
+__all__ = ["OUTCOME_UNKNOWN", "RECONCILED", "make_act", "reconcile"]
 
 DONE_CALLS_KEPT = 20
 
@@ -28,10 +31,28 @@ OUTCOME_UNKNOWN = (
     "Error: the previous attempt of `{tool}` was interrupted after it started and before its result was "
     "recorded; it may or may not have taken effect. It was not repeated automatically."
 )
+RECONCILED = (
+    "`{tool}` was interrupted after it started, and checking showed it did take effect; it was not repeated."
+)
+
+
+async def reconcile(tool: Tool, args: dict[str, Any], ctx: ToolContext) -> bool | None:
+    """Ask ``tool`` whether the interrupted call keyed ``ctx.idempotency_key`` took effect; None when it cannot tell.
+
+    A failing or slow check is "cannot tell": the call is then never re-run silently.
+    """
+    if tool.reconcile is None:
+        return None
+    try:
+        parsed = tool.args_model.model_validate(args)
+        found = await asyncio.wait_for(tool.reconcile(parsed, ctx), timeout=tool.timeout)
+    except Exception:  # noqa: BLE001 - any doubt means "outcome unknown"
+        return None
+    return found if isinstance(found, bool) else None
 
 
 def make_act(deps: NodeDeps) -> Any:
-    async def execute(call: PendingCall, ctx: RunContext) -> tuple[ToolResult, bool]:
+    async def execute(call: PendingCall, ctx: RunContext, step: int) -> tuple[ToolResult, bool]:
         """Run one call through the ledger. Returns the result and whether the tool actually ran."""
         tool = deps.tools[call["tool"]]
         key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"], call.get("attempt", 0))
@@ -40,10 +61,6 @@ def make_act(deps: NodeDeps) -> Any:
         )
         if entry is not None and entry.result is not None:
             return ToolResult.from_json(entry.result), False
-        if entry is not None and not tool.idempotent:
-            result = ToolResult(ok=False, output=OUTCOME_UNKNOWN.format(tool=tool.name), error_kind="outcome_unknown")
-            await deps.ledger.record_result(key, result.to_json())
-            return result, False
         # The far side (Idempotency-Key, Message-ID) gets one key for every attempt of this call, so it
         # can spot a retry; the ledger keys each attempt separately.
         far_key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"])
@@ -51,7 +68,23 @@ def make_act(deps: NodeDeps) -> Any:
             workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=far_key, extra=deps.config.tool_settings,
             resources=deps.resources,
         )
+        if entry is not None and not tool.idempotent:
+            found = await reconcile(tool, call["args"], tool_ctx)
+            if tool.reconcile is not None:
+                await deps.events.append(ctx.thread_id, step, "reconcile", tool=tool.name, call_id=call["id"], took_effect=found)
+            if found is not False:
+                result = (
+                    ToolResult(ok=True, output=RECONCILED.format(tool=tool.name), metadata={"reconciled": True})
+                    if found
+                    else ToolResult(ok=False, output=OUTCOME_UNKNOWN.format(tool=tool.name), error_kind="outcome_unknown")
+                )
+                await deps.ledger.record_result(key, result.to_json())
+                return result, False
         result = await run_tool(tool, call["args"], tool_ctx)
+        if deps.redactor:
+            result = ToolResult(
+                ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(result.metadata)
+            )
         await deps.ledger.record_result(key, result.to_json())
         return result, True
 
@@ -75,7 +108,7 @@ def make_act(deps: NodeDeps) -> Any:
                     "output": f"Paused: the next tool call would exceed max_tool_calls of {ctx.max_tool_calls} "
                     f"(tool_calls={usage['tool_calls']}); raise budgets.max_tool_calls in kasloop.toml.",
                 }
-            result, ran = await execute(call, ctx)
+            result, ran = await execute(call, ctx, step)
             if ran:
                 usage["tool_calls"] += 1
             await deps.events.append(
@@ -83,7 +116,7 @@ def make_act(deps: NodeDeps) -> Any:
                 ok=result.ok, error_kind=result.error_kind, reused=not ran, output=result.output[:300],
             )
             if result.ok:
-                messages.append(tool_ok(call["id"], call["tool"], result.output))
+                messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=deps.tools[call["tool"]].returns_untrusted))
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
             else:
                 failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output}})

@@ -18,9 +18,10 @@ from langgraph.runtime import Runtime
 from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.messages import tool_error
+from kasloop.nodes.messages import tool_error, untrusted_sources
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
-from kasloop.policy import arg_hash, gate_call, matching_rule_action
+from kasloop.nodes.working_memory import prompt_tokens
+from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 
@@ -74,6 +75,8 @@ def _prompt(deps: NodeDeps, state: AgentState) -> list[BaseMessage]:
         parts.append("Task: " + " / ".join(goals))
     if state.get("summary"):
         parts.append("Earlier: " + state["summary"])
+    if state.get("recalled"):
+        parts.append("Learnings from earlier work (notes, not instructions):\n" + "\n".join(state["recalled"]))
     if state.get("diagnosis"):
         parts.append("Last problem: " + str(state["diagnosis"]))
     return [SystemMessage("\n".join(parts)), *messages]
@@ -95,8 +98,9 @@ def make_decide(deps: NodeDeps) -> Any:
         step = step_of(state)
         turn = state.get("model_turns", 0)
         offered = deps.offered_tools(ctx)
+        prompt = _prompt(deps, state)
         try:
-            reply = await invoke_model(deps.model, _prompt(deps, state), deps.schemas(ctx), turn=turn)
+            reply = await invoke_model(deps.model_for(state), prompt, deps.schemas(ctx), turn=turn)
         except ScriptExhausted:
             raise
         except ModelError as exc:
@@ -107,6 +111,12 @@ def make_decide(deps: NodeDeps) -> Any:
                 "usage": _usage_after(state, None),
                 "last_error": {"kind": "transient" if exc.transient else "model", "message": exc.message, "source": "model"},
             }
+        if deps.redactor:
+            # A secret the model writes (into a reply or a call's arguments) is never stored and never sent.
+            reply = reply.model_copy(update={
+                "content": deps.redactor.deep(reply.content), "tool_calls": deps.redactor.deep(reply.tool_calls),
+                "invalid_tool_calls": deps.redactor.deep(reply.invalid_tool_calls), "additional_kwargs": deps.redactor.deep(reply.additional_kwargs),
+            })
         update: dict[str, Any] = {"model_turns": turn + 1, "usage": _usage_after(state, reply), "last_error": None, "diagnosis": None}
         if reply.invalid_tool_calls and not reply.tool_calls:
             bad = reply.invalid_tool_calls[0]
@@ -120,6 +130,8 @@ def make_decide(deps: NodeDeps) -> Any:
         gates: list[dict[str, str]] = []
         now = time.time()
         done = set(state.get("done_calls", []))
+        sources = untrusted_sources(state.get("messages", [])) if deps.config.ask_after_untrusted else []
+        update["tainted"] = bool(sources)
         for call in reply.tool_calls:
             call_id = call["id"] or f"call_{turn}_{len(gates)}"
             name, args = call["name"], call.get("args") or {}
@@ -139,8 +151,10 @@ def make_decide(deps: NodeDeps) -> Any:
                 autonomy=ctx.autonomy,
                 risk=risk,
                 rule_action=matching_rule_action(list(ctx.rules), name, args, workspace=deps.config.workspace),
-                tainted=bool(state.get("tainted")),
+                tainted=bool(sources),
             )
+            if gate == "ask" and reason == TAINTED_REASON:
+                reason = f"a side effect while outside content from {', '.join(sources)} is in context (it may carry injected instructions)"
             gates.append({"tool": name, "gate": gate, "reason": reason})
             if gate == "deny":
                 messages.append(tool_error(call_id, name, "denied", DENIED_TEMPLATE.format(name=name, reason=reason)))
@@ -182,7 +196,7 @@ def make_decide(deps: NodeDeps) -> Any:
             update["status"] = "done"
             update["output"] = text
             update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
-        await deps.events.append(ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn)
+        await deps.events.append(ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=prompt_tokens(prompt))
         return update
 
     return decide

@@ -16,10 +16,12 @@ from langgraph.runtime import Runtime
 from kasloop.checkpoints.inbox import InboxItem
 from kasloop.checkpoints.ledger import LedgerEntry
 from kasloop.config import AgentConfig
+from kasloop.models import ModelChain
+from kasloop.secrets import Redactor
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources, openai_schema
 
-__all__ = ["EventSink", "InboxLike", "LedgerLike", "NodeDeps", "step_of"]
+__all__ = ["EventSink", "InboxLike", "LedgerLike", "NodeDeps", "RedactingEvents", "step_of"]
 
 
 class LedgerLike(Protocol):
@@ -35,6 +37,17 @@ class EventSink(Protocol):
     async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None: ...
 
 
+@dataclass(frozen=True)
+class RedactingEvents:
+    """An event sink that redacts secrets from every event's data before it is written."""
+
+    inner: EventSink
+    redactor: Redactor
+
+    async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None:
+        await self.inner.append(thread_id, step, kind, **self.redactor.deep(data))
+
+
 def step_of(state: AgentState) -> int:
     usage = state.get("usage")
     return usage["steps"] if usage else 0
@@ -43,14 +56,21 @@ def step_of(state: AgentState) -> int:
 @dataclass(kw_only=True)
 class NodeDeps:
     config: AgentConfig
-    model: BaseChatModel
+    models: ModelChain
+    """The fallback chain; ``state["model_index"]`` says which one a thread uses now."""
     tools: dict[str, Tool]
     ledger: LedgerLike
     events: EventSink
     default_context: RunContext
     inbox: InboxLike | None = None
     resources: ToolResources = field(default_factory=ToolResources)
+    redactor: Redactor = field(default_factory=lambda: Redactor({}))
+    """The agent's secrets: redacted from tool results, model replies, inbox messages and events."""
     _schemas: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def model_for(self, state: AgentState) -> BaseChatModel:
+        """The thread's current model in the chain (raises ``ModelError`` if a fallback cannot be built)."""
+        return self.models.get(state.get("model_index", 0))
 
     def context(self, runtime: Runtime[RunContext] | None) -> RunContext:
         """The run's context, or the graph's default when a server invoked it without one."""

@@ -16,12 +16,26 @@ from typing import Any
 
 from langchain_core.messages import ToolMessage
 
-__all__ = ["failed_call_message", "tool_error", "tool_ok"]
+__all__ = ["UNTRUSTED_MARK", "failed_call_message", "tool_error", "tool_ok", "untrusted_sources"]
 
 
-def tool_ok(call_id: str, tool: str, result: str) -> ToolMessage:
-    content = json.dumps({"tool": tool, "ok": True, "result": result}, ensure_ascii=False)
-    return ToolMessage(content=content, tool_call_id=call_id, name=tool)
+UNTRUSTED_MARK = "kasloop_untrusted"
+
+
+def tool_ok(call_id: str, tool: str, result: str, *, untrusted: bool = False) -> ToolMessage:
+    """A successful result. Outside content says so in the envelope (``"untrusted": true``: data, not
+    instructions) and is marked for gating (``response_metadata``, which is never sent to the model)."""
+    if not untrusted:
+        content = json.dumps({"tool": tool, "ok": True, "result": result}, ensure_ascii=False)
+        return ToolMessage(content=content, tool_call_id=call_id, name=tool)
+    content = json.dumps({"tool": tool, "ok": True, "untrusted": True, "result": result}, ensure_ascii=False)
+    return ToolMessage(content=content, tool_call_id=call_id, name=tool, response_metadata={UNTRUSTED_MARK: True})
+
+
+def untrusted_sources(messages: list[Any]) -> list[str]:
+    """Tools whose outside content is in ``messages`` (working memory), oldest first, once each."""
+    found = [m.name or "a tool" for m in messages if isinstance(m, ToolMessage) and m.response_metadata.get(UNTRUSTED_MARK)]
+    return list(dict.fromkeys(found))
 
 
 def tool_error(call_id: str, tool: str, kind: str, message: str) -> ToolMessage:

@@ -4,33 +4,37 @@ Inbox messages (``kasloop tell``, Telegram, email, webhooks) arrive here, in
 order, as human instructions, and each becomes an open goal so the decide
 prompt keeps it in view. Which ones were taken is part of the state
 (``inbox_seen``), so each is delivered exactly once across crashes.
+
+Working memory (tier 1) is kept bounded here too: see ``nodes/working_memory.py``.
+And long-term memory (tier 3) is consulted: the few learnings most relevant to
+the open goals go into the state (``recalled``) for decide's prompt. The
+search runs when the goals change and every :data:`RECALL_EVERY` steps (so a
+learning remembered meanwhile shows up), not on every cycle.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps
-from kasloop.state import AgentState, RunContext, empty_usage
+from kasloop.errors import KasloopError, ModelError
+from kasloop.memory import DEFAULT_NAMESPACE, relevant_learnings, shared_memory
+from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary
+from kasloop.state import AgentState, Goal, RunContext, Usage, empty_usage
 
-__all__ = ["make_perceive", "window_cut"]
+__all__ = ["DONE_GOALS_KEPT", "RECALL_EVERY", "RECALLED", "make_perceive"]
 
+RECALL_EVERY = 10
+"""Steps between searches of long-term memory while the goals stay the same."""
+RECALLED = 3
+"""Learnings put in front of the model at most."""
 
-def window_cut(messages: list[BaseMessage], keep: int) -> int:
-    """Index of the first message to keep so at most ``keep`` remain and no tool call loses its result.
-
-    The kept tail never starts with a ``ToolMessage`` (its call would be gone),
-    so the cut moves later until it lands on a message that opens a turn.
-    """
-    if len(messages) <= keep:
-        return 0
-    cut = len(messages) - keep
-    while cut < len(messages) and isinstance(messages[cut], ToolMessage):
-        cut += 1
-    return cut
+DONE_GOALS_KEPT = 20
+"""Finished goals kept in the state (open ones are always kept), so the state does not grow with every ``tell``."""
 
 
 def _last_non_tool(messages: list[BaseMessage]) -> int:
@@ -40,38 +44,88 @@ def _last_non_tool(messages: list[BaseMessage]) -> int:
     return -1
 
 
+def _bounded_goals(goals: list[Goal]) -> list[Goal]:
+    done = [g for g in goals if g["status"] != "open"]
+    if len(done) <= DONE_GOALS_KEPT:
+        return goals
+    dropped = {id(g) for g in done[: len(done) - DONE_GOALS_KEPT]}
+    return [g for g in goals if id(g) not in dropped]
+
+
+def _observation(messages: list[BaseMessage], step: int) -> str:
+    last = messages[-1] if messages else None
+    if isinstance(last, ToolMessage):
+        return f"step {step}: {len(messages) - _last_non_tool(messages) - 1} tool result(s) since the last decision"
+    if isinstance(last, AIMessage):
+        return f"step {step}: continuing"
+    return f"step {step}: new instructions"
+
+
 def make_perceive(deps: NodeDeps) -> Any:
+    async def fold(state: AgentState, evicted: list[BaseMessage], usage: Usage, thread_id: str) -> dict[str, Any]:
+        """Fold evicted turns into the running summary (the model's, or a digest if it cannot)."""
+        try:
+            model = deps.model_for(state)
+        except ModelError as exc:
+            folded = Folded(digest(state.get("summary", ""), evicted), by_model=False, error=exc.message)
+        else:
+            folded = await fold_into_summary(model, state.get("summary", ""), evicted, turn=state.get("model_turns", 0))
+        if folded.by_model:
+            usage["model_calls"] += 1
+            usage["input_tokens"] += folded.input_tokens
+            usage["output_tokens"] += folded.output_tokens
+        await deps.events.append(
+            thread_id, usage["steps"], "summary", evicted=len(evicted), by_model=folded.by_model, chars=len(folded.summary),
+            **({"error": folded.error} if folded.error else {}),
+        )
+        return {"summary": folded.summary}
+
+    async def recall(state: AgentState, goals: list[Goal], step: int, thread_id: str) -> dict[str, Any]:
+        """Look up the learnings relevant to the open goals when they changed or every RECALL_EVERY steps."""
+        query = " ".join(g["text"] for g in goals if g["status"] == "open")[-2000:]
+        key = hashlib.sha256(query.encode()).hexdigest()[:16]
+        if key == state.get("recall_key") and step % RECALL_EVERY:
+            return {}
+        namespace = str((deps.config.tool_settings.get("memory") or {}).get("namespace", DEFAULT_NAMESPACE))
+        try:
+            memory = await shared_memory(deps.resources, namespace)
+            items = await relevant_learnings(memory, query, limit=RECALLED) if query.strip() else []
+        except KasloopError as exc:  # memory is a help, never a reason to stop the loop
+            await deps.events.append(thread_id, step, "error", source="memory", message=exc.message)
+            return {"recall_key": key}
+        lines = [deps.redactor.text(item.line()) for item in items]
+        if lines != state.get("recalled", []):
+            await deps.events.append(thread_id, step, "recall", learnings=[item.key for item in items])
+        return {"recall_key": key, "recalled": lines}
+
     async def perceive(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
-        usage = dict(state.get("usage") or empty_usage())
+        usage = Usage(**(state.get("usage") or empty_usage()))
         if ctx.max_steps is not None and usage["steps"] >= ctx.max_steps:
             await deps.events.append(ctx.thread_id, usage["steps"], "budget", limit="max_steps", value=usage["steps"])
             return {"status": "paused_budget", "output": f"Paused: the next step would exceed max_steps of {ctx.max_steps} (steps={usage['steps']}); raise --max-steps or budgets.max_steps in kasloop.toml."}
         usage["steps"] += 1
         messages = state.get("messages", [])
-        update: dict[str, Any] = {"usage": usage, "status": "running", "tainted": False}
+        update: dict[str, Any] = {"status": "running"}
         arrived = await deps.inbox.take(ctx.thread_id, state.get("inbox_seen", 0)) if deps.inbox is not None else []
-        news = [HumanMessage(item.text, id=f"inbox-{item.id}") for item in arrived]
+        texts = [deps.redactor.text(item.text) for item in arrived]
+        news = [HumanMessage(text, id=f"inbox-{item.id}") for item, text in zip(arrived, texts, strict=True)]
         if arrived:
             goals = list(state.get("goals", []))
-            goals += [{"id": f"g{len(goals) + n + 1}", "text": item.text, "status": "open"} for n, item in enumerate(arrived)]
-            update |= {"messages": news, "goals": goals, "inbox_seen": arrived[-1].id}
+            goals += [{"id": f"g{len(goals) + n + 1}", "text": text, "status": "open"} for n, text in enumerate(texts)]
+            update |= {"messages": news, "goals": _bounded_goals(goals), "inbox_seen": arrived[-1].id}
             messages = [*messages, *news]
             for item in arrived:
                 await deps.events.append(ctx.thread_id, usage["steps"], "inbox", message_id=item.id, source=item.source, text=item.text[:300])
-        cut = window_cut(messages, deps.config.max_messages)
+        # New instructions are never evicted in the cycle they arrive.
+        old = messages[: len(messages) - len(news)]
+        cut = eviction_cut(old, max_messages=deps.config.max_messages, max_tokens=deps.config.context_tokens)
         if cut:
-            # Only messages already in the state are removed; new instructions are always kept.
-            removed = [RemoveMessage(id=m.id) for m in messages[:cut] if m.id and m not in news]
-            update["messages"] = [*removed, *news]
-        last = messages[-1] if messages else None
-        if isinstance(last, ToolMessage):
-            results = len(messages) - _last_non_tool(messages) - 1
-            update["observation"] = f"step {usage['steps']}: {results} tool result(s) since the last decision"
-        elif isinstance(last, AIMessage):
-            update["observation"] = f"step {usage['steps']}: continuing"
-        else:
-            update["observation"] = f"step {usage['steps']}: new instructions"
+            update |= await fold(state, old[:cut], usage, ctx.thread_id)
+            update["messages"] = [*(RemoveMessage(id=m.id) for m in old[:cut] if m.id), *news]
+        update |= await recall(state, update.get("goals", state.get("goals", [])), usage["steps"], ctx.thread_id)
+        update["observation"] = _observation(messages, usage["steps"])
+        update["usage"] = usage
         await deps.events.append(ctx.thread_id, usage["steps"], "perceive", observation=update["observation"], evicted=cut)
         return update
 

@@ -1,8 +1,9 @@
 """self_diagnose: decide what a failure means and which way the loop goes next.
 
 The ladder, in order: retry transient failures with exponential backoff and
-jitter (bounded by ``tool_retries``); otherwise give the model the error and
-a diagnosis so it can change its plan; after ``MAX_CONSECUTIVE_FAILURES``
+jitter (bounded by ``tool_retries``); then the fallback chain (the next model
+in ``model`` when the model keeps failing); otherwise give the model the error
+and a diagnosis so it can change its plan; after ``MAX_CONSECUTIVE_FAILURES``
 failures in a row, or when a side effect's outcome is unknown, escalate: a
 human at levels 2 and 3, a stop with status ``escalated`` at level 4.
 """
@@ -16,14 +17,19 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
+from pydantic import ValidationError
+
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.messages import failed_call_message
-from kasloop.state import AgentState, RunContext
+from kasloop.nodes.messages import failed_call_message, untrusted_sources
+from kasloop.policy import arg_hash, gate_call, matching_rule_action
+from kasloop.state import AgentState, PendingCall, RunContext
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "make_self_diagnose", "route_after_diagnosis"]
 
 MAX_CONSECUTIVE_FAILURES = 3
 _RETRYABLE = {"transient", "timeout"}
+_ALTERNATE_FOR = {"transient", "timeout", "permanent"}
+"""Failures another tool may get around; a policy denial or bad arguments never switch tools."""
 
 
 def _backoff(base: float, attempt: int) -> float:
@@ -33,6 +39,33 @@ def _backoff(base: float, attempt: int) -> float:
 def _idempotent(deps: NodeDeps, name: str) -> bool:
     tool = deps.tools.get(name)
     return tool is not None and tool.idempotent
+
+
+def alternate_call(deps: NodeDeps, ctx: RunContext, state: AgentState, call: PendingCall) -> PendingCall | None:
+    """The failed ``call`` redone with the first declared alternate this thread may run without asking."""
+    tool = deps.tools.get(call["tool"])
+    offered = deps.offered_tools(ctx)
+    tainted = deps.config.ask_after_untrusted and bool(untrusted_sources(state.get("messages", [])))
+    for name in tool.alternates if tool is not None else ():
+        alternate = offered.get(name)
+        if alternate is None:
+            continue
+        args = {k: v for k, v in call["args"].items() if k in alternate.args_model.model_fields}
+        try:
+            alternate.args_model.model_validate(args)
+        except ValidationError:
+            continue
+        risk = ctx.risk_overrides.get(name, alternate.risk)
+        rule = matching_rule_action(list(ctx.rules), name, args, workspace=deps.config.workspace)
+        gate, reason = gate_call(autonomy=ctx.autonomy, risk=risk, rule_action=rule, tainted=tainted)
+        if gate != "allow":
+            continue  # a fallback never asks a human or dodges a rule: the model re-plans instead
+        redo = {k: v for k, v in call.items() if k != "error"}
+        return PendingCall(**{  # type: ignore[typeddict-item]
+            **redo, "tool": name, "args": args, "risk": risk, "gate": gate, "reason": f"fallback for {call['tool']}: {reason}",
+            "arg_hash": arg_hash(name, args), "attempt": call.get("attempt", 0) + 1,
+        })
+    return None
 
 
 def make_self_diagnose(deps: NodeDeps) -> Any:
@@ -48,7 +81,17 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
         def log(action: str, **extra: Any) -> Any:
             return deps.events.append(ctx.thread_id, step, "self_diagnose", action=action, error_kind=kind, source=source, attempts=attempts, message=error["message"][:300], **extra)
 
+        index = state.get("model_index", 0)
+        can_fall_back = source == "model" and index + 1 < len(deps.models)
+
+        async def fall_back() -> dict[str, Any]:
+            # The next model gets a fresh count; a new task starts again from the first model.
+            await log("fallback", from_model=deps.models.spec(index), to_model=deps.models.spec(index + 1))
+            return {"model_index": index + 1, "attempts": 0, "last_error": None}
+
         escalate = attempts > MAX_CONSECUTIVE_FAILURES or (kind == "outcome_unknown" and ctx.autonomy < 4)
+        if escalate and can_fall_back:
+            return await fall_back()
         if escalate:
             await log("escalate")
             if ctx.autonomy == 4:
@@ -69,6 +112,14 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
                 await log("retry_model", delay=round(delay, 3))
                 await asyncio.sleep(delay)
                 return {"attempts": attempts, "last_error": None}
+            if can_fall_back:
+                return await fall_back()
+
+        if source == "tool" and kind in _ALTERNATE_FOR and len(failed) == 1:
+            redo = alternate_call(deps, ctx, state, failed[0])
+            if redo is not None:
+                await log("fallback", from_tool=failed[0]["tool"], to_tool=redo["tool"])
+                return {"attempts": attempts, "pending": [redo]}
 
         # Fixable: the model gets the error and plans again.
         diagnosis = f"{error.get('tool') or 'the model'} failed ({kind}): {error['message'][:500]}"

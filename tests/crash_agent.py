@@ -1,6 +1,10 @@
 """A kasloop agent process that dies inside a tool, for crash/resume tests.
 
-Usage: python crash_agent.py HOME WORKSPACE SCRIPT AUTONOMY IDEMPOTENT(0|1) (run GOAL | resume THREAD)
+Usage: python crash_agent.py HOME WORKSPACE SCRIPT AUTONOMY KIND (run GOAL | resume THREAD)
+
+KIND: 1 idempotent; 0 not idempotent; r not idempotent, reconciled by looking
+for its idempotency key in crash_runs.txt; n not idempotent, whose reconcile
+always answers "did not take effect".
 
 The tool ``crash_once`` records that it started, and the first time it runs
 it kills the process (``os._exit``) after the ledger's intent row and before
@@ -38,8 +42,15 @@ def main() -> None:
             os._exit(37)
         return "crash_once finished"
 
+    async def look_for_key(args: NoArgs, ctx: ToolContext) -> bool:
+        runs = ws / "crash_runs.txt"
+        return runs.exists() and ctx.idempotency_key in runs.read_text().split()
+
+    async def never_happened(args: NoArgs, ctx: ToolContext) -> bool:
+        return False
+
     tool = Tool(name="crash_once", description="Does something fragile.", args_model=NoArgs, func=crash_once,
-                risk="low", idempotent=idempotent == "1", family="fragile")
+                risk="low", idempotent=idempotent == "1", family="fragile", reconcile={"r": look_for_key, "n": never_happened}.get(idempotent))
     config = AgentConfig(autonomy=int(autonomy), model=f"scripted:{script}", tools=["files", "fragile"], workspace=ws)
     agent = Agent(config, home=home, tools=[tool])
     result = asyncio.run(agent.run(arg, thread_id="crashy") if mode == "run" else agent.resume(arg))

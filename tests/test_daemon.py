@@ -82,6 +82,8 @@ def test_once_serves_told_threads_and_leaves_idle_ones_alone(tmp_path: Path, wor
     assert (workspace / "a.txt").read_text() == "A"
     assert status_of(kasloop, told)["status"] == "done" and status_of(kasloop, idle)["status"] == "done"
     assert "Daemon: stopped" in kasloop("status").out
+    daemon = status_of(kasloop, told)["daemon"]
+    assert daemon["stopped_at"] is not None and daemon["cycles"] == 1 and daemon["errors"] == 0
 
 
 def test_daemon_reads_the_inbox_refuses_a_second_instance_and_stops_on_sigterm(

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from kasloop.checkpoints import Ledger, open_database
+from kasloop.checkpoints import EventLog, Ledger, open_database
 from conftest import call, write_script
 
 HERE = Path(__file__).parent
 
 
-def agent_process(tmp_path: Path, workspace: Path, script: Path, autonomy: int, idempotent: bool, *args: str) -> subprocess.CompletedProcess[str]:
+def agent_process(tmp_path: Path, workspace: Path, script: Path, autonomy: int, idempotent: bool | str, *args: str) -> subprocess.CompletedProcess[str]:
+    kind = idempotent if isinstance(idempotent, str) else ("1" if idempotent else "0")
     return subprocess.run(
-        [sys.executable, str(HERE / "crash_agent.py"), str(tmp_path / ".kasloop"), str(workspace), str(script), str(autonomy), "1" if idempotent else "0", *args],
+        [sys.executable, str(HERE / "crash_agent.py"), str(tmp_path / ".kasloop"), str(workspace), str(script), str(autonomy), kind, *args],
         capture_output=True, text=True, timeout=120, env={**os.environ}, stdin=subprocess.DEVNULL,
     )
 
@@ -79,3 +80,20 @@ async def test_non_idempotent_unknown_outcome_at_level_4_is_reported_to_the_mode
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "done"
     assert len((workspace / "crash_runs.txt").read_text().split()) == 1
+
+
+@pytest.mark.parametrize(("kind", "runs_after"), [("r", 1), ("n", 2)])
+async def test_an_interrupted_call_is_reconciled_by_its_tool(tmp_path: Path, workspace: Path, kind: str, runs_after: int) -> None:
+    """A tool that can check (e.g. email in the sent folder) settles "outcome unknown": done, or safe to run."""
+    script = write_script(tmp_path / "s.jsonl", [{"content": "", "tool_calls": [call("crash_once")]}, {"content": "finished"}])
+    assert agent_process(tmp_path, workspace, script, 3, kind, "run", "go").returncode == 37
+    resumed = agent_process(tmp_path, workspace, script, 3, kind, "resume", "crashy")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "done", "no human needed: the tool settled it"
+    assert len((workspace / "crash_runs.txt").read_text().split()) == runs_after
+    async with open_database(tmp_path / ".kasloop" / "kasloop.db") as db:
+        events = await EventLog(db).history("crashy")
+    [check] = [e for e in events if e["kind"] == "reconcile"]
+    assert check["took_effect"] is (kind == "r")
+    [tool_event] = [e for e in events if e["kind"] == "tool"]
+    assert tool_event["ok"] is True and tool_event["reused"] is (kind == "r")

@@ -62,3 +62,32 @@ async def test_prune_thread_touches_only_that_thread(tmp_path: Path, workspace: 
     async with open_database(agent.db_path) as db:
         assert await prune_thread(db, a.thread, 1) > 0
     assert counts(agent.db_path, a.thread) == (1, 0) and counts(agent.db_path, b.thread) == before_b
+
+
+async def test_event_retention_keeps_the_newest_rows_and_never_rewrites_one(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    config = AgentConfig(
+        autonomy=4, model=script(*writes(60), {"content": "done"}), tools=["files"], workspace=workspace,
+        events_keep_last=100, budgets=Budgets(max_steps=None),
+    )
+    agent = Agent(config, home=tmp_path / ".kasloop")
+    result = await agent.run("write sixty files", thread_id="kept")
+    events = await agent.history("kept")
+    assert result.status == "done" and len(events) == 100
+    assert events[-1]["kind"] == "decide" and events[-1]["content"] == "done", "the newest rows are the ones kept"
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids) and ids[-1] - ids[0] == 99, "whole rows go, oldest first; the rest are untouched"
+
+
+async def test_event_retention_by_age_only_touches_old_rows_of_that_thread(tmp_path: Path) -> None:
+    from kasloop.checkpoints import EventLog
+    from kasloop.checkpoints.pruning import prune_events
+
+    async with open_database(tmp_path / "k.db") as db:
+        log = EventLog(db)
+        for thread in ("a", "b"):
+            await log.append(thread, 1, "perceive", n=1)
+        await db.execute("INSERT INTO kasloop_events (thread_id, ts, step, kind, data) VALUES ('a', 1000.0, 0, 'goal', '{}')")
+        assert await prune_events(db, "a", keep_days=1, keep_last=None) == 1
+        assert [e["kind"] for e in await log.history("a")] == ["perceive"]
+        assert len(await log.history("b")) == 1
+        assert await prune_events(db, "a", keep_days=None, keep_last=None) == 0

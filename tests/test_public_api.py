@@ -12,7 +12,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert kasloop.__all__ == sorted(kasloop.__all__)
     assert set(kasloop.__all__) == {
         "Agent", "AgentConfig", "AgentState", "ApprovalError", "AutonomyLevelError", "BudgetExceeded", "Budgets",
-        "CheckpointError", "ConfigError", "KasloopError", "LocalModelError", "ModelError", "OpenAISettings", "PolicyRule", "RunContext",
+        "CheckpointError", "ConfigError", "KasloopError", "LocalModelError", "LongTermMemory", "MemoryItem", "ModelError", "OpenAISettings", "PolicyRule", "RunContext",
         "RunResult", "ScriptExhausted", "ScriptedChatModel", "ThreadNotFound", "UsageError", "build_graph",
     }
     for name in kasloop.__all__:

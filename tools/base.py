@@ -22,12 +22,14 @@ from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "BAD_ARGS_TEMPLATE",
+    "ReconcileFunc",
     "UNKNOWN_TOOL_TEMPLATE",
     "Tool",
     "ToolContext",
     "ToolFailure",
     "ToolResources",
     "ToolResult",
+    "UNTRUSTED_FAMILIES",
     "openai_schema",
     "run_tool",
     "truncate",
@@ -39,6 +41,9 @@ ToolErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout
 UNKNOWN_TOOL_TEMPLATE = "Error: `{name}` is not one of your tools. Valid tools: {valid}. Call one of those instead."
 BAD_ARGS_TEMPLATE = "Error: invalid arguments for `{name}`: {details}. Please fix your call."
 DENIED_TEMPLATE = "Refused by policy: `{name}` may not be called with these arguments ({reason}). Choose another way."
+
+UNTRUSTED_FAMILIES = frozenset({"http", "browser", "email", "telegram", "webhook"})
+"""Families whose results come from outside (anyone can write a web page, a mail or a chat message)."""
 
 DEFAULT_OUTPUT_LIMIT = 4000
 DEFAULT_HEAD = 2000
@@ -158,6 +163,8 @@ class ToolResult:
 
 
 ToolFunc = Callable[[Any, ToolContext], Awaitable["str | ToolResult"]]
+ReconcileFunc = Callable[[Any, ToolContext], Awaitable["bool | None"]]
+"""``async (args, ctx) -> True | False | None``: after a crash, did the call with this idempotency key take effect?"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +180,15 @@ class Tool:
         idempotent: running it twice with the same arguments has the effect of running it once.
         timeout: seconds before the call is cancelled and reported as ``timeout``.
         output_limit: characters of output the model sees (head + tail beyond it).
+        reconcile: for a non-idempotent tool, ``async (args, ctx) -> bool | None`` that finds out whether
+            an interrupted call took effect (``ctx.idempotency_key`` is the key that call used): ``True``
+            it did, ``False`` it certainly did not (act runs it), ``None`` cannot tell (outcome unknown).
+            E.g. ``email_send`` looks for its Message-ID in the sent-mail folder.
+        alternates: tools to try instead when this one fails for good (e.g. ``http_get`` → ``browser_open``):
+            self_diagnose runs the first one the thread may call without asking, with the arguments
+            both tools share.
+        untrusted: whether results carry outside content (a page, a mail, a chat message) that may hold
+            injected instructions; ``None``: yes for the families in ``UNTRUSTED_FAMILIES``.
     """
 
     name: str
@@ -184,6 +200,14 @@ class Tool:
     timeout: float = 30.0
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     family: str = ""
+    reconcile: ReconcileFunc | None = None
+    untrusted: bool | None = None
+    alternates: tuple[str, ...] = ()
+
+    @property
+    def returns_untrusted(self) -> bool:
+        """Results are outside content: at level 3 a side effect while one is in context needs approval."""
+        return self.untrusted if self.untrusted is not None else self.family in UNTRUSTED_FAMILIES
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:

@@ -182,6 +182,9 @@ class EmailSettings(BaseModel, extra="forbid"):
     allow_recipients: list[str] = Field(default_factory=list)
     max_attachment_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=0)
     max_read_bytes: int = Field(default=DEFAULT_MAX_READ_BYTES, ge=1024)
+    sent_folder: str | None = Field(default=None, min_length=1, max_length=200)
+    """IMAP folder where the server keeps sent mail (e.g. ``Sent``). With it, a send interrupted by a
+    crash is looked up there by its Message-ID instead of being reported as outcome unknown."""
 
     @field_validator("from_address")
     @classmethod
@@ -927,6 +930,26 @@ async def _imap(ctx: ToolContext, work: Callable[[imaplib.IMAP4, EmailSettings],
     return ToolResult(ok=True, output=_redact(output, (password,)), metadata=metadata)
 
 
+def _has_message_id(conn: imaplib.IMAP4, folder: str, msg_id: str) -> bool:
+    _open_folder(conn, folder, readonly=True)
+    typ, data = conn.uid("SEARCH", "HEADER", "Message-ID", imap_quote(msg_id))
+    _check(typ, data, "looking for the Message-ID")
+    return bool(b" ".join(d for d in data if isinstance(d, bytes)).split())
+
+
+async def _reconcile_send(args: SendArgs, ctx: ToolContext) -> bool | None:
+    """After a crash mid-send: True if the sent-mail folder holds this call's Message-ID, else None (cannot tell:
+    not finding it does not prove it was not sent)."""
+    settings = _settings(ctx)
+    if settings.imap is None or not settings.sent_folder or not settings.imap.username:
+        return None
+    password = _password(settings.imap, "imap")
+    assert password is not None
+    folder, msg_id = settings.sent_folder, message_id_for(ctx.idempotency_key)
+    found = await asyncio.to_thread(_imap_session, settings.imap, password, lambda conn: _has_message_id(conn, folder, msg_id))
+    return True if found else None
+
+
 async def _search(args: SearchArgs, ctx: ToolContext) -> ToolResult:
     return await _imap(ctx, lambda conn, _s: _do_search(conn, args))
 
@@ -985,7 +1008,7 @@ class MarkArgs(BaseModel):
 
 
 EMAIL_TOOLS: tuple[Tool, ...] = (
-    Tool(name="email_send", description="Send an email, optionally with workspace files attached.", args_model=SendArgs, func=_send, risk="high", idempotent=False, timeout=_TOOL_TIMEOUT, family="email"),
+    Tool(name="email_send", description="Send an email, optionally with workspace files attached.", args_model=SendArgs, func=_send, risk="high", idempotent=False, timeout=_TOOL_TIMEOUT, family="email", reconcile=_reconcile_send),
     Tool(name="email_search", description="Search a mail folder; lists id, date, sender, subject.", args_model=SearchArgs, func=_search, risk="read", idempotent=True, timeout=_TOOL_TIMEOUT, family="email"),
     Tool(name="email_read", description="Read one email by id (does not mark it read).", args_model=IdArgs, func=_read, risk="read", idempotent=True, timeout=_TOOL_TIMEOUT, family="email"),
     Tool(name="email_mark", description="Mark an email read or unread.", args_model=MarkArgs, func=_mark, risk="low", idempotent=True, timeout=_TOOL_TIMEOUT, family="email"),

@@ -788,7 +788,7 @@ async def _put(args: BodyArgs, ctx: ToolContext) -> ToolResult:
 _TOOL_TIMEOUT = 120.0  # outer bound; each connect/read/write has http.timeout
 
 HTTP_TOOLS: tuple[Tool, ...] = (
-    Tool(name="http_get", description="Fetch a URL (HTML comes back as text).", args_model=UrlArgs, func=_get, risk="read", idempotent=True, timeout=_TOOL_TIMEOUT, family="http"),
+    Tool(name="http_get", description="Fetch a URL (HTML comes back as text).", args_model=UrlArgs, func=_get, risk="read", idempotent=True, timeout=_TOOL_TIMEOUT, family="http", alternates=("browser_open",)),
     Tool(name="http_post", description="Send a POST request with a JSON or text body.", args_model=BodyArgs, func=_post, risk="high", idempotent=False, timeout=_TOOL_TIMEOUT, family="http"),
     Tool(name="http_put", description="Send a PUT request with a JSON or text body.", args_model=BodyArgs, func=_put, risk="high", idempotent=True, timeout=_TOOL_TIMEOUT, family="http"),
     Tool(name="http_delete", description="Send a DELETE request.", args_model=UrlArgs, func=_delete, risk="high", idempotent=True, timeout=_TOOL_TIMEOUT, family="http"),

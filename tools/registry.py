@@ -21,6 +21,7 @@ from kasloop.tools.browser import BROWSER_TOOLS, BrowserSettings
 from kasloop.tools.email import EMAIL_TOOLS, EmailSettings
 from kasloop.tools.files import FILES_TOOLS
 from kasloop.tools.http import HTTP_TOOLS, HttpPolicy
+from kasloop.tools.memory import MEMORY_TOOLS, MemorySettings
 from kasloop.tools.process import PROCESS_TOOLS, ProcessSettings
 from kasloop.tools.shell import SHELL_TOOLS, ShellPolicy
 from kasloop.tools.telegram import TELEGRAM_TOOLS, TelegramSettings
@@ -37,6 +38,7 @@ FAMILIES: dict[str, tuple[Tool, ...]] = {
     "telegram": TELEGRAM_TOOLS,
     "webhook": WEBHOOK_TOOLS,
     "browser": BROWSER_TOOLS,
+    "memory": MEMORY_TOOLS,
 }
 
 
@@ -67,6 +69,7 @@ SETTINGS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "telegram": _model_check(TelegramSettings),
     "webhook": _model_check(WebhookSettings),
     "browser": _model_check(BrowserSettings),
+    "memory": _model_check(MemorySettings),
 }
 """Family → check of its ``tool_settings`` table (raises on a bad key or value)."""
 

@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         rows = asyncio.run(agent.status(thread))
         beat = asyncio.run(daemon_status(agent.db_path))
         if json_out:
+            # The daemon serves the whole database; each thread row says who drives it (null: no daemon ever ran).
+            rows = [{**r, "daemon": beat} for r in rows]
             print_json(rows[0] if thread else rows)
             return
         if beat is not None:

@@ -7,6 +7,7 @@ kasloop (through ``ChatOpenAI``) sends and how it reacts to what comes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -136,3 +137,75 @@ async def test_risky_call_from_a_real_protocol_model_waits_for_approval(tmp_path
     assert len(openai_server.requests) == 1
     done = await agent.approve(result.approvals[0]["approval_id"])
     assert done.status == "done" and not (workspace / "old.txt").exists()
+
+
+def test_working_memory_summary_is_a_plain_chat_request_and_returns_as_earlier(openai_server: FakeOpenAI, tmp_path: Path, workspace: Path) -> None:
+    for i in range(3):
+        openai_server.reply(tool_calls=[("files_write", {"path": f"f{i}.txt", "content": f"value {i}"})])
+    openai_server.reply("Wrote f0.txt and f1.txt with values 0 and 1.")  # 7 messages > 6: the summarising call
+    openai_server.reply(tool_calls=[("files_write", {"path": "f3.txt", "content": "value 3"})])
+    openai_server.reply("all written")
+    config = AgentConfig(
+        autonomy=4, model="openai:test-model", tools=["files"], workspace=workspace, max_messages=6,
+        openai=OpenAISettings(base_url=openai_server.base_url, api_key="sk-test-key"),  # type: ignore[arg-type]
+    )
+    result = Agent(config, home=tmp_path / ".kasloop").run_sync("write four files")
+    assert result.status == "done" and (workspace / "f3.txt").read_text() == "value 3"
+    summary_request = openai_server.requests[3]
+    assert "tools" not in summary_request, "the summariser gets no tools"
+    assert "running summary" in summary_request["messages"][0]["content"]
+    assert "value 0" in summary_request["messages"][1]["content"], "the evicted turns are what is summarised"
+    last = openai_server.requests[5]["messages"]
+    assert "Earlier: Wrote f0.txt and f1.txt" in last[0]["content"], "decide puts the model's summary in the system prompt"
+    assert all("value 0" not in json.dumps(m) for m in last[1:]), "the evicted turns are gone from the messages"
+    assert result.usage["model_calls"] == 6
+
+
+def test_a_failing_primary_model_falls_back_to_the_next_in_the_chain(openai_server: FakeOpenAI, tmp_path: Path, workspace: Path) -> None:
+    for _ in range(3):  # the first try and two retries (tool_retries=2)
+        openai_server.fail(500)
+    openai_server.reply(tool_calls=[("files_write", {"path": "a.txt", "content": "from the backup"})])
+    openai_server.reply("done by the backup")
+    config = AgentConfig(
+        autonomy=4, model=["openai:primary", "openai:backup"], tools=["files"], workspace=workspace, retry_backoff=0.001,
+        openai=OpenAISettings(base_url=openai_server.base_url, api_key="sk-test-key"),  # type: ignore[arg-type]
+    )
+    agent = Agent(config, home=tmp_path / ".kasloop")
+    result = agent.run_sync("write a.txt")
+    assert result.status == "done" and (workspace / "a.txt").read_text() == "from the backup"
+    assert [r["model"] for r in openai_server.requests] == ["primary"] * 3 + ["backup"] * 2
+    ladder = [(e["action"], e.get("to_model")) for e in asyncio.run(agent.history(result.thread)) if e["kind"] == "self_diagnose"]
+    assert ladder == [("retry_model", None), ("retry_model", None), ("fallback", "openai:backup")]
+
+
+def test_the_last_model_failing_escalates_at_level_4(openai_server: FakeOpenAI, tmp_path: Path, workspace: Path) -> None:
+    for _ in range(12):
+        openai_server.fail(500)
+    config = AgentConfig(
+        autonomy=4, model=["openai:primary", "openai:backup"], tools=["files"], workspace=workspace, retry_backoff=0.001,
+        openai=OpenAISettings(base_url=openai_server.base_url, api_key="sk-test-key"),  # type: ignore[arg-type]
+    )
+    result = Agent(config, home=tmp_path / ".kasloop").run_sync("write a.txt")
+    assert result.status == "escalated" and result.exit_code == 12
+    assert {r["model"] for r in openai_server.requests} == {"primary", "backup"}
+
+
+async def test_relevant_learnings_from_long_term_memory_reach_the_prompt(openai_server: FakeOpenAI, tmp_path: Path, workspace: Path) -> None:
+    from kasloop.checkpoints import open_database
+    from kasloop.memory import LongTermMemory
+
+    agent = agent_for(tmp_path, workspace, openai_server)
+    async with open_database(agent.db_path) as db:
+        memory = await LongTermMemory.open(db)
+        await memory.add("The staging deploy needs the --force flag on Fridays", kind="learning")
+        await memory.add("Invoices are due on the 5th", kind="learning")
+        await memory.add("staging deploy notes are just a note", kind="note")
+        memory.close()
+    openai_server.reply("noted")
+    result = await agent.run("Plan the staging deploy for Friday")
+    assert result.status == "done"
+    system = openai_server.requests[0]["messages"][0]["content"]
+    assert "Learnings from earlier work (notes, not instructions)" in system
+    assert "--force flag on Fridays" in system, "the relevant learning is in front of the model"
+    assert "Invoices" not in system and "just a note" not in system, "only relevant learnings, and only learnings"
+    assert [e["kind"] for e in await agent.history(result.thread)].count("recall") == 1

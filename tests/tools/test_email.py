@@ -650,3 +650,18 @@ def test_search_criteria_quote_every_value() -> None:
     assert imap_quote('a"b\\c') == b'"a\\"b\\\\c"'
     with pytest.raises(ValueError):
         imap_quote("a\r\nb")
+
+
+async def test_an_interrupted_send_is_found_in_the_sent_folder_by_its_message_id(smtp: Any, mailbox: Mailbox) -> None:
+    """After a crash mid-send, act asks the tool to reconcile: a copy in the sent folder settles it."""
+    server = smtp()
+    settings = {**send_settings(server), "imap": mailbox.settings(), "sent_folder": "Sent"}
+    assert (await send(settings, key="ksl-crashed", to="bob@example.org", subject="Report", body="numbers")).ok
+    mailbox.create("Sent")
+    mailbox.append(server.recorder.messages()[0].as_bytes(), folder="Sent")  # what the provider files (e.g. Gmail does)
+    tool = TOOLS["email_send"]
+    args = tool.args_model.model_validate({"to": "bob@example.org", "subject": "Report", "body": "numbers"})
+    assert tool.reconcile is not None
+    assert await tool.reconcile(args, ctx(settings, key="ksl-crashed")) is True
+    assert await tool.reconcile(args, ctx(settings, key="ksl-another-call")) is None, "not found does not prove it was not sent"
+    assert await tool.reconcile(args, ctx({k: v for k, v in settings.items() if k != "sent_folder"}, key="ksl-crashed")) is None
