@@ -132,6 +132,12 @@ class ApprovalStore:
         )
         return [_record(r) for r in rows]
 
+    async def mark_stale_kind(self, thread_id: str, kind: str) -> None:
+        """Pending requests of one kind (e.g. ``budget`` after a human changed the budget) can no longer be decided."""
+        await self.db.execute(
+            "UPDATE kasloop_approvals SET status = 'stale' WHERE thread_id = ? AND status = 'pending' AND kind = ?", (thread_id, kind)
+        )
+
     async def mark_stale(self, thread_id: str, keep_batch: str | None) -> None:
         """Requests of a thread that moved on can no longer be decided."""
         await self.db.execute(

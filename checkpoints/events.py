@@ -2,6 +2,14 @@
 
 Rows are only ever inserted (a trigger refuses updates); ``kasloop history``
 reads them back in order.
+
+An append costs no round trip of its own: the row is deferred to the
+database's next unit of work (``Database.defer``), which for a node is the
+commit of its own writes, so the log says what a node did exactly when the
+node's result is saved, and a busy loop does not pay a hop and a commit per
+event. Reads in this process (``history``) commit pending rows first; other
+processes see them at that next commit, at the latest when the database is
+closed.
 """
 
 from __future__ import annotations
@@ -20,10 +28,15 @@ class EventLog:
         self.db = db
 
     async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None:
-        await self.db.execute(
+        """Queue the row for the next commit (see the module docstring); ``flush`` commits it now."""
+        self.db.defer(
             "INSERT INTO kasloop_events (thread_id, ts, step, kind, data) VALUES (?, ?, ?, ?, ?)",
             (thread_id, time.time(), step, kind, json.dumps(data, default=str, ensure_ascii=False)),
         )
+
+    async def flush(self) -> None:
+        """Commit the queued rows now."""
+        await self.db.flush()
 
     async def history(self, thread_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, ts, step, kind, data FROM kasloop_events WHERE thread_id = ? ORDER BY id"

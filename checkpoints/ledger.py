@@ -52,7 +52,8 @@ class Ledger:
     ) -> LedgerEntry | None:
         """Return the existing entry for ``key``; if there is none, commit an intent row and return None.
 
-        One round trip: the look-up and the intent are a single unit of work.
+        One round trip: the look-up and the intent are a single unit of work
+        (rolled back whole if it fails).
         """
 
         def claim_row(conn: Any) -> Any:
@@ -63,10 +64,9 @@ class Ledger:
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (key, thread_id, call_id, tool, arg_hash, int(idempotent), time.time()),
                 )
-                conn.commit()
             return row
 
-        row = await self.db.call(claim_row)
+        row = await self.db.write(claim_row)
         return None if row is None else _entry(row)
 
     async def record_result(self, key: str, result: dict[str, Any]) -> None:

@@ -25,26 +25,7 @@ __all__ = ["prune_events", "prune_thread"]
 
 async def prune_thread(db: Database, thread_id: str, keep: int) -> int:
     """Delete all but the newest ``keep`` checkpoints of ``thread_id`` (per namespace); returns how many went."""
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
-
-    def prune(conn: sqlite3.Connection) -> int:
-        gone = conn.execute(
-            "DELETE FROM checkpoints WHERE rowid IN ("
-            " SELECT rowid FROM (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY checkpoint_ns ORDER BY checkpoint_id DESC) AS newest"
-            " FROM checkpoints WHERE thread_id = ?) WHERE newest > ?)",
-            (thread_id, keep),
-        ).rowcount
-        if gone:
-            conn.execute(
-                "DELETE FROM writes WHERE thread_id = ? AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = writes.thread_id"
-                " AND c.checkpoint_ns = writes.checkpoint_ns AND c.checkpoint_id = writes.checkpoint_id)",
-                (thread_id,),
-            )
-        conn.commit()
-        return gone
-
-    return await db.call(prune)
+    return await db.saver.aprune_keep(thread_id, keep)
 
 
 async def prune_events(db: Database, thread_id: str, *, keep_days: float | None, keep_last: int | None, now: float | None = None) -> int:

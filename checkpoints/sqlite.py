@@ -3,20 +3,23 @@
 One aiosqlite connection serves the saver, the act ledger, the event log,
 the approvals and the thread registry, so writes from one process never
 fight each other; WAL and a busy timeout let other processes (``kasloop
-approve`` while a daemon runs) share the file.
+approve`` while a daemon runs) share the file. The saver is ``KasloopSaver``
+(``checkpoints/saver.py``): LangGraph's SQLite saver with one thread hop per
+operation instead of three or four. Every unit of work is one hop to the
+connection's thread; the event log's inserts are deferred to the next one.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from kasloop.checkpoints.saver import KasloopSaver, in_worker, write_in_worker
 from kasloop.errors import CheckpointError
 
 __all__ = ["Database", "open_database", "sqlite_path"]
@@ -88,6 +91,31 @@ CREATE TABLE IF NOT EXISTS kasloop_inbox (
     taken_at REAL
 );
 CREATE INDEX IF NOT EXISTS kasloop_inbox_pending ON kasloop_inbox(thread_id, taken_at, id);
+CREATE TABLE IF NOT EXISTS kasloop_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tool TEXT NOT NULL,
+    action TEXT NOT NULL,
+    args TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kasloop_announcements (
+    approval_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    code TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (approval_id, channel)
+);
+CREATE TABLE IF NOT EXISTS kasloop_spend (
+    day TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    model_calls INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, thread_id)
+);
 CREATE TABLE IF NOT EXISTS kasloop_daemon (
     name TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -120,7 +148,9 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
-        self.saver = AsyncSqliteSaver(conn)
+        self.saver = KasloopSaver(conn)
+        self.deferred = self.saver.deferred
+        """Inserts (the event log's) that go with the next unit of work of this connection: see ``defer``."""
 
     async def setup(self) -> None:
         await self.saver.setup()
@@ -133,19 +163,33 @@ class Database:
         aiosqlite's public API costs a thread hop per execute, fetch, cursor
         close and commit; the loop writes a few rows per iteration, so kasloop
         runs each unit of work (statement + commit, or a read) as one call.
-        ``fn`` must commit what it writes.
+        ``fn`` must commit what it writes (or use ``write``). Deferred rows
+        are committed first, so a read sees them.
         """
-        return await self.conn._execute(fn, self.conn._conn)  # noqa: SLF001 - see docstring
+        return await in_worker(self.conn, fn, self.deferred)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` and commit, in one hop; on an error nothing of it is kept (rolled back)."""
+        return await write_in_worker(self.conn, fn, self.deferred)
+
+    def defer(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue an insert to be committed with the next unit of work (any read or write, the saver's too).
+
+        For rows that must not cost a hop and a commit of their own but need
+        no commit at this very moment: the event log's, whose rows then
+        commit together with the node's writes. ``flush`` (and closing the
+        database) commits what is queued.
+        """
+        self.deferred.add(sql, params)
+
+    async def flush(self) -> None:
+        """Commit the deferred rows now (no hop when there are none)."""
+        if self.deferred.rows:
+            await self.write(lambda conn: None)
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one write and commit it; returns the number of changed rows."""
-
-        def write(conn: sqlite3.Connection) -> int:
-            changed = conn.execute(sql, params).rowcount
-            conn.commit()
-            return changed
-
-        return await self.call(write)
+        return await self.write(lambda conn: conn.execute(sql, params).rowcount)
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return await self.call(lambda conn: conn.execute(sql, params).fetchall())
@@ -171,6 +215,12 @@ async def open_database(path: str | Path) -> AsyncIterator[Database]:
             await db.setup()
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(f"`{file}` is not a usable kasloop database: {exc}.") from None
-        yield db
+        try:
+            yield db
+        except BaseException:
+            with suppress(sqlite3.Error):  # the deferred rows are best effort here; the error in flight is what matters
+                await db.flush()
+            raise
+        await db.flush()
     finally:
         await conn.close()

@@ -53,6 +53,13 @@ class ThreadStore:
             "UPDATE kasloop_threads SET status = ?, updated_at = ? WHERE thread_id = ?", (status, time.time(), thread_id)
         )
 
+    async def set_policy(self, thread_id: str, policy: dict[str, Any]) -> None:
+        """Replace a thread's stored policy. Only a human action (``kasloop budget``, approving a
+        budget request) calls this; nothing a model or tool says can reach it."""
+        await self.db.execute(
+            "UPDATE kasloop_threads SET policy = ?, updated_at = ? WHERE thread_id = ?", (json.dumps(policy), time.time(), thread_id)
+        )
+
     async def all(self) -> list[ThreadRecord]:
         rows = await self.db.fetchall("SELECT * FROM kasloop_threads ORDER BY updated_at DESC")
         return [_record(r) for r in rows]

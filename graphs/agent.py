@@ -24,11 +24,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from kasloop.budget import check_prices
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
+from kasloop.checkpoints.spend import MemorySpend
 from kasloop.config import AgentConfig
 from kasloop.models import ModelChain, resolve_model_specs
 from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
-from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents
+from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents, SpendLike
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
 from kasloop.secrets import Redactor, protect_logs
@@ -47,6 +49,7 @@ DECIDE_EDGES = {
     "needs approval": "human_approval",
     "model error": "self_diagnose",
     "goal met": END,
+    "budget spent": END,
 }
 APPROVAL_EDGES = {"approve / edit": "act", "reject / respond": "decide", "stopped": END}
 ACT_EDGES = {"ok": "perceive", "error": "self_diagnose", "budget spent": END}
@@ -58,6 +61,8 @@ def route_after_perceive(state: AgentState) -> str:
 
 
 def route_after_decide(state: AgentState) -> str:
+    if state.get("status") == "paused_budget":
+        return "budget spent"
     if state.get("last_error"):
         return "model error"
     if state.get("status") == "done":
@@ -84,8 +89,7 @@ def context_for(config: AgentConfig, thread_id: str, tools: Iterable[str]) -> Ru
         tools=tuple(tools),
         rules=tuple(config.rules),
         risk_overrides=dict(config.risk_overrides),
-        max_steps=config.budgets.max_steps,
-        max_tool_calls=config.budgets.max_tool_calls,
+        **config.budgets.model_dump(),
     )
 
 
@@ -99,6 +103,7 @@ def build_graph(
     events: EventSink | None = None,
     inbox: InboxLike | None = None,
     resources: ToolResources | None = None,
+    spend: SpendLike | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the agent loop for ``config``.
 
@@ -107,7 +112,7 @@ def build_graph(
         checkpointer: where state is saved; pass kasloop's SQLite saver for durable threads.
         model: a chat model to use instead of the one the config's spec names.
         tools: extra (user-defined) tools the config may select by name or family.
-        ledger, events, inbox: kasloop's database tables; in-process ones are used when omitted.
+        ledger, events, inbox, spend: kasloop's database tables; in-process ones are used when omitted.
         resources: what tools share across calls (database, state folder, one browser);
             the caller closes it with ``await resources.aclose()``. A private one when omitted.
 
@@ -118,15 +123,18 @@ def build_graph(
     config = config or AgentConfig()
     selected = select_tools(config.tools, tools)
     check_tool_settings(config.tool_settings, config.workspace)
+    specs = [] if model is not None else resolve_model_specs(config)
+    check_prices(config, specs)
     redactor = Redactor.for_config(config)
     protect_logs(redactor)
     deps = NodeDeps(
         config=config,
-        models=ModelChain([] if model is not None else resolve_model_specs(config), config, first=model),
+        models=ModelChain(specs, config, first=model),
         tools=selected,
         ledger=ledger or MemoryLedger(),
         events=RedactingEvents(events or MemoryEventLog(), redactor),
         inbox=inbox or MemoryInbox(),
+        spend=spend or MemorySpend(),
         default_context=context_for(config, "default", selected),
         resources=resources or ToolResources(),
         redactor=redactor,

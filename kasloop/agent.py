@@ -8,6 +8,7 @@ process, flag or model output cannot widen what the thread may do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import hashlib
 import time
@@ -25,15 +26,19 @@ from pydantic import ValidationError
 
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
 from kasloop.checkpoints.pruning import prune_events, prune_thread
-from kasloop.config import AgentConfig
-from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
+from kasloop.checkpoints.rules import RuleStore
+from kasloop.budget import LIMITS, check_prices
+from kasloop.channels.base import Incoming, announce, channels_for
+from kasloop.checkpoints.spend import SpendLog
+from kasloop.config import AgentConfig, Budgets, PolicyRule
+from kasloop.errors import ApprovalError, ConfigError, KasloopError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
 from kasloop.locks import try_lock
 from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
 from kasloop.settings import resolve_home
 from kasloop.state import Usage, empty_usage
-from kasloop.tools.base import Tool, ToolResources
+from kasloop.tools.base import Tool, ToolFailure, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
@@ -112,7 +117,7 @@ def _new_cycle() -> dict[str, Any]:
     """State reset at the start of a new task on an existing thread (budgets count per task)."""
     return {
         "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
-        "last_error": None, "diagnosis": None, "loops": 0, "model_index": 0,
+        "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
     }
 
 
@@ -154,6 +159,7 @@ class Agent:
         self._resources: weakref.WeakKeyDictionary[Database, ToolResources] = weakref.WeakKeyDictionary()
         select_tools(self.config.tools, self.extra_tools)  # unknown tools and bad settings fail now, before any write
         check_tool_settings(self.config.tool_settings, self.config.workspace)
+        check_prices(self.config, resolve_model_specs(self.config))
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -178,7 +184,7 @@ class Agent:
     def _graph(self, db: Database, config: AgentConfig) -> Any:
         return build_graph(
             config, checkpointer=db.saver, tools=self.extra_tools, ledger=Ledger(db), events=EventLog(db),
-            inbox=Inbox(db), resources=self._resources.get(db),
+            inbox=Inbox(db), resources=self._resources.get(db), spend=SpendLog(db),
         )
 
     @contextmanager
@@ -206,6 +212,9 @@ class Agent:
     async def _drive_locked(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
         graph = self._graph(db, config)
         ctx = context_for(config, thread_id, select_tools(config.tools, self.extra_tools))
+        standing = await RuleStore(db).policy_rules()
+        if standing:  # rules people added since (`--always`, `kasloop rules add`) join the thread's own
+            ctx = dataclasses.replace(ctx, rules=(*ctx.rules, *standing))
         run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
         nodes = 0
         async for chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode="updates"):
@@ -240,6 +249,9 @@ class Agent:
                         thread_id, step, "approval_requested", approval_id=request["approval_id"], tool=request["tool"],
                         arg_hash=request["arg_hash"], reason=request["reason"],
                     )
+        breach = values.get("budget_breach") if values.get("status") == "paused_budget" and not snapshot.interrupts else None
+        if breach:
+            batch_id = await self._ask_for_budget(db, thread_id, breach, step)
         await approvals.mark_stale(thread_id, batch_id)
         records: list[dict[str, Any]] = []
         if snapshot.interrupts:
@@ -249,11 +261,95 @@ class Agent:
             status = values.get("status", "running")
             if status in ("running", "waiting_approval") and not snapshot.next:
                 status = "done"
+            if breach:
+                records = [approval_json(r) for r in await approvals.pending(thread_id)]
+        if records:
+            await self._announce(db, thread_id, records)
         await ThreadStore(db).set_status(thread_id, status)
         return RunResult(
             thread=thread_id, status=status, output=values.get("output", ""),
             approvals=records, usage=values.get("usage", empty_usage()),
         )
+
+    async def _announce(self, db: Database, thread_id: str, records: list[dict[str, Any]]) -> None:
+        """Send pending requests to the thread's approval channels (each once; failures are retried later)."""
+        thread = await ThreadStore(db).get(thread_id)
+        if thread is not None:
+            config = self._thread_config(thread["policy"])
+            if channels_for(config):
+                await announce(db, config, records)
+
+    async def _ask_for_budget(self, db: Database, thread_id: str, breach: dict[str, Any], step: int) -> str | None:
+        """At levels 2 and 3 a budget pause is also a request to a human to raise that limit. Returns its batch."""
+        record = await ThreadStore(db).get(thread_id)
+        if record is None or record["policy"].get("autonomy", 3) >= 4:
+            return None
+        seed = f"{thread_id}:budget:{breach['limit']}:{breach['value']}:{breach['used']}"
+        approval_id = "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+        now = time.time()
+        unit = LIMITS.get(breach["limit"], "")
+        request = {
+            "approval_id": approval_id, "thread": thread_id, "batch_id": f"budget-{approval_id}", "call_id": "", "kind": "budget",
+            "tool": "budget", "args": dict(breach), "risk": "high", "arg_hash": seed,
+            "reason": f"budgets.{breach['limit']} = {breach['value']:g} ({unit}) is used up ({breach['used']:g}). Approve to raise it to "
+            f"{breach['proposed']:g} (or --edit '{{\"value\": N}}'), reject to leave the thread paused.",
+            "created_at": now, "expires_at": now + self.config.approval_ttl,
+        }
+        if await ApprovalStore(db).add(request):
+            await EventLog(db).append(thread_id, step, "approval_requested", approval_id=approval_id, tool="budget", arg_hash=seed, reason=request["reason"])
+        return request["batch_id"]
+
+    async def _decide_budget(self, db: Database, record: ApprovalRecord, decision: dict[str, Any], by: str, channel: str, resume: bool) -> RunResult:
+        """Approve (raise the limit in the thread's stored policy, then continue) or reject (stay paused)."""
+        thread_id = record["thread"]
+        kind = decision.get("decision")
+        if kind not in ("approve", "edit", "reject"):
+            raise ApprovalError(f"A budget request takes approve, edit ('{{\"value\": N}}') or reject, not `{kind}`.")
+        breach = record["args"]
+        value = breach["proposed"]
+        if kind == "edit":
+            value = (decision.get("args") or {}).get("value")
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= breach["used"]:
+                raise ApprovalError(f"The new {breach['limit']} must be a number above what is used ({breach['used']:g}), e.g. --edit '{{\"value\": {breach['proposed']:g}}}'.")
+        if not await ApprovalStore(db).decide(record["approval_id"], {**decision, "arg_hash": record["arg_hash"]}, by=by, channel=channel):  # type: ignore[typeddict-item]
+            raise ApprovalError(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
+        await EventLog(db).append(thread_id, 0, "approval_decision", approval_id=record["approval_id"], decision=kind, by=by, channel=channel, arg_hash=record["arg_hash"], new_arg_hash=None)
+        if kind == "reject":
+            return await self._settle(db, self._graph(db, await self._stored_config(db, thread_id)), thread_id, {"configurable": {"thread_id": thread_id}})
+        await self._set_budgets(db, thread_id, {breach["limit"]: value}, by=by)
+        if not resume:
+            return await self._settle(db, self._graph(db, await self._stored_config(db, thread_id)), thread_id, {"configurable": {"thread_id": thread_id}})
+        return await self._continue_paused(db, thread_id)
+
+    async def _stored_config(self, db: Database, thread_id: str) -> AgentConfig:
+        record = await ThreadStore(db).get(thread_id)
+        if record is None:
+            raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+        return self._thread_config(record["policy"])
+
+    async def _set_budgets(self, db: Database, thread_id: str, limits: dict[str, Any], *, by: str) -> dict[str, Any]:
+        threads = ThreadStore(db)
+        record = await threads.get(thread_id)
+        if record is None:
+            raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+        policy = dict(record["policy"])
+        try:
+            budgets = Budgets(**{**policy.get("budgets", {}), **limits})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UsageError(f"Budget {'.'.join(str(p) for p in first['loc'])}: {first['msg']}.") from None
+        policy["budgets"] = budgets.model_dump(mode="json")
+        await threads.set_policy(thread_id, policy)
+        await EventLog(db).append(thread_id, 0, "budget_changed", by=by, **{k: policy["budgets"][k] for k in limits})
+        return policy["budgets"]  # type: ignore[no-any-return]
+
+    async def _continue_paused(self, db: Database, thread_id: str) -> RunResult:
+        """Continue a thread a budget paused, exactly where it stopped (the calls not yet run first)."""
+        config = await self._stored_config(db, thread_id)
+        snapshot = await self._graph(db, config).aget_state({"configurable": {"thread_id": thread_id}})
+        values = snapshot.values or {}
+        goto = "act" if values.get("pending") and all(c.get("gate") == "allow" for c in values["pending"]) else "perceive"
+        return await self._drive(db, thread_id, config, Command(update={"status": "running", "budget_breach": None}, goto=goto))
 
     # -- public API -------------------------------------------------------------------------
 
@@ -309,6 +405,9 @@ class Agent:
                     f"Thread `{thread_id}` has no checkpoint (its first run died before the first one was written); "
                     f"start it again with `kasloop run GOAL --thread {thread_id}`."
                 )
+            if not snapshot.next and snapshot.values.get("status") == "paused_budget":
+                # The nodes check the budgets again: a limit that was raised lets the thread go on.
+                return await self._continue_paused(db, thread_id)
             if not snapshot.next:
                 seen = snapshot.values.get("inbox_seen", 0)
                 if await Inbox(db).newer(thread_id, seen) and snapshot.values.get("status") not in ("paused_budget",):
@@ -385,6 +484,8 @@ class Agent:
             if thread is None:
                 raise ApprovalError(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
             config = self._thread_config(thread["policy"])
+            if record["kind"] == "budget":
+                return await self._decide_budget(db, record, dict(decision), by or getpass.getuser(), channel, resume)
             if record["expires_at"] < time.time() and config.approval_expiry == "reject":
                 await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
                 raise ApprovalError(
@@ -434,14 +535,52 @@ class Agent:
             raise ApprovalError(f"Edited arguments for `{tool.name}` are invalid: {where}: {first['msg']}.") from None
         return args
 
-    async def approve(self, approval_id: str, *, edit: dict[str, Any] | None = None, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
-        """Approve a pending call (with ``edit``: run it with these arguments instead)."""
-        decision: Decision = {"decision": "edit", "args": edit} if edit is not None else {"decision": "approve"}
-        return await self.decide(approval_id, decision, by=by, channel=channel, resume=resume)
+    async def approve(
+        self, approval_id: str, *, edit: dict[str, Any] | None = None, by: str | None = None, channel: str = "python", resume: bool = True,
+        always: bool = False,
+    ) -> RunResult:
+        """Approve a pending call (with ``edit``: run it with these arguments instead).
 
-    async def reject(self, approval_id: str, reason: str = "", *, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
-        """Refuse a pending call; the model is told ``reason`` and plans again."""
-        return await self.decide(approval_id, {"decision": "reject", "reason": reason}, by=by, channel=channel, resume=resume)
+        ``always=True`` also adds a standing ``allow`` rule for the tool (see :meth:`add_rule`), so it is not asked again.
+        """
+        decision: Decision = {"decision": "edit", "args": edit} if edit is not None else {"decision": "approve"}
+        return await self._decide_and_remember(approval_id, decision, "allow" if always else None, by, channel, resume)
+
+    async def reject(
+        self, approval_id: str, reason: str = "", *, by: str | None = None, channel: str = "python", resume: bool = True, never: bool = False,
+    ) -> RunResult:
+        """Refuse a pending call; the model is told ``reason`` and plans again. ``never=True`` adds a standing ``deny`` rule."""
+        return await self._decide_and_remember(approval_id, {"decision": "reject", "reason": reason}, "deny" if never else None, by, channel, resume)
+
+    async def _decide_and_remember(self, approval_id: str, decision: Decision, action: str | None, by: str | None, channel: str, resume: bool) -> RunResult:
+        if action is None:
+            return await self.decide(approval_id, decision, by=by, channel=channel, resume=resume)
+        async with self._open() as db:
+            record = await ApprovalStore(db).get(approval_id)
+        if record is None or record["kind"] != "tool_call":
+            raise ApprovalError(f"`--always` / `--never` need a pending tool call; `{approval_id}` is not one.")
+        result = await self.decide(approval_id, decision, by=by, channel=channel, resume=False)
+        await self.add_rule(PolicyRule(tool=record["tool"], action=action), by=by)  # type: ignore[arg-type]
+        return await self.resume(record["thread"]) if resume and not result.approvals else result
+
+    async def add_rule(self, rule: PolicyRule, *, by: str | None = None) -> int:
+        """Add a standing rule for every thread of this database (from their next drive); returns its id."""
+        async with self._open() as db:
+            rule_id = await RuleStore(db).add(rule, by=by or getpass.getuser())
+            await EventLog(db).append("", 0, "rule_added", rule_id=rule_id, tool=rule.tool, action=rule.action, args=rule.args, by=by or getpass.getuser())
+            return rule_id
+
+    async def rules(self) -> list[dict[str, Any]]:
+        """The standing rules people added (configured rules live in kasloop.toml)."""
+        async with self._open() as db:
+            return await RuleStore(db).all()
+
+    async def remove_rule(self, rule_id: int, *, by: str | None = None) -> None:
+        """Remove a standing rule. Raises ``UsageError`` if there is none with that id."""
+        async with self._open() as db:
+            if not await RuleStore(db).remove(rule_id):
+                raise UsageError(f"No rule {rule_id}; list them with `kasloop rules list`.")
+            await EventLog(db).append("", 0, "rule_removed", rule_id=rule_id, by=by or getpass.getuser())
 
     async def respond(self, approval_id: str, text: str, *, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
         """Answer instead of running the call: ``text`` is given to the model as the result."""
@@ -464,9 +603,75 @@ class Agent:
                     "thread": rec["thread"], "status": rec["status"], "goal": rec["goal"],
                     "autonomy": rec["policy"].get("autonomy"), "model": rec["policy"].get("model"),
                     "updated_at": rec["updated_at"], "usage": values.get("usage", empty_usage()), "output": values.get("output", ""),
+                    "budgets": rec["policy"].get("budgets", {}),
                     "approvals": [approval_json(p) for p in pending], "unread": await Inbox(db).unread(rec["thread"]),
                 })
             return out
+
+    async def poll_approvals(self) -> int:
+        """Take the decisions that arrived on this agent's approval channels (Telegram buttons, email replies).
+
+        Pending requests not yet announced (a channel was down) are announced first. Decided
+        tool calls are recorded without resuming (``resume`` or the daemon continues the thread);
+        an approved budget raise continues its thread here. Returns how many decisions were recorded.
+        Signed webhook callbacks arrive on ``kasloop.channels.webhook.approvals_app`` instead.
+        """
+        channels = channels_for(self.config)
+        if not channels:
+            return 0
+        recorded = 0
+        async with self._open() as db:
+            events, store = EventLog(db), ApprovalStore(db)
+            by_thread: dict[str, list[dict[str, Any]]] = {}
+            for record in await store.pending():
+                by_thread.setdefault(record["thread"], []).append(approval_json(record))
+            for thread_id, records in by_thread.items():
+                await self._announce(db, thread_id, records)
+
+            async def refuse(approval_id: str, by: str, why: str, channel: str = "") -> None:
+                record = await store.get(approval_id) if approval_id else None
+                await events.append(record["thread"] if record else "", 0, "approval_refused", approval_id=approval_id, by=by, channel=channel, reason=why)
+
+            for channel in channels:
+                async def decide(incoming: Incoming, name: str = channel.name) -> str:
+                    nonlocal recorded
+                    record = await store.get(incoming.approval_id)
+                    decision: Decision = {"decision": incoming.decision, "reason": incoming.reason}  # type: ignore[typeddict-item]
+                    try:
+                        await self.decide(incoming.approval_id, decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
+                    except ApprovalError as exc:
+                        if "expired" not in exc.message:  # decide logs expiry itself
+                            await refuse(incoming.approval_id, incoming.by, exc.message, name)
+                        return f"Not recorded: {exc.message}"
+                    recorded += 1
+                    return f"Recorded: {incoming.decision}."
+
+                async def refused(approval_id: str, by: str, why: str, name: str = channel.name) -> None:
+                    await refuse(approval_id, by, why, name)
+
+                try:
+                    await channel.poll(db, decide, refused)
+                except (KasloopError, ToolFailure) as exc:
+                    await events.append("", 0, "channel_error", channel=channel.name, message=exc.message[:300])
+        return recorded
+
+    async def set_budget(self, thread_id: str, *, by: str | None = None, **limits: int | float | None) -> dict[str, Any]:
+        """Change a thread's budgets (e.g. ``max_usd=2.0``); ``resume`` then continues a paused thread.
+
+        Only people call this (CLI ``kasloop budget``): the limits live in the thread's stored policy,
+        which no model output or tool result can reach. Pending budget requests of the thread become stale.
+
+        Raises:
+            ThreadNotFound: no such thread.
+            UsageError: an unknown budget or an invalid value.
+        """
+        unknown = sorted(set(limits) - set(LIMITS))
+        if unknown:
+            raise UsageError(f"`{unknown[0]}` is not a budget; budgets: {', '.join(LIMITS)}.")
+        async with self._open() as db:
+            budgets = await self._set_budgets(db, thread_id, limits, by=by or getpass.getuser())
+            await ApprovalStore(db).mark_stale_kind(thread_id, "budget")
+            return budgets
 
     async def history(self, thread_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """The thread's event log, oldest first."""

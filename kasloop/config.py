@@ -18,7 +18,12 @@ from kasloop.errors import AutonomyLevelError
 __all__ = [
     "AUTONOMY_LEVELS",
     "AgentConfig",
+    "ApprovalChannels",
+    "EmailApprovals",
+    "TelegramApprovals",
+    "WebhookApprovals",
     "Budgets",
+    "ModelPrice",
     "OpenAISettings",
     "PolicyRule",
     "Risk",
@@ -78,19 +83,47 @@ class PolicyRule(_Frozen):
 
 
 class Budgets(_Frozen):
-    """Hard limits of one run. ``None`` switches a limit off."""
+    """Hard limits, checked before every model and tool call. ``None`` switches a limit off.
+
+    "Per run" counts from a ``run`` (or a ``tell`` that restarts a finished thread) until it ends;
+    the day limits add up every thread of the database for the current UTC day.
+    """
 
     max_steps: int | None = 50
     """Perceive→decide→act cycles per run."""
     max_tool_calls: int | None = None
     """Tool calls per run."""
+    max_tokens: int | None = None
+    """Model tokens (prompt + reply, summaries included) per run."""
+    max_usd: float | None = None
+    """Model spend in USD per run, priced with ``prices``."""
+    max_seconds: float | None = None
+    """Working seconds per run: time spent in model and tool calls (not waiting for a human)."""
+    max_tokens_per_day: int | None = None
+    """Model tokens per UTC day, all threads of the database together."""
+    max_usd_per_day: float | None = None
+    """Model spend in USD per UTC day, all threads of the database together."""
 
-    @field_validator("max_steps", "max_tool_calls")
+    @field_validator("max_steps", "max_tool_calls", "max_tokens", "max_tokens_per_day")
     @classmethod
     def _positive(cls, value: int | None, info: Any) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"{info.field_name} must be >= 1, got {value}")
         return value
+
+    @field_validator("max_usd", "max_seconds", "max_usd_per_day")
+    @classmethod
+    def _above_zero(cls, value: float | None, info: Any) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"{info.field_name} must be > 0, got {value}")
+        return value
+
+
+class ModelPrice(_Frozen):
+    """USD per million tokens of one model, for USD budgets."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
 
 
 class OpenAISettings(_Frozen):
@@ -102,6 +135,41 @@ class OpenAISettings(_Frozen):
     """Default: ``OPENAI_API_KEY``."""
     timeout: float = 120.0
     """Seconds per request."""
+
+
+class TelegramApprovals(_Frozen):
+    """Approval requests as Telegram messages with Approve / Reject buttons (bot settings: ``tool_settings.telegram``)."""
+
+    chat_id: int | str
+    """Where requests are posted."""
+    approvers: list[int] = Field(min_length=1)
+    """Telegram user ids whose button presses count; anyone else's are refused and logged."""
+
+
+class EmailApprovals(_Frozen):
+    """Approval requests by email, decided by replying (servers: ``tool_settings.email`` smtp and imap)."""
+
+    to: str
+    """Where requests are sent."""
+    approvers: list[str] = Field(min_length=1)
+    """Addresses whose replies count. A reply must also quote the request's one-time code."""
+    folder: str = "INBOX"
+    """IMAP folder the replies arrive in."""
+
+
+class WebhookApprovals(_Frozen):
+    """Approval requests POSTed (HMAC-signed) to ``url``; decisions come back as signed callbacks."""
+
+    url: str
+    """Receiver of the requests (gated by ``tool_settings.webhook``; secret from its ``secret_env``)."""
+
+
+class ApprovalChannels(_Frozen):
+    """Where approval requests go besides ``kasloop approvals`` and the Python API."""
+
+    telegram: TelegramApprovals | None = None
+    email: EmailApprovals | None = None
+    webhook: WebhookApprovals | None = None
 
 
 class AgentConfig(_Frozen):
@@ -124,6 +192,9 @@ class AgentConfig(_Frozen):
     risk_overrides: dict[str, Risk] = Field(default_factory=dict)
     """Tool name → risk, to make a tool stricter (or looser) than its default."""
     budgets: Budgets = Field(default_factory=Budgets)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Model spec, model name or kind → price, e.g. ``{"openai:gpt-4o-mini": {"input": 0.15, "output": 0.6}}``;
+    laid over kasloop's defaults (local and scripted models are free)."""
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     tool_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-family tool settings, e.g. ``{"http": {"allow_domains": ["example.org"]}}`` (see the tools reference)."""
@@ -138,10 +209,15 @@ class AgentConfig(_Frozen):
     context_tokens: int = Field(default=4000, ge=200)
     """Working memory, in (approximate) tokens of messages sent to the model; past it the oldest turns
     are folded into the running summary, so the prompt stays bounded however long a thread runs."""
+    stall_cycles: int = Field(default=10, ge=2)
+    """Cycles in a row without progress (no call succeeded that was not done before in the task) after
+    which the model is told it is stuck and must re-plan; the second time the task escalates."""
     tool_retries: int = 2
     """Retries of a tool call that failed with a transient error."""
     retry_backoff: float = 0.5
     """Seconds before the first retry; doubles each time (with jitter)."""
+    approval_channels: ApprovalChannels = Field(default_factory=ApprovalChannels)
+    """Telegram, email and webhook channels for approval requests (see "Approval channels")."""
     approval_ttl: float = Field(default=86400.0, gt=0)
     """Seconds an approval request stays valid."""
     keep_checkpoints: int = Field(default=10, ge=2)

@@ -323,7 +323,10 @@ async def shared_memory(resources: ToolResources, namespace: str = DEFAULT_NAMES
     async def open_db() -> Any:
         from kasloop.checkpoints.sqlite import Database
 
-        conn = await aiosqlite.connect(":memory:")
+        pending = aiosqlite.connect(":memory:")
+        # Nobody may close a graph served without a database: a daemon worker never keeps the process alive.
+        pending._thread.daemon = True  # noqa: SLF001 - aiosqlite has no public switch for this
+        conn = await pending
         conn.row_factory = sqlite3.Row
         return Database(conn, Path(":memory:"))
 

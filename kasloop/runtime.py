@@ -137,10 +137,14 @@ class Daemon:
         self._stop.set()
 
     async def cycle(self) -> CycleReport:
-        """Visit every thread with work once."""
+        """Take decisions from the approval channels, then visit every thread with work once."""
+        errors: list[str] = []
+        try:
+            await self.agent.poll_approvals()
+        except KasloopError as exc:
+            errors.append(f"approval channels: {exc}")
         async with open_database(self.agent.db_path) as db:
             todo = await _threads_with_work(db, self.threads)
-        errors: list[str] = []
         for thread in todo:
             if self._stop.is_set():
                 break

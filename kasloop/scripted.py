@@ -159,7 +159,8 @@ class ScriptedChatModel(BaseChatModel):
             for i, c in enumerate(spec.get("tool_calls", []))
         ]
         content = spec.get("content", "")
-        prompt_chars = sum(len(str(m.content)) for m in messages)
+        # Like real APIs, the tool schemas count as prompt tokens.
+        prompt_chars = sum(len(str(m.content)) for m in messages) + len(json.dumps(kwargs.get("tools") or []))
         out_tokens = _approx_tokens(content + json.dumps(calls))
         in_tokens = max(1, prompt_chars // 4)
         message = AIMessage(

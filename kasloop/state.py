@@ -105,9 +105,16 @@ class AgentState(TypedDict, total=False):
     """Position in the model fallback chain this task uses now (self_diagnose moves it on)."""
     model_turns: int
     """How many model replies this thread has consumed (a scripted model's position)."""
+    stalled: int
+    """Cycles in a row whose calls brought nothing new (none succeeded, or only repeats); decide stops the
+    task at ``stall_cycles``."""
     loops: int
     """How many loops (A-A-A, A-B-A-B over ``done_calls`` and the new calls) were detected in this task;
     the second one escalates."""
+    recovering: dict[str, str] | None
+    """The failure the task is getting past (tool, kind, message); the next new success writes a learning."""
+    budget_breach: dict[str, Any] | None
+    """The limit that paused the thread (``limit``, ``value``, ``used``, ``next_cost``, ``proposed``); None while running."""
     recalled: list[str]
     """The learnings from long-term memory most relevant to the open goals (one line each, bounded)."""
     recall_key: str
@@ -129,3 +136,8 @@ class RunContext:
     risk_overrides: dict[str, Risk] = field(default_factory=dict)
     max_steps: int | None = 50
     max_tool_calls: int | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+    max_seconds: float | None = None
+    max_tokens_per_day: int | None = None
+    max_usd_per_day: float | None = None

@@ -12,12 +12,16 @@ cannot tell.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langgraph.runtime import Runtime
 
+from kasloop.budget import tool_call_breach
 from kasloop.checkpoints.ledger import idempotency_key
+from kasloop.errors import KasloopError
+from kasloop.memory import DEFAULT_NAMESPACE, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
@@ -88,6 +92,21 @@ def make_act(deps: NodeDeps) -> Any:
         await deps.ledger.record_result(key, result.to_json())
         return result, True
 
+    async def learn(failure: dict[str, str], worked: PendingCall, ctx: RunContext, step: int) -> None:
+        """Write what got the task past a failure to long-term memory (only with a kasloop database)."""
+        if deps.resources.database is None:
+            return
+        args = ", ".join(f"{k}={str(v)[:40]}" for k, v in list(worked["args"].items())[:3])
+        text = deps.redactor.text(f"{failure['tool']} failed ({failure['kind']}: {failure['message']}); {worked['tool']}({args}) worked instead.")
+        namespace = str((deps.config.tool_settings.get("memory") or {}).get("namespace", DEFAULT_NAMESPACE))
+        try:
+            memory = await shared_memory(deps.resources, namespace)
+            item = await memory.add(text, kind="learning", tags=["recovery"], source=f"thread {ctx.thread_id}")
+        except KasloopError as exc:
+            await deps.events.append(ctx.thread_id, step, "error", source="memory", message=exc.message)
+            return
+        await deps.events.append(ctx.thread_id, step, "learned", key=item.key, text=text[:300])
+
     async def act(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
         step = step_of(state)
@@ -96,19 +115,19 @@ def make_act(deps: NodeDeps) -> Any:
         failed: list[PendingCall] = []
         pending = list(state.get("pending", []))
         done_calls = list(state.get("done_calls", []))
+        first_new: PendingCall | None = None
         for index, call in enumerate(pending):
-            if ctx.max_tool_calls is not None and usage["tool_calls"] >= ctx.max_tool_calls:
-                await deps.events.append(ctx.thread_id, step, "budget", limit="max_tool_calls", value=usage["tool_calls"])
+            breach = tool_call_breach(ctx, usage)
+            if breach is not None:
+                # The calls not run stay pending: `resume` (once the budget is raised) continues right here.
+                await deps.events.append(ctx.thread_id, step, "budget", **breach.to_json())
                 return {
-                    "messages": messages,
-                    "done_calls": done_calls,
-                    "pending": failed + pending[index:],
-                    "usage": usage,
-                    "status": "paused_budget",
-                    "output": f"Paused: the next tool call would exceed max_tool_calls of {ctx.max_tool_calls} "
-                    f"(tool_calls={usage['tool_calls']}); raise budgets.max_tool_calls in kasloop.toml.",
+                    "messages": messages, "done_calls": done_calls, "pending": failed + pending[index:], "usage": usage,
+                    "status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json(),
                 }
+            started = time.monotonic()
             result, ran = await execute(call, ctx, step)
+            usage["seconds"] = round(usage["seconds"] + time.monotonic() - started, 6)
             if ran:
                 usage["tool_calls"] += 1
             await deps.events.append(
@@ -117,10 +136,19 @@ def make_act(deps: NodeDeps) -> Any:
             )
             if result.ok:
                 messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=deps.tools[call["tool"]].returns_untrusted))
+                if first_new is None and call["arg_hash"] not in done_calls:
+                    first_new = call
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
             else:
                 failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output}})
-        update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls}
+        update_recovering: dict[str, Any] = {}
+        recovered = state.get("recovering")
+        if recovered and first_new is not None:
+            await learn(recovered, first_new, ctx, step)
+            update_recovering["recovering"] = None
+        # Progress = a call that succeeded and was not done before in this task; decide stops K cycles without it.
+        stalled = 0 if first_new is not None else state.get("stalled", 0) + 1
+        update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls, "stalled": stalled, **update_recovering}
         if failed:
             first = failed[0]
             update["last_error"] = {

@@ -12,7 +12,7 @@ import hashlib
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from kasloop.errors import ModelError, ScriptExhausted
@@ -22,7 +22,7 @@ from kasloop.nodes.messages import tool_error, untrusted_sources
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
-from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
+from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usage
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 
 __all__ = ["SYSTEM_PROMPT", "make_decide"]
@@ -45,6 +45,10 @@ REPEATED_CALL = (
 LOOP_WINDOW = 6
 REPEATS_FOR_LOOP = 3
 LOOPS_BEFORE_ESCALATION = 2
+NO_PROGRESS = (
+    "Stopped: {cycles} cycles in a row brought nothing new (every call failed or repeated earlier work). "
+    "Step back: what is missing for the goal? Try a different approach, or reply in plain text if it cannot be done."
+)
 LOOP_MESSAGE = (
     "Stopped: you keep making the same calls ({pattern}) without getting closer to the goal. "
     "Try a different approach, or reply in plain text if the task is done or cannot be done."
@@ -82,33 +86,42 @@ def _prompt(deps: NodeDeps, state: AgentState) -> list[BaseMessage]:
     return [SystemMessage("\n".join(parts)), *messages]
 
 
-def _usage_after(state: AgentState, reply: AIMessage | None) -> dict[str, Any]:
-    usage = dict(state.get("usage") or empty_usage())
-    usage["model_calls"] += 1
-    meta = reply.usage_metadata if reply is not None else None
-    if meta:
-        usage["input_tokens"] += meta.get("input_tokens", 0)
-        usage["output_tokens"] += meta.get("output_tokens", 0)
-    return usage
-
-
 def make_decide(deps: NodeDeps) -> Any:
+    async def stuck(state: AgentState, ctx: RunContext, step: int, text: str, pattern: str) -> dict[str, Any]:
+        """Loop or stall: self_diagnose makes the model re-plan; the second time in a task it escalates."""
+        loops = state.get("loops", 0) + 1
+        update: dict[str, Any] = {"loops": loops, "stalled": 0, "pending": [], "last_error": {"kind": "stuck", "message": text, "source": "model"}}
+        if loops >= LOOPS_BEFORE_ESCALATION:
+            update["attempts"] = MAX_CONSECUTIVE_FAILURES  # self_diagnose's next count escalates
+        await deps.events.append(ctx.thread_id, step, "loop", pattern=pattern, loops=loops)
+        return update
+
     async def decide(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
         step = step_of(state)
         turn = state.get("model_turns", 0)
         offered = deps.offered_tools(ctx)
+        if state.get("stalled", 0) >= deps.config.stall_cycles:
+            return await stuck(state, ctx, step, NO_PROGRESS.format(cycles=state["stalled"]), "no progress")
         prompt = _prompt(deps, state)
+        size = prompt_tokens(prompt) + deps.schema_tokens(ctx)
+        breach = await deps.model_budget(state, ctx, size)
+        if breach is not None:
+            await deps.events.append(ctx.thread_id, step, "budget", **breach.to_json())
+            return {"status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json()}
+        usage = Usage(**(state.get("usage") or empty_usage()))
+        started = time.monotonic()
         try:
             reply = await invoke_model(deps.model_for(state), prompt, deps.schemas(ctx), turn=turn)
         except ScriptExhausted:
             raise
         except ModelError as exc:
+            await deps.spent(state, ctx, usage, 0, 0, time.monotonic() - started)
             await deps.events.append(ctx.thread_id, step, "error", source="model", message=exc.message, transient=exc.transient)
             return {
                 "model_turns": turn + 1,
                 "pending": [],
-                "usage": _usage_after(state, None),
+                "usage": usage,
                 "last_error": {"kind": "transient" if exc.transient else "model", "message": exc.message, "source": "model"},
             }
         if deps.redactor:
@@ -117,7 +130,10 @@ def make_decide(deps: NodeDeps) -> Any:
                 "content": deps.redactor.deep(reply.content), "tool_calls": deps.redactor.deep(reply.tool_calls),
                 "invalid_tool_calls": deps.redactor.deep(reply.invalid_tool_calls), "additional_kwargs": deps.redactor.deep(reply.additional_kwargs),
             })
-        update: dict[str, Any] = {"model_turns": turn + 1, "usage": _usage_after(state, reply), "last_error": None, "diagnosis": None}
+        meta = reply.usage_metadata or {}
+        spent_before = usage["usd"]
+        await deps.spent(state, ctx, usage, meta.get("input_tokens", 0), meta.get("output_tokens", 0), time.monotonic() - started)
+        update: dict[str, Any] = {"model_turns": turn + 1, "usage": usage, "last_error": None, "diagnosis": None, "budget_breach": None}
         if reply.invalid_tool_calls and not reply.tool_calls:
             bad = reply.invalid_tool_calls[0]
             message = f"the reply held a tool call that could not be parsed ({bad.get('name')!r}: {bad.get('error')})"
@@ -176,12 +192,7 @@ def make_decide(deps: NodeDeps) -> Any:
             messages += [tool_error(c["id"], c["tool"], "loop", text) for c in pending]
             gates = [{**g, "gate": "deny", "reason": "loop detected"} if g["gate"] != "deny" else g for g in gates]
             pending = []
-            loops = state.get("loops", 0) + 1
-            update["loops"] = loops
-            update["last_error"] = {"kind": "stuck", "message": text, "source": "model"}
-            if loops >= LOOPS_BEFORE_ESCALATION:
-                update["attempts"] = MAX_CONSECUTIVE_FAILURES  # self_diagnose's next count escalates
-            await deps.events.append(ctx.thread_id, step, "loop", pattern=pattern, loops=loops)
+            update |= await stuck(state, ctx, step, text, pattern)
         update["messages"] = messages
         update["pending"] = pending
         if reply.tool_calls and not pending and pattern is None:
@@ -196,7 +207,10 @@ def make_decide(deps: NodeDeps) -> Any:
             update["status"] = "done"
             update["output"] = text
             update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
-        await deps.events.append(ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=prompt_tokens(prompt))
+        await deps.events.append(
+            ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=size,
+            input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0), usd=round(usage["usd"] - spent_before, 9),
+        )
         return update
 
     return decide

@@ -7,6 +7,7 @@ which nodes can read and never write.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,13 +16,15 @@ from langgraph.runtime import Runtime
 
 from kasloop.checkpoints.inbox import InboxItem
 from kasloop.checkpoints.ledger import LedgerEntry
-from kasloop.config import AgentConfig
+from kasloop.checkpoints.spend import MemorySpend
+from kasloop.budget import Breach, cost, model_call_breach, price_for, utc_day
+from kasloop.config import AgentConfig, ModelPrice
 from kasloop.models import ModelChain
 from kasloop.secrets import Redactor
-from kasloop.state import AgentState, RunContext
+from kasloop.state import AgentState, RunContext, Usage, empty_usage
 from kasloop.tools.base import Tool, ToolResources, openai_schema
 
-__all__ = ["EventSink", "InboxLike", "LedgerLike", "NodeDeps", "RedactingEvents", "step_of"]
+__all__ = ["EventSink", "InboxLike", "LedgerLike", "NodeDeps", "RedactingEvents", "SpendLike", "step_of"]
 
 
 class LedgerLike(Protocol):
@@ -31,6 +34,11 @@ class LedgerLike(Protocol):
 
 class InboxLike(Protocol):
     async def take(self, thread_id: str, after: int = 0) -> list[InboxItem]: ...
+
+
+class SpendLike(Protocol):
+    async def add(self, day: str, thread_id: str, *, input_tokens: int, output_tokens: int, usd: float) -> None: ...
+    async def day_total(self, day: str) -> tuple[int, float]: ...
 
 
 class EventSink(Protocol):
@@ -63,14 +71,38 @@ class NodeDeps:
     events: EventSink
     default_context: RunContext
     inbox: InboxLike | None = None
+    spend: SpendLike = field(default_factory=MemorySpend)
     resources: ToolResources = field(default_factory=ToolResources)
     redactor: Redactor = field(default_factory=lambda: Redactor({}))
     """The agent's secrets: redacted from tool results, model replies, inbox messages and events."""
     _schemas: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+    _schema_tokens: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def model_for(self, state: AgentState) -> BaseChatModel:
         """The thread's current model in the chain (raises ``ModelError`` if a fallback cannot be built)."""
         return self.models.get(state.get("model_index", 0))
+
+    async def model_budget(self, state: AgentState, ctx: RunContext, prompt_tokens: int) -> Breach | None:
+        """Would the next model call (of about ``prompt_tokens``) cross a budget? Day totals are read only when limited."""
+        usage = state.get("usage") or empty_usage()
+        day_tokens, day_usd = (0, 0.0)
+        if ctx.max_tokens_per_day is not None or ctx.max_usd_per_day is not None:
+            day_tokens, day_usd = await self.spend.day_total(utc_day())
+        return model_call_breach(ctx, usage, prompt_tokens=prompt_tokens, price=self.price(state), day_tokens=day_tokens, day_usd=day_usd)
+
+    def price(self, state: AgentState) -> ModelPrice | None:
+        return price_for(self.models.spec(state.get("model_index", 0)), self.config.prices)
+
+    async def spent(self, state: AgentState, ctx: RunContext, usage: Usage, input_tokens: int, output_tokens: int, seconds: float) -> None:
+        """Count one model call in ``usage`` (tokens, USD, seconds) and in the day's spend."""
+        usd = cost(self.price(state), input_tokens, output_tokens)
+        usage["model_calls"] += 1
+        usage["input_tokens"] += input_tokens
+        usage["output_tokens"] += output_tokens
+        usage["usd"] = round(usage["usd"] + usd, 9)
+        usage["seconds"] = round(usage["seconds"] + seconds, 6)
+        if input_tokens or output_tokens:
+            await self.spend.add(utc_day(), ctx.thread_id, input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
 
     def context(self, runtime: Runtime[RunContext] | None) -> RunContext:
         """The run's context, or the graph's default when a server invoked it without one."""
@@ -80,6 +112,13 @@ class NodeDeps:
     def offered_tools(self, ctx: RunContext) -> dict[str, Tool]:
         """Tools this run may call: the thread's allowed names that exist in this graph."""
         return {name: self.tools[name] for name in ctx.tools if name in self.tools}
+
+    def schema_tokens(self, ctx: RunContext) -> int:
+        """Approximate prompt tokens the tool schemas add to every model call."""
+        key = tuple(ctx.tools)
+        if key not in self._schema_tokens:
+            self._schema_tokens[key] = len(json.dumps(self.schemas(ctx))) // 4
+        return self._schema_tokens[key]
 
     def schemas(self, ctx: RunContext) -> list[dict[str, Any]]:
         key = tuple(ctx.tools)

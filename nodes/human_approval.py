@@ -36,7 +36,7 @@ DECISIONS = ("approve", "edit", "reject", "respond")
 class ApprovalRequest(TypedDict):
     approval_id: str
     thread: str
-    kind: Literal["tool_call", "escalation"]
+    kind: Literal["tool_call", "escalation", "budget"]
     call_id: str
     tool: str
     args: dict[str, Any]

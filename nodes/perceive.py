@@ -15,15 +15,17 @@ learning remembered meanwhile shows up), not on every cycle.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps
+from kasloop.budget import step_breach
 from kasloop.errors import KasloopError, ModelError
 from kasloop.memory import DEFAULT_NAMESPACE, relevant_learnings, shared_memory
-from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary
+from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary, summary_request_tokens
 from kasloop.state import AgentState, Goal, RunContext, Usage, empty_usage
 
 __all__ = ["DONE_GOALS_KEPT", "RECALL_EVERY", "RECALLED", "make_perceive"]
@@ -62,18 +64,20 @@ def _observation(messages: list[BaseMessage], step: int) -> str:
 
 
 def make_perceive(deps: NodeDeps) -> Any:
-    async def fold(state: AgentState, evicted: list[BaseMessage], usage: Usage, thread_id: str) -> dict[str, Any]:
-        """Fold evicted turns into the running summary (the model's, or a digest if it cannot)."""
+    async def fold(state: AgentState, evicted: list[BaseMessage], usage: Usage, ctx: RunContext) -> dict[str, Any]:
+        """Fold evicted turns into the running summary (the model's, or a digest if it cannot or the budget says no)."""
+        previous = state.get("summary", "")
+        breach = await deps.model_budget({**state, "usage": usage}, ctx, summary_request_tokens(previous, evicted))
+        started = time.monotonic()
         try:
-            model = deps.model_for(state)
+            if breach is not None:
+                raise ModelError(f"no model summary: {breach.limit} would be exceeded", transient=False)
+            folded = await fold_into_summary(deps.model_for(state), previous, evicted, turn=state.get("model_turns", 0))
         except ModelError as exc:
-            folded = Folded(digest(state.get("summary", ""), evicted), by_model=False, error=exc.message)
-        else:
-            folded = await fold_into_summary(model, state.get("summary", ""), evicted, turn=state.get("model_turns", 0))
+            folded = Folded(digest(previous, evicted), by_model=False, error=exc.message)
         if folded.by_model:
-            usage["model_calls"] += 1
-            usage["input_tokens"] += folded.input_tokens
-            usage["output_tokens"] += folded.output_tokens
+            await deps.spent(state, ctx, usage, folded.input_tokens, folded.output_tokens, time.monotonic() - started)
+        thread_id = ctx.thread_id
         await deps.events.append(
             thread_id, usage["steps"], "summary", evicted=len(evicted), by_model=folded.by_model, chars=len(folded.summary),
             **({"error": folded.error} if folded.error else {}),
@@ -82,6 +86,8 @@ def make_perceive(deps: NodeDeps) -> Any:
 
     async def recall(state: AgentState, goals: list[Goal], step: int, thread_id: str) -> dict[str, Any]:
         """Look up the learnings relevant to the open goals when they changed or every RECALL_EVERY steps."""
+        if deps.resources.database is None:
+            return {}  # no kasloop database (a graph served by `langgraph dev`): no long-term memory to read
         query = " ".join(g["text"] for g in goals if g["status"] == "open")[-2000:]
         key = hashlib.sha256(query.encode()).hexdigest()[:16]
         if key == state.get("recall_key") and step % RECALL_EVERY:
@@ -101,9 +107,10 @@ def make_perceive(deps: NodeDeps) -> Any:
     async def perceive(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
         usage = Usage(**(state.get("usage") or empty_usage()))
-        if ctx.max_steps is not None and usage["steps"] >= ctx.max_steps:
-            await deps.events.append(ctx.thread_id, usage["steps"], "budget", limit="max_steps", value=usage["steps"])
-            return {"status": "paused_budget", "output": f"Paused: the next step would exceed max_steps of {ctx.max_steps} (steps={usage['steps']}); raise --max-steps or budgets.max_steps in kasloop.toml."}
+        breach = step_breach(ctx, usage)
+        if breach is not None:
+            await deps.events.append(ctx.thread_id, usage["steps"], "budget", **breach.to_json())
+            return {"status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json()}
         usage["steps"] += 1
         messages = state.get("messages", [])
         update: dict[str, Any] = {"status": "running"}
@@ -121,7 +128,7 @@ def make_perceive(deps: NodeDeps) -> Any:
         old = messages[: len(messages) - len(news)]
         cut = eviction_cut(old, max_messages=deps.config.max_messages, max_tokens=deps.config.context_tokens)
         if cut:
-            update |= await fold(state, old[:cut], usage, ctx.thread_id)
+            update |= await fold(state, old[:cut], usage, ctx)
             update["messages"] = [*(RemoveMessage(id=m.id) for m in old[:cut] if m.id), *news]
         update |= await recall(state, update.get("goals", state.get("goals", [])), usage["steps"], ctx.thread_id)
         update["observation"] = _observation(messages, usage["steps"])

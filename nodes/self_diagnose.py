@@ -41,6 +41,12 @@ def _idempotent(deps: NodeDeps, name: str) -> bool:
     return tool is not None and tool.idempotent
 
 
+def _failure(tool: str, kind: str, message: str) -> dict[str, str]:
+    """What failed, kept until a call succeeds: act then records "X failed with Y; Z worked" as a learning."""
+    text = " ".join(message.split()).removeprefix("Error: ")
+    return {"tool": tool, "kind": kind, "message": text if len(text) <= 120 else text[:119] + "…"}
+
+
 def alternate_call(deps: NodeDeps, ctx: RunContext, state: AgentState, call: PendingCall) -> PendingCall | None:
     """The failed ``call`` redone with the first declared alternate this thread may run without asking."""
     tool = deps.tools.get(call["tool"])
@@ -119,16 +125,20 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             redo = alternate_call(deps, ctx, state, failed[0])
             if redo is not None:
                 await log("fallback", from_tool=failed[0]["tool"], to_tool=redo["tool"])
-                return {"attempts": attempts, "pending": [redo]}
+                return {"attempts": attempts, "pending": [redo], "recovering": _failure(failed[0]["tool"], kind, error["message"])}
 
         # Fixable: the model gets the error and plans again.
         diagnosis = f"{error.get('tool') or 'the model'} failed ({kind}): {error['message'][:500]}"
         update: dict[str, Any] = {"attempts": attempts, "diagnosis": diagnosis, "last_error": None, "pending": []}
+        if source == "tool" and failed and kind != "stuck":
+            update["recovering"] = _failure(failed[0]["tool"], kind, error["message"])
         if source == "tool":
             update["messages"] = [
                 failed_call_message(c, kind=kind, message=error["message"])
                 for c in failed
             ]
+        elif kind == "stuck":
+            update["messages"] = [HumanMessage(f"Note from kasloop: {error['message']}")]
         else:
             update["messages"] = [HumanMessage(f"Your last reply could not be used: {error['message']}. Reply with a valid tool call or a plain-text answer.")]
         await log("replan")

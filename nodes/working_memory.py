@@ -37,7 +37,9 @@ __all__ = [
     "digest",
     "eviction_cut",
     "fold_into_summary",
+    "message_tokens",
     "prompt_tokens",
+    "summary_request_tokens",
 ]
 
 LOW_WATER = 0.6
@@ -56,9 +58,34 @@ SUMMARY_PROMPT = (
 )
 
 
+_COUNTED: dict[str, tuple[int, int, int]] = {}
+_COUNTED_MAX = 8192
+
+
+def message_tokens(message: BaseMessage) -> int:
+    """Approximate tokens of one message (langchain-core's estimate), remembered by message id.
+
+    Every cycle counts the whole working memory twice (eviction, then the
+    prompt's size for the budget); a message with an id never changes, so it
+    is counted once (the length and call count guard against a reused id).
+    """
+    calls = len(getattr(message, "tool_calls", None) or ())
+    size = len(message.content) if isinstance(message.content, str) else -1
+    if message.id is None or size < 0:
+        return count_tokens_approximately([message])
+    hit = _COUNTED.get(message.id)
+    if hit is not None and hit[0] == size and hit[1] == calls:
+        return hit[2]
+    tokens = count_tokens_approximately([message])
+    if len(_COUNTED) >= _COUNTED_MAX:
+        _COUNTED.clear()
+    _COUNTED[message.id] = (size, calls, tokens)
+    return tokens
+
+
 def prompt_tokens(messages: Sequence[BaseMessage]) -> int:
     """Approximate tokens of ``messages`` (langchain-core's estimate: about 4 characters per token)."""
-    return count_tokens_approximately(list(messages))
+    return sum(message_tokens(m) for m in messages)
 
 
 def _last_turn_start(messages: Sequence[BaseMessage]) -> int:
@@ -75,7 +102,7 @@ def eviction_cut(messages: Sequence[BaseMessage], *, max_messages: int, max_toke
     both limits, move the cut later until it opens a turn, and never cut into
     the newest turn (a single huge turn is kept rather than split).
     """
-    sizes = [count_tokens_approximately([m]) for m in messages]
+    sizes = [message_tokens(m) for m in messages]
     if len(messages) <= max_messages and sum(sizes) <= max_tokens:
         return 0
     keep_messages = max(1, int(max_messages * LOW_WATER))
@@ -135,14 +162,22 @@ class Folded:
     error: str = ""
 
 
-async def fold_into_summary(model: BaseChatModel, previous: str, evicted: Sequence[BaseMessage], *, turn: int) -> Folded:
-    """Ask the model to merge ``evicted`` into ``previous``; fall back to :func:`digest` if it cannot."""
-    request = [
+def _request(previous: str, evicted: Sequence[BaseMessage]) -> list[BaseMessage]:
+    return [
         SystemMessage(SUMMARY_PROMPT),
         HumanMessage(f"Summary so far:\n{previous or '(none)'}\n\nNew events:\n{_transcript(evicted)}\n\nThe updated summary:"),
     ]
+
+
+def summary_request_tokens(previous: str, evicted: Sequence[BaseMessage]) -> int:
+    """Approximate prompt tokens of the summarising call (for the budget check before it)."""
+    return prompt_tokens(_request(previous, evicted))
+
+
+async def fold_into_summary(model: BaseChatModel, previous: str, evicted: Sequence[BaseMessage], *, turn: int) -> Folded:
+    """Ask the model to merge ``evicted`` into ``previous``; fall back to :func:`digest` if it cannot."""
     try:
-        reply = await invoke_model(model, request, [], turn=turn, purpose="summary")
+        reply = await invoke_model(model, _request(previous, evicted), [], turn=turn, purpose="summary")
     except ModelError as exc:
         return Folded(digest(previous, evicted), by_model=False, error=exc.message)
     text = str(reply.text).strip()

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["kasloop", "kasloop.graphs", "kasloop.nodes", "kasloop.tools", "kasloop.checkpoints", "kasloop.cli"]
+SUBPACKAGES = ["kasloop", "kasloop.graphs", "kasloop.nodes", "kasloop.tools", "kasloop.checkpoints", "kasloop.cli", "kasloop.channels"]
 TOP_LEVEL_NAMES_THAT_MUST_NOT_EXIST = ["tools", "graphs", "nodes", "checkpoints"]
 
 

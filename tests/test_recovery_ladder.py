@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from kasloop import Agent, AgentConfig, PolicyRule
+from kasloop import Agent, AgentConfig, LongTermMemory, PolicyRule
+from kasloop.checkpoints import open_database
 from kasloop.tools import Tool, ToolContext, ToolFailure
 from conftest import call
 
@@ -113,6 +114,13 @@ async def test_a_site_that_refuses_scripts_is_opened_in_the_browser_instead(
     tools = [(e["tool"], e["ok"]) for e in events if e["kind"] == "tool"]
     assert tools == [("http_get", False), ("browser_open", True)]
     assert "Opening hours" in [e for e in events if e["kind"] == "tool"][-1]["output"]
+    [learned] = [e for e in events if e["kind"] == "learned"]
+    assert learned["text"].startswith("http_get failed (permanent: HTTP 403") and "browser_open(url=" in learned["text"]
+    async with open_database(agent.db_path) as db:
+        memory = await LongTermMemory.open(db)
+        [found] = await memory.search("opening hours site http_get 403", kinds=["learning"])
+        memory.close()
+    assert found.text == learned["text"] and "recovery" in found.tags, "what worked is in long-term memory for later runs"
 
 
 class Query(BaseModel):

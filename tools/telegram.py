@@ -56,6 +56,7 @@ Config (``ToolContext.extra["telegram"]``, all optional):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -71,12 +72,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 
 __all__ = [
+    "APPROVAL_PREFIX",
     "TELEGRAM_TOOLS",
     "TelegramClient",
     "TelegramError",
     "TelegramSettings",
     "TelegramState",
+    "handle_updates",
     "inbox_deliver",
+    "poll_once",
     "pump_updates",
     "redact",
 ]
@@ -584,16 +588,60 @@ async def pump_updates(
                 await _pause(delay, stop)
                 continue
             failures = 0
-            for update in updates if isinstance(updates, list) else []:
-                update_id = update.get("update_id")
-                described = describe_update(update)
-                thread = conf.thread_for(described[0]) if described is not None else None
-                if described is not None and thread is not None and conf.chat_allowed(described[0]):
-                    await deliver(thread, "telegram", described[1], described[2])
-                    delivered += 1
-                if isinstance(update_id, int):
-                    await state.put("offset", bot, update_id + 1)
+            delivered += await handle_updates(client, conf, updates, deliver, state, bot)
     return delivered
+
+
+APPROVAL_PREFIX = "kasloop:"
+"""``callback_data`` of kasloop's approval buttons: ``kasloop:<approval id>:approve|reject``."""
+
+OnApproval = Callable[[dict[str, Any]], Awaitable[str]]
+"""Handles one approval button press (the ``callback_query``); returns the text to answer it with."""
+
+
+async def handle_updates(
+    client: TelegramClient, conf: TelegramSettings, updates: Any, deliver: Deliver, state: TelegramState, bot: str,
+    on_approval: OnApproval | None = None,
+) -> int:
+    """Hand one batch of updates on (approval buttons to ``on_approval``, the rest to ``deliver``); returns how many were delivered.
+
+    The offset is stored after each update, so each is handled once.
+    """
+    delivered = 0
+    for update in updates if isinstance(updates, list) else []:
+        update_id = update.get("update_id")
+        query = update.get("callback_query")
+        data = query.get("data") if isinstance(query, dict) else None
+        if on_approval is not None and isinstance(data, str) and data.startswith(APPROVAL_PREFIX):
+            answer = await on_approval(query)
+            with contextlib.suppress(TelegramError):  # a press not acknowledged only spins a while in the app
+                await client.call("answerCallbackQuery", {"callback_query_id": str(query.get("id", "")), "text": answer[:200]})
+        else:
+            described = describe_update(update)
+            thread = conf.thread_for(described[0]) if described is not None else None
+            if described is not None and thread is not None and conf.chat_allowed(described[0]):
+                await deliver(thread, "telegram", described[1], described[2])
+                delivered += 1
+        if isinstance(update_id, int):
+            await state.put("offset", bot, update_id + 1)
+    return delivered
+
+
+async def poll_once(
+    settings: TelegramSettings | Mapping[str, Any], deliver: Deliver, *, state: TelegramState | None = None, on_approval: OnApproval | None = None,
+) -> int:
+    """One ``getUpdates`` without waiting (for the daemon's cycle): approval buttons and messages alike."""
+    conf = settings if isinstance(settings, TelegramSettings) else TelegramSettings.model_validate(dict(settings))
+    token = _token(conf)
+    state = state or TelegramState()
+    bot = _bot_id(token)
+    async with TelegramClient(conf, token) as client:
+        offset = await state.get("offset", bot)
+        params: dict[str, Any] = {"timeout": 0, "allowed_updates": ALLOWED_UPDATES}
+        if offset is not None:
+            params["offset"] = offset
+        updates = await client.call("getUpdates", params)
+        return await handle_updates(client, conf, updates, deliver, state, bot, on_approval)
 
 
 async def _pause(seconds: float, stop: asyncio.Event | None) -> None:

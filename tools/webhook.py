@@ -36,8 +36,8 @@ no secret → ``permanent``.
 it with uvicorn) that accepts ``POST /hooks/{thread_id}`` (or ``POST /hooks``
 with the thread in the ``X-Kasloop-Thread`` header). It checks, in order: body
 size (413), the signature (constant-time compare, 401), the timestamp within
-``replay_window`` seconds of now (401), the thread (``thread_for`` may map or
-refuse it: 404), the delivery id and a JSON object body (400), then whether
+``replay_window`` seconds of now (401), the delivery id and a JSON object body
+(400), the thread (``thread_for`` may map or refuse it: 404), then whether
 the delivery id was seen before (200 ``{"duplicate": true}``, nothing
 delivered). The signature covers the delivery id, so a captured request
 cannot be replayed under a new id: inside the window it is a duplicate, after
@@ -372,6 +372,8 @@ def make_webhook_app(
     thread_for: Callable[[str], str | None] | None = None,
     max_body: int = MAX_PAYLOAD,
     seen: DeliveryLog | None = None,
+    approvals: Callable[[dict[str, Any], str], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
+    refused: Callable[..., Awaitable[None]] | None = None,
 ) -> Starlette:
     """An ASGI app receiving signed webhooks into ``deliver`` (see the module docstring).
 
@@ -383,6 +385,11 @@ def make_webhook_app(
             default: any well-formed thread id is accepted as is.
         max_body: bytes of body accepted (413 beyond).
         seen: where handled delivery ids live; :class:`DatabaseDeliveryLog` survives restarts.
+        approvals: when given, ``POST /approvals`` takes signed decisions (``{"approval_id", "decision",
+            "by"?, "reason"?}``), checked like hooks (signature, window, delivery id), a delivery id at
+            most once (a replay is 409); ``approvals(payload, delivery)`` returns the status and answer.
+            See ``kasloop.channels.webhook.approvals_handler``.
+        refused: ``async (status, delivery, payload=None)``, told of every refused approval callback (to log it).
     """
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -407,22 +414,17 @@ def make_webhook_app(
                 return None
         return bytes(body)
 
-    async def receive(request: Request) -> JSONResponse:
-        body = await read_body(request)
+    async def verified(request: Request, body: bytes | None) -> tuple[dict[str, Any], str, int] | JSONResponse:
+        """Body size, signature, replay window, delivery id and a JSON object body, in that order."""
         if body is None:
             return refuse(413, f"body larger than {max_body} bytes")
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
         signature = request.headers.get(SIGNATURE_HEADER, "")
-        delivery_id = request.headers.get(DELIVERY_HEADER, "")
-        if not timestamp or not signature or not verify(secret, timestamp, delivery_id, body, signature):
+        delivery = request.headers.get(DELIVERY_HEADER, "")
+        if not timestamp or not signature or not verify(secret, timestamp, delivery, body, signature):
             return refuse(401, "bad or missing signature")
         if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > replay_window:
             return refuse(401, "timestamp outside the replay window")
-        wanted = request.path_params.get("thread_id") or request.headers.get(THREAD_HEADER, "")
-        thread = (thread_for or (lambda t: t))(wanted) if _THREAD_RE.match(wanted) else None
-        if not thread:
-            return refuse(404, "unknown thread")
-        delivery = request.headers.get(DELIVERY_HEADER, "")
         if not _DELIVERY_RE.match(delivery):
             return refuse(400, f"missing or malformed {DELIVERY_HEADER}")
         try:
@@ -431,15 +433,50 @@ def make_webhook_app(
             payload = None
         if not isinstance(payload, dict):
             return refuse(400, "the body must be a JSON object")
+        return payload, delivery, int(timestamp)
+
+    async def receive(request: Request) -> JSONResponse:
+        checked = await verified(request, await read_body(request))
+        if isinstance(checked, JSONResponse):
+            return checked
+        payload, delivery, timestamp = checked
+        wanted = request.path_params.get("thread_id") or request.headers.get(THREAD_HEADER, "")
+        thread = (thread_for or (lambda t: t))(wanted) if _THREAD_RE.match(wanted) else None
+        if not thread:
+            return refuse(404, "unknown thread")
         keys = [f"delivery:{delivery}"]
         if not await log.claim(keys):
             return JSONResponse({"ok": True, "duplicate": True, "delivery": delivery})
         text = payload["text"] if isinstance(payload.get("text"), str) else json.dumps(payload, ensure_ascii=False)[:4000]
         try:
-            await deliver(thread, "webhook", text, {"delivery": delivery, "payload": payload, "timestamp": int(timestamp)})
+            await deliver(thread, "webhook", text, {"delivery": delivery, "payload": payload, "timestamp": timestamp})
         except Exception:  # noqa: BLE001 - the sender retries; the id must not count as handled
             await log.release(keys)
             return refuse(500, "delivery failed; retry later")
         return JSONResponse({"ok": True, "duplicate": False, "delivery": delivery})
 
-    return Starlette(routes=[Route("/hooks/{thread_id}", receive, methods=["POST"]), Route("/hooks", receive, methods=["POST"])])
+    async def decide(request: Request) -> JSONResponse:
+        body = await read_body(request)
+        checked = await verified(request, body)
+        if isinstance(checked, JSONResponse):
+            if refused is not None:
+                try:  # unverified, so only used to file the refusal under the approval it names
+                    claimed = json.loads(body or b"")
+                except ValueError:
+                    claimed = None
+                await refused(checked.status_code, request.headers.get(DELIVERY_HEADER, ""), claimed if isinstance(claimed, dict) else None)
+            return checked
+        payload, delivery, _ = checked
+        keys = [f"approval:{delivery}"]
+        if not await log.claim(keys):
+            if refused is not None:
+                await refused(409, delivery, payload)
+            return refuse(409, "this callback was already handled (replay)")
+        assert approvals is not None
+        status, answer = await approvals(payload, delivery)
+        return JSONResponse(answer, status_code=status)
+
+    routes = [Route("/hooks/{thread_id}", receive, methods=["POST"]), Route("/hooks", receive, methods=["POST"])]
+    if approvals is not None:
+        routes.append(Route("/approvals", decide, methods=["POST"]))
+    return Starlette(routes=routes)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from kasloop.cli import approvals, daemon, demo, graph, local_model, memory, run, status
+from kasloop.cli import approvals, budget, daemon, demo, graph, local_model, memory, rules, run, status
 from kasloop.cli._console import err
 from kasloop.errors import KasloopError
 
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (run, approvals, status, daemon, demo, graph, local_model, memory):
+for module in (run, approvals, budget, rules, status, daemon, demo, graph, local_model, memory):
     module.register(app)
 
 

@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         approval_id: Annotated[str, typer.Argument(help="Approval id from `kasloop approvals`.")],
         edit: Annotated[str | None, typer.Option("--edit", help="Run with these JSON arguments instead.")] = None,
         respond: Annotated[str | None, typer.Option("--respond", help="Do not run the call; give the model this text as its result.")] = None,
+        always: Annotated[bool, typer.Option("--always", help="Also allow this tool from now on, in every thread (a standing rule).")] = False,
         resume: ResumeOpt = True,
         by: ByOpt = None,
         home: HomeOpt = None,
@@ -64,12 +65,14 @@ def register(app: typer.Typer) -> None:
         """Approve a pending call (optionally edited, or answered instead) and continue its thread."""
         if edit is not None and respond is not None:
             abort("--edit and --respond exclude each other; pass one.", 2)
+        if always and respond is not None:
+            abort("--always and --respond exclude each other: --always allows the tool to run.", 2)
         args = _parse_edit(edit) if edit is not None else None
         agent = make_agent(home=home, db=db, config_file=config)
         if respond is not None:
             result = asyncio.run(agent.respond(approval_id, respond, by=by, channel="cli", resume=resume))
         else:
-            result = asyncio.run(agent.approve(approval_id, edit=args, by=by, channel="cli", resume=resume))
+            result = asyncio.run(agent.approve(approval_id, edit=args, by=by, channel="cli", resume=resume, always=always))
         print_result(result, as_json=json_out)
         raise typer.Exit(result.exit_code if resume else 0)
 
@@ -77,6 +80,7 @@ def register(app: typer.Typer) -> None:
     def reject(
         approval_id: Annotated[str, typer.Argument(help="Approval id from `kasloop approvals`.")],
         reason: Annotated[str, typer.Option("--reason", help="Why; the model is told.")] = "",
+        never: Annotated[bool, typer.Option("--never", help="Also deny this tool from now on, in every thread (a standing rule).")] = False,
         resume: ResumeOpt = True,
         by: ByOpt = None,
         home: HomeOpt = None,
@@ -86,6 +90,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reject a pending call; the model hears the reason and plans again."""
         agent = make_agent(home=home, db=db, config_file=config)
-        result = asyncio.run(agent.reject(approval_id, reason, by=by, channel="cli", resume=resume))
+        result = asyncio.run(agent.reject(approval_id, reason, by=by, channel="cli", resume=resume, never=never))
         print_result(result, as_json=json_out)
         raise typer.Exit(result.exit_code if resume else 0)

@@ -102,7 +102,7 @@ async def test_step_budget_pauses_with_exit_11(tmp_path: Path, workspace: Path, 
     agent = agent_with(tmp_path, workspace, script(*turns), autonomy=4, budgets=Budgets(max_steps=3))
     result = await agent.run("loop")
     assert result.status == "paused_budget" and result.exit_code == 11
-    assert "max_steps of 3" in result.output
+    assert "budgets.max_steps = 3" in result.output
     assert (workspace / "log.txt").read_text() == "012"
 
 
@@ -203,3 +203,17 @@ def test_loop_patterns() -> None:
 
     assert loop_pattern(["a", "a", "a"]) and loop_pattern(["z", "a", "b", "a", "b"])
     assert loop_pattern(["a", "a"]) is None and loop_pattern(["a", "b", "c", "a"]) is None and loop_pattern(["a", "b", "b", "a"]) is None
+
+
+async def test_cycles_without_progress_are_stopped_then_escalate(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    # A-B-C-A-B-C... is no A-A-A and no A-B-A-B, but after the first round nothing new happens.
+    cycle = [call("files_append", path="log.txt", content=c) for c in "abc"]
+    turns = [{"content": "", "tool_calls": [c]} for c in cycle * 6]
+    agent = agent_with(tmp_path, workspace, script(*turns), autonomy=4, stall_cycles=3, budgets=Budgets(max_steps=None))
+    result = await agent.run("go round in circles")
+    assert result.status == "escalated" and result.exit_code == 12
+    assert (workspace / "log.txt").read_text() == "abc" * 3
+    loops = [(e["pattern"], e["loops"]) for e in await agent.history(result.thread) if e["kind"] == "loop"]
+    assert loops == [("no progress", 1), ("no progress", 2)]
+    notes = [m for m in await messages_of(agent, result.thread) if getattr(m, "type", "") == "human"]
+    assert any("brought nothing new" in str(m.content) for m in notes), "the model is told why before it re-plans"

@@ -1,0 +1,118 @@
+"""Approval requests by email, decided by a reply.
+
+Each request is mailed to ``approval_channels.email.to`` (through the email
+family's SMTP settings and recipient allowlist) with a one-time code. A reply
+decides it when all of these hold: it is unread in ``folder``; its subject
+names the approval id; its first non-empty line is ``APPROVE CODE`` or
+``REJECT CODE [reason]``; the code is the one sent for that request; and its
+sender is one of ``approvers``. Every reply looked at is marked read, so it
+is handled once; a reply that fails a check is refused and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+from pathlib import Path
+from typing import Any
+
+from kasloop.channels.base import AnnouncementLog, Decide, Incoming, Refuse, request_text
+from kasloop.checkpoints.sqlite import Database
+from kasloop.config import EmailApprovals
+from kasloop.tools.base import ToolContext, ToolFailure, run_tool
+from kasloop.tools.email import (
+    EMAIL_TOOLS,
+    EmailSettings,
+    _body_text,
+    _check,
+    _header,
+    _imap_session,
+    _open_folder,
+    _parse,
+    _parse_fetch,
+    _password,
+    parse_addresses,
+)
+
+__all__ = ["EmailChannel", "parse_reply"]
+
+_APPROVAL_ID = re.compile(r"\bap-[0-9a-f]{10}\b")
+_DECISION = re.compile(r"^\s*(APPROVE|REJECT)\s+([0-9A-F]{8})\b\s*[:,-]?\s*(.*)$", re.IGNORECASE)
+
+
+def parse_reply(subject: str, body: str) -> tuple[str, str, str, str] | None:
+    """``(approval_id, decision, code, reason)`` from a reply, or None if it is not a decision."""
+    found = _APPROVAL_ID.search(subject)
+    line = next((ln for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith(">")), "")
+    match = _DECISION.match(line)
+    if found is None or match is None:
+        return None
+    return found.group(0), match.group(1).lower(), match.group(2).upper(), match.group(3).strip()
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, approvals: EmailApprovals, tool_settings: dict[str, Any]) -> None:
+        self.approvals = approvals
+        self.tool_settings = tool_settings
+        self.approvers = {a.addr_spec.lower() for entry in approvals.approvers for a in parse_addresses(entry)}
+
+    async def send(self, record: dict[str, Any], code: str) -> str:
+        send = next(t for t in EMAIL_TOOLS if t.name == "email_send")
+        body = (
+            f"{request_text(record)}\n\nTo decide, reply with one of these as the first line:\n"
+            f"APPROVE {code}\nREJECT {code} your reason\n\nThe code is for this request only."
+        )
+        args = {"to": self.approvals.to, "subject": f"[kasloop] Approval {record['approval_id']}: {record['tool']}", "body": body}
+        ctx = ToolContext(workspace=Path("."), idempotency_key=f"approval-{record['approval_id']}", extra=self.tool_settings)
+        result = await run_tool(send, args, ctx)
+        if not result.ok:
+            raise ToolFailure(result.error_kind or "permanent", result.output)
+        return str(result.metadata.get("message_id", ""))
+
+    async def poll(self, db: Database, decide: Decide, refuse: Refuse) -> None:
+        settings = EmailSettings.model_validate(self.tool_settings.get("email") or {})
+        if settings.imap is None or not settings.imap.username:
+            raise ToolFailure("permanent", "approval_channels.email needs tool_settings.email.imap (host, username) to read replies")
+        password = _password(settings.imap, "imap")
+        assert password is not None
+        folder = self.approvals.folder
+        replies = await asyncio.to_thread(_imap_session, settings.imap, password, lambda conn: _unread_replies(conn, folder))
+        log = AnnouncementLog(db)
+        for sender, subject, body in replies:
+            parsed = parse_reply(subject, body)
+            if parsed is None:
+                continue
+            approval_id, decision, code, reason = parsed
+            by = f"email:{sender}"
+            sent = await log.get(approval_id, self.name)
+            if sender not in self.approvers:
+                await refuse(approval_id, by, f"{sender} is not an approver")
+            elif sent is None or sent["code"] != code:
+                await refuse(approval_id, by, "the reply does not quote this request's code")
+            else:
+                await decide(Incoming(approval_id, decision, by, reason))
+
+
+def _unread_replies(conn: imaplib.IMAP4, folder: str) -> list[tuple[str, str, str]]:
+    """``(sender, subject, body)`` of the unread kasloop replies in ``folder``; each is marked read."""
+    _open_folder(conn, folder, readonly=False)
+    typ, data = conn.uid("SEARCH", "UNSEEN", "SUBJECT", '"kasloop"')
+    _check(typ, data, "searching for replies")
+    uids = [u.decode() for d in data if isinstance(d, bytes) for u in d.split()]
+    found: list[tuple[str, str, str]] = []
+    for uid in uids:
+        typ, data = conn.uid("FETCH", uid, "(UID BODY.PEEK[])")
+        _check(typ, data, "reading a reply")
+        for fetched in _parse_fetch(data):
+            msg = _parse(fetched.body)
+            try:
+                senders = parse_addresses(_header(msg, "From") or "")
+            except ValueError:  # mail comes from strangers: an unparsable sender is simply no approver
+                senders = []
+            sender = senders[0].addr_spec.lower() if len(senders) == 1 else ""
+            found.append((sender, _header(msg, "Subject"), _body_text(msg)))
+        conn.uid("STORE", uid, "+FLAGS.SILENT", "(\\Seen)")
+    return found
