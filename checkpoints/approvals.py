@@ -114,15 +114,27 @@ class ApprovalStore:
         rows = await self.db.fetchall(sql + " ORDER BY created_at, rowid", params)
         return [_record(r) for r in rows]
 
-    async def decide(self, approval_id: str, decision: Decision, *, by: str, channel: str) -> bool:
-        """Record a decision; False if the request was no longer pending (someone else decided)."""
+    async def decide(
+        self, approval_id: str, decision: Decision, *, by: str, channel: str, event: tuple[str, tuple[Any, ...]] | None = None
+    ) -> bool:
+        """Record a decision; False if the request was no longer pending (someone else decided).
+
+        ``event`` (an ``event_row``) is written in the same transaction, only if the decision was recorded,
+        so a crash can never keep one without the other.
+        """
         status = {"approve": "approved", "edit": "edited", "reject": "rejected", "respond": "responded"}[decision["decision"]]
-        changed = await self.db.execute(
-            "UPDATE kasloop_approvals SET status = ?, decision = ?, decided_at = ?, decided_by = ?, channel = ?"
-            " WHERE approval_id = ? AND status = 'pending'",
-            (status, json.dumps(decision, ensure_ascii=False), time.time(), by, channel, approval_id),
-        )
-        return changed == 1
+
+        def write(conn: Any) -> bool:
+            changed = conn.execute(
+                "UPDATE kasloop_approvals SET status = ?, decision = ?, decided_at = ?, decided_by = ?, channel = ?"
+                " WHERE approval_id = ? AND status = 'pending'",
+                (status, json.dumps(decision, ensure_ascii=False), time.time(), by, channel, approval_id),
+            ).rowcount == 1
+            if changed and event is not None:
+                conn.execute(*event)
+            return bool(changed)
+
+        return await self.db.write(write)
 
     async def expired(self, thread_id: str, now: float) -> list[ApprovalRecord]:
         """Pending requests of ``thread_id`` whose ``expires_at`` has passed."""

@@ -20,7 +20,15 @@ from typing import Any
 
 from kasloop.checkpoints.sqlite import Database
 
-__all__ = ["EventLog"]
+__all__ = ["EventLog", "event_row"]
+
+
+def event_row(thread_id: str, step: int, kind: str, **data: Any) -> tuple[str, tuple[Any, ...]]:
+    """The insert of one event, for a caller that must commit it together with its own write."""
+    return (
+        "INSERT INTO kasloop_events (thread_id, ts, step, kind, data) VALUES (?, ?, ?, ?, ?)",
+        (thread_id, time.time(), step, kind, json.dumps(data, default=str, ensure_ascii=False)),
+    )
 
 
 class EventLog:
@@ -29,10 +37,7 @@ class EventLog:
 
     async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None:
         """Queue the row for the next commit (see the module docstring); ``flush`` commits it now."""
-        self.db.defer(
-            "INSERT INTO kasloop_events (thread_id, ts, step, kind, data) VALUES (?, ?, ?, ?, ?)",
-            (thread_id, time.time(), step, kind, json.dumps(data, default=str, ensure_ascii=False)),
-        )
+        self.db.defer(*event_row(thread_id, step, kind, **data))
 
     async def flush(self) -> None:
         """Commit the queued rows now."""

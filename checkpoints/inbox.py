@@ -7,19 +7,32 @@ state, not the mark, decides delivery: if the process dies before perceive's
 checkpoint is written, the next perceive reads the same messages again, and
 once it is written they are never read again. Exactly once, with no
 two-phase commit between the inbox and the checkpointer.
+
+Reading costs a database round trip every cycle, and the inbox is almost
+always empty. So every ``put`` (from any process) also replaces a small
+signal file next to the database (``kasloop.db.inbox``), and ``take`` skips
+the read while that file is unchanged since its last empty read, for at most
+:data:`RECHECK_EVERY` cycles (so a message written without the signal is
+still read soon).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kasloop.checkpoints.sqlite import Database
 
-__all__ = ["Inbox", "InboxItem"]
+__all__ = ["RECHECK_EVERY", "Inbox", "InboxItem"]
+
+RECHECK_EVERY = 10
+"""Cycles a thread may skip reading the inbox while the signal file is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,36 @@ class Inbox:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._quiet: dict[str, tuple[tuple[int, int, int] | None, int, int]] = {}
+        """thread → (signal seen at the last empty read, ``after`` then, reads skipped since)."""
+
+    def _signal_path(self) -> Path | None:
+        path = self.db.path
+        return path.with_name(path.name + ".inbox") if path.name != ":memory:" else None
+
+    def _signal(self) -> tuple[int, int, int] | None:
+        path = self._signal_path()
+        if path is None:
+            return None
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return (0, 0, 0)  # nothing was ever put (creating the file is a change too)
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _touch(self) -> None:
+        """Replace the signal file (a new inode each time, so even two puts in one clock tick differ)."""
+        path = self._signal_path()
+        if path is None:
+            return
+        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}")
+        try:
+            temp.write_text(uuid.uuid4().hex)
+            os.replace(temp, path)
+        except OSError:  # the signal only saves reads; the message is in the database either way
+            temp.unlink(missing_ok=True)
 
     async def put(self, thread_id: str, source: str, text: str, **data: Any) -> int:
         """Append one message for ``thread_id``; returns its id."""
@@ -56,7 +99,9 @@ class Inbox:
             conn.commit()
             return int(cur.lastrowid or 0)
 
-        return await self.db.call(write)
+        message_id = await self.db.call(write)
+        self._touch()  # after the commit: a reader that sees the new signal finds the row
+        return message_id
 
     async def pending(self, thread_id: str) -> list[InboxItem]:
         """Messages not yet taken, oldest first (reading does not take them)."""
@@ -77,6 +122,11 @@ class Inbox:
 
     async def take(self, thread_id: str, after: int = 0) -> list[InboxItem]:
         """Messages of ``thread_id`` with an id above ``after``, oldest first, marked taken."""
+        signal = self._signal()
+        quiet = self._quiet.get(thread_id)
+        if signal is not None and quiet is not None and quiet[:2] == (signal, after) and quiet[2] < RECHECK_EVERY:
+            self._quiet[thread_id] = (signal, after, quiet[2] + 1)
+            return []
 
         def read_and_mark(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             rows = conn.execute(
@@ -90,4 +140,9 @@ class Inbox:
                 conn.commit()
             return rows
 
-        return [_item(r) for r in await self.db.call(read_and_mark)]
+        rows = await self.db.call(read_and_mark)
+        if rows:
+            self._quiet.pop(thread_id, None)
+        else:
+            self._quiet[thread_id] = (signal, after, 0)
+        return [_item(r) for r in rows]

@@ -69,12 +69,19 @@ class Ledger:
         row = await self.db.write(claim_row)
         return None if row is None else _entry(row)
 
-    async def record_result(self, key: str, result: dict[str, Any]) -> None:
-        """Committed right after the tool returns."""
-        await self.db.execute(
-            "UPDATE kasloop_ledger SET result = ?, result_at = ? WHERE key = ?",
-            (json.dumps(result, ensure_ascii=False), time.time(), key),
-        )
+    async def record_result(self, key: str, result: dict[str, Any], *, now: bool = True) -> None:
+        """Committed right after the tool returns (``now``), or with the node's checkpoint.
+
+        act passes ``now=False`` for idempotent tools only: if the process dies before that
+        commit, the call is run again, which an idempotent tool makes harmless; a side effect
+        that must not repeat is always recorded at once.
+        """
+        sql = "UPDATE kasloop_ledger SET result = ?, result_at = ? WHERE key = ?"
+        params = (json.dumps(result, ensure_ascii=False), time.time(), key)
+        if now:
+            await self.db.execute(sql, params)
+        else:
+            self.db.defer(sql, params)
 
     async def entries(self, thread_id: str) -> list[LedgerEntry]:
         rows = await self.db.fetchall(f"{_SELECT} WHERE thread_id = ? ORDER BY intent_at, rowid", (thread_id,))

@@ -26,7 +26,7 @@ class MemoryLedger:
             self._rows[key] = LedgerEntry(key, tool, arg_hash, idempotent, None)
         return existing
 
-    async def record_result(self, key: str, result: dict[str, Any]) -> None:
+    async def record_result(self, key: str, result: dict[str, Any], *, now: bool = True) -> None:
         entry = self._rows[key]
         self._rows[key] = LedgerEntry(entry.key, entry.tool, entry.arg_hash, entry.idempotent, result)
 

@@ -6,15 +6,14 @@ about 120 times per cycle, which was the largest single cost of kasloop's
 loop after the database hops. Messages are not changed after they enter the
 state (kasloop's nodes and LangGraph's ``add_messages`` make new objects), so
 this serializer keeps the encoded form of recently seen message objects
-(holding a reference, so an object's ``id`` cannot be reused while cached,
-plus a fingerprint of id, content length and tool calls as a guard) and
-reuses it. The bytes are exactly what ``JsonPlusSerializer`` writes; reading
+(holding a reference, so an object's ``id`` cannot be reused while cached)
+and reuses it. A message must therefore not be changed in place once it is
+in the state; replace it with a new object (as ``add_messages`` does). The bytes are exactly what ``JsonPlusSerializer`` writes; reading
 is unchanged.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import ormsgpack
@@ -26,31 +25,23 @@ __all__ = ["MessageCachingSerializer"]
 CACHE_SIZE = 512
 
 
-def _fingerprint(message: BaseMessage) -> tuple[Any, ...]:
-    content = message.content
-    return (message.id, len(content) if isinstance(content, str) else repr(content), len(getattr(message, "tool_calls", None) or ()))
-
-
 class MessageCachingSerializer(JsonPlusSerializer):
     """``JsonPlusSerializer`` with a small cache of encoded messages (see the module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._encoded: OrderedDict[int, tuple[BaseMessage, tuple[Any, ...], Any]] = OrderedDict()
+        self._encoded: dict[int, tuple[BaseMessage, Any]] = {}
 
     def _default(self, obj: Any) -> Any:
         if not isinstance(obj, BaseMessage):
             return _msgpack_default(obj)
-        key = id(obj)
-        hit = self._encoded.get(key)
-        fingerprint = _fingerprint(obj)
-        if hit is not None and hit[0] is obj and hit[1] == fingerprint:
-            self._encoded.move_to_end(key)
-            return hit[2]
+        hit = self._encoded.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
         encoded = _msgpack_default(obj)
-        self._encoded[key] = (obj, fingerprint, encoded)
-        if len(self._encoded) > CACHE_SIZE:
-            self._encoded.popitem(last=False)
+        if len(self._encoded) >= CACHE_SIZE:
+            self._encoded.clear()  # the window is far smaller than this; a rare full reset is cheapest
+        self._encoded[id(obj)] = (obj, encoded)
         return encoded
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:

@@ -25,10 +25,11 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
+from kasloop.checkpoints.events import event_row
 from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.checkpoints.rules import RuleStore
 from kasloop.budget import LIMITS, check_prices
-from kasloop.channels.base import Incoming, announce, channels_for
+from kasloop.channels.base import Incoming, announce, channels_for, notify
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.config import AgentConfig, Budgets, PolicyRule
 from kasloop.errors import ApprovalError, ConfigError, KasloopError, ThreadBusy, ThreadNotFound, UsageError
@@ -259,12 +260,14 @@ class Agent:
             records = [approval_json(r) for r in await approvals.pending(thread_id)]
         else:
             status = values.get("status", "running")
-            if status in ("running", "waiting_approval") and not snapshot.next:
+            if status in ("running", "waiting_approval") and _finished(snapshot):
                 status = "done"
             if breach:
                 records = [approval_json(r) for r in await approvals.pending(thread_id)]
         if records:
             await self._announce(db, thread_id, records)
+        elif status in ("escalated", "paused_budget"):  # nobody is asked (level 4): tell them
+            await self._notify(db, thread_id, f"{status}:{step}:{values.get('model_turns', 0)}", f"Thread {thread_id} {status.replace('_', ' ')}", values.get("output", ""))
         await ThreadStore(db).set_status(thread_id, status)
         return RunResult(
             thread=thread_id, status=status, output=values.get("output", ""),
@@ -278,6 +281,13 @@ class Agent:
             config = self._thread_config(thread["policy"])
             if channels_for(config):
                 await announce(db, config, records)
+
+    async def _notify(self, db: Database, thread_id: str, key: str, subject: str, text: str) -> None:
+        thread = await ThreadStore(db).get(thread_id)
+        if thread is not None:
+            config = self._thread_config(thread["policy"])
+            if channels_for(config):
+                await notify(db, config, thread_id, f"notice:{thread_id}:{key}", subject, text or subject)
 
     async def _ask_for_budget(self, db: Database, thread_id: str, breach: dict[str, Any], step: int) -> str | None:
         """At levels 2 and 3 a budget pause is also a request to a human to raise that limit. Returns its batch."""
@@ -311,9 +321,9 @@ class Agent:
             value = (decision.get("args") or {}).get("value")
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= breach["used"]:
                 raise ApprovalError(f"The new {breach['limit']} must be a number above what is used ({breach['used']:g}), e.g. --edit '{{\"value\": {breach['proposed']:g}}}'.")
-        if not await ApprovalStore(db).decide(record["approval_id"], {**decision, "arg_hash": record["arg_hash"]}, by=by, channel=channel):  # type: ignore[typeddict-item]
+        event = event_row(thread_id, 0, "approval_decision", approval_id=record["approval_id"], decision=kind, by=by, channel=channel, arg_hash=record["arg_hash"], new_arg_hash=None)
+        if not await ApprovalStore(db).decide(record["approval_id"], {**decision, "arg_hash": record["arg_hash"]}, by=by, channel=channel, event=event):  # type: ignore[typeddict-item]
             raise ApprovalError(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
-        await EventLog(db).append(thread_id, 0, "approval_decision", approval_id=record["approval_id"], decision=kind, by=by, channel=channel, arg_hash=record["arg_hash"], new_arg_hash=None)
         if kind == "reject":
             return await self._settle(db, self._graph(db, await self._stored_config(db, thread_id)), thread_id, {"configurable": {"thread_id": thread_id}})
         await self._set_budgets(db, thread_id, {breach["limit"]: value}, by=by)
@@ -405,10 +415,10 @@ class Agent:
                     f"Thread `{thread_id}` has no checkpoint (its first run died before the first one was written); "
                     f"start it again with `kasloop run GOAL --thread {thread_id}`."
                 )
-            if not snapshot.next and snapshot.values.get("status") == "paused_budget":
+            if _finished(snapshot) and snapshot.values.get("status") == "paused_budget":
                 # The nodes check the budgets again: a limit that was raised lets the thread go on.
                 return await self._continue_paused(db, thread_id)
-            if not snapshot.next:
+            if _finished(snapshot):
                 seen = snapshot.values.get("inbox_seen", 0)
                 if await Inbox(db).newer(thread_id, seen) and snapshot.values.get("status") not in ("paused_budget",):
                     # Finished, but instructions arrived since (`kasloop tell`): a new cycle reads them.
@@ -447,11 +457,10 @@ class Agent:
                 "decision": "reject", "reason": "Nobody decided before the request expired; do not retry it, choose another way.",
                 "arg_hash": record["arg_hash"],
             }
-            if await store.decide(record["approval_id"], decision, by="kasloop", channel="expiry"):
-                await EventLog(db).append(
-                    thread_id, step, "approval_decision", approval_id=record["approval_id"], decision="reject", by="kasloop",
-                    channel="expiry", arg_hash=record["arg_hash"], new_arg_hash=None,
-                )
+            await store.decide(record["approval_id"], decision, by="kasloop", channel="expiry", event=event_row(
+                thread_id, step, "approval_decision", approval_id=record["approval_id"], decision="reject", by="kasloop",
+                channel="expiry", arg_hash=record["arg_hash"], new_arg_hash=None,
+            ))
 
     async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
         """Pending approval requests, oldest first, across threads (or of one thread)."""
@@ -508,13 +517,13 @@ class Agent:
                 decision["arg_hash"] = record["arg_hash"]
             decision["by"] = by or getpass.getuser()
             decision["channel"] = channel
-            if not await store.decide(approval_id, decision, by=decision["by"], channel=channel):  # type: ignore[arg-type]
-                raise ApprovalError(f"Approval `{approval_id}` was decided by someone else meanwhile; nothing changed.")
             step = (snapshot.values or {}).get("usage", empty_usage())["steps"]
-            await EventLog(db).append(
+            event = event_row(
                 record["thread"], step, "approval_decision", approval_id=approval_id, decision=kind, by=decision["by"],
                 channel=channel, arg_hash=record["arg_hash"], new_arg_hash=decision["arg_hash"] if kind == "edit" else None,
             )
+            if not await store.decide(approval_id, decision, by=decision["by"], channel=channel, event=event):  # type: ignore[arg-type]
+                raise ApprovalError(f"Approval `{approval_id}` was decided by someone else meanwhile; nothing changed.")
             batch = await store.batch(record["batch_id"])
             if not resume or any(r["status"] == "pending" for r in batch):
                 return await self._settle(db, graph, record["thread"], {"configurable": {"thread_id": record["thread"]}})
@@ -655,6 +664,27 @@ class Agent:
                     await events.append("", 0, "channel_error", channel=channel.name, message=exc.message[:300])
         return recorded
 
+    async def poll_inbox(self) -> int:
+        """Feed new mail into the inbox (``tool_settings.email.inbox_thread``), and Telegram messages
+        (``tool_settings.telegram`` ``chat_threads`` / ``default_thread``) when no Telegram approval channel
+        already polls them. The daemon calls this every cycle; returns how many messages arrived."""
+        settings = self.config.tool_settings
+        email, telegram = settings.get("email") or {}, settings.get("telegram") or {}
+        wants_telegram = (telegram.get("chat_threads") or telegram.get("default_thread")) and self.config.approval_channels.telegram is None
+        if not email.get("inbox_thread") and not wants_telegram:
+            return 0
+        from kasloop.tools.email import poll_inbox
+        from kasloop.tools.telegram import TelegramState, inbox_deliver, poll_once
+
+        arrived = 0
+        async with self._open() as db:
+            deliver = inbox_deliver(db)
+            if email.get("inbox_thread"):
+                arrived += await poll_inbox(email, deliver)
+            if wants_telegram:
+                arrived += await poll_once(telegram, deliver, state=TelegramState(db))
+        return arrived
+
     async def set_budget(self, thread_id: str, *, by: str | None = None, **limits: int | float | None) -> dict[str, Any]:
         """Change a thread's budgets (e.g. ``max_usd=2.0``); ``resume`` then continues a paused thread.
 
@@ -700,6 +730,13 @@ class Agent:
 
     def respond_sync(self, approval_id: str, text: str, **kwargs: Any) -> RunResult:
         return _run_sync(self.respond(approval_id, text, **kwargs), "respond")
+
+
+def _finished(snapshot: Any) -> bool:
+    """The graph reached its end. ``next`` alone is not enough: after a crash between a node's saved
+    writes and the checkpoint that follows, LangGraph lists that node in ``tasks`` (done) but not in
+    ``next``, and the thread still has to be continued (``resume`` applies the writes and goes on)."""
+    return not snapshot.next and not snapshot.tasks
 
 
 def _resume_value(batch: list[ApprovalRecord]) -> dict[str, Any]:

@@ -212,6 +212,9 @@ class AgentConfig(_Frozen):
     stall_cycles: int = Field(default=10, ge=2)
     """Cycles in a row without progress (no call succeeded that was not done before in the task) after
     which the model is told it is stuck and must re-plan; the second time the task escalates."""
+    diagnose_with_model: bool = True
+    """After a failure that is not retried, ask the model (in a short side call without tools) for the
+    cause and a changed plan; its answer is what decide sees as "Last problem"."""
     tool_retries: int = 2
     """Retries of a tool call that failed with a transient error."""
     retry_backoff: float = 0.5

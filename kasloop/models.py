@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import httpx
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
 from kasloop.config import AgentConfig
 from kasloop.errors import ConfigError, KasloopError, ModelError
@@ -92,7 +92,7 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             http_async_client=_own_async_client(config.openai.timeout),
             max_tokens=512,  # also capped on the server (-n)
             temperature=LOCAL_TEMPERATURE,
-            metadata={LOCAL_MARK: True},
+            metadata={LOCAL_MARK: True, TOOLS_IN_PROMPT: True},
         )
     raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
 
@@ -162,14 +162,21 @@ async def invoke_model(
     tools: list[dict[str, Any]],
     *,
     turn: int,
-    purpose: Literal["decide", "summary"] = "decide",
+    purpose: Literal["decide", "summary", "diagnose"] = "decide",
 ) -> AIMessage:
     """Call the model with the tools bound; raise ``ModelError`` for anything that went wrong.
 
-    ``purpose="summary"`` is working memory's summarising call: a scripted model
-    answers it without using up a turn of its script.
+    ``purpose="summary"`` (working memory's summary) and ``"diagnose"`` (the
+    self-diagnosis prompt) are side calls: a scripted model answers them
+    without using up a turn of its script.
     """
-    bound = model.bind_tools(tools) if tools else model
+    in_prompt = bool(tools) and bool((model.metadata or {}).get(TOOLS_IN_PROMPT))
+    if in_prompt:
+        # The server gets no `tools`: it cannot reject a reply that does not parse as a call (the small
+        # model's HTTP 500s), and the raw reply reaches extract_tool_call, which can tell a call, an answer
+        # and an echoed tool result apart.
+        messages = with_tool_listing(messages, tools)
+    bound = model.bind_tools(tools) if tools and not in_prompt else model
     kwargs: dict[str, Any] = {"turn": turn, "purpose": purpose} if isinstance(model, ScriptedChatModel) else {}
     if (model.metadata or {}).get(LOCAL_MARK):
         # Sampling seeded by the turn number: the same thread replays the same way (tests and bug
@@ -184,6 +191,8 @@ async def invoke_model(
     if not isinstance(reply, AIMessage):
         raise ModelError(f"model returned {type(reply).__name__}, not an AI message", transient=False)
     if not reply.tool_calls and tools:
+        if echoes_a_tool_result(str(reply.content)):
+            raise ModelError(ECHO_MESSAGE, transient=False)
         recovered = extract_tool_call(str(reply.content), tools, call_id=f"call_{turn}_0")
         if recovered is not None:
             reply = AIMessage(content="", tool_calls=[recovered], usage_metadata=reply.usage_metadata, response_metadata=reply.response_metadata)
@@ -191,6 +200,39 @@ async def invoke_model(
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+
+TOOLS_IN_PROMPT = "kasloop_tools_in_prompt"
+"""Model metadata flag: describe the tools in the system prompt and parse calls from the reply text."""
+ECHO_MESSAGE = (
+    "the reply repeated a tool result instead of acting on it; call the next function, "
+    "or if the task is done answer in one plain sentence"
+)
+
+
+def with_tool_listing(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> list[BaseMessage]:
+    """``messages`` with the tools described in the system message, in the wording of kasloop's chat template."""
+    listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    text = (
+        "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        f"You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{listing}\n</tools>\n\n"
+        "To call a function, reply with only one JSON object, no markdown and no code fences:\n"
+        '{"name": <function-name>, "arguments": <args-json-object>}\nWhen no function is needed, reply in plain text.'
+    )
+    if messages and isinstance(messages[0], SystemMessage):
+        return [SystemMessage(str(messages[0].content) + text), *messages[1:]]
+    return [SystemMessage(text.lstrip()), *messages]
+
+
+def echoes_a_tool_result(text: str) -> bool:
+    """A reply that is one of kasloop's tool-result envelopes (``{"tool", "ok", ...}``): small models copy them."""
+    stripped = _FENCE.sub("", text.strip())
+    if not stripped.startswith("{"):
+        return False
+    try:
+        data, _ = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and "tool" in data and "ok" in data and "name" not in data
 
 
 def extract_tool_call(text: str, tools: list[dict[str, Any]], *, call_id: str) -> dict[str, Any] | None:

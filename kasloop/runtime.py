@@ -34,6 +34,7 @@ from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
 from kasloop.checkpoints.sqlite import Database
 from kasloop.errors import KasloopError, ThreadBusy, UsageError
 from kasloop.locks import try_lock
+from kasloop.tools.base import ToolFailure
 
 __all__ = ["Daemon", "daemon_status"]
 
@@ -139,10 +140,11 @@ class Daemon:
     async def cycle(self) -> CycleReport:
         """Take decisions from the approval channels, then visit every thread with work once."""
         errors: list[str] = []
-        try:
-            await self.agent.poll_approvals()
-        except KasloopError as exc:
-            errors.append(f"approval channels: {exc}")
+        for name, poll in (("approval channels", self.agent.poll_approvals), ("inbox feeds", self.agent.poll_inbox)):
+            try:
+                await poll()
+            except (KasloopError, ToolFailure) as exc:
+                errors.append(f"{name}: {exc}")
         async with open_database(self.agent.db_path) as db:
             todo = await _threads_with_work(db, self.threads)
         for thread in todo:

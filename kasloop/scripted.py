@@ -17,10 +17,11 @@ kasloop passes the thread's position as ``turn=`` so a thread resumed in a
 new process continues with the next line; used on its own the model counts
 its own calls.
 
-Working memory's summarising calls (``purpose="summary"``) are not script
-turns: they are answered with a deterministic summary made from the request
-(the summary so far, then the first words of each new event), so a script
-stays one line per decision however long the thread runs.
+Working memory's summarising calls (``purpose="summary"``) and the
+self-diagnosis prompt (``purpose="diagnose"``) are not script turns: they are
+answered deterministically from the request (the summary so far and the first
+words of each new event; the error line), so a script stays one line per
+decision however long the thread runs.
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ def _summary_result(messages: list[BaseMessage]) -> ChatResult:
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
+def _diagnosis_result(messages: list[BaseMessage]) -> ChatResult:
+    """A cause-and-plan built from the request's error line (deterministic, like the summary)."""
+    request = str(messages[-1].content)
+    error = next((line for line in request.splitlines() if line.startswith("Error (")), "Error: unknown")
+    text = f"Cause: {error.partition(': ')[2].removeprefix('Error: ')[:120]}. Next: change the arguments or use another tool."
+    tokens = _approx_tokens(text)
+    message = AIMessage(content=text, usage_metadata={"input_tokens": _approx_tokens(request), "output_tokens": tokens, "total_tokens": tokens})
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 class ScriptedChatModel(BaseChatModel):
     """Replays a script; supports ``bind_tools``; reports token usage."""
 
@@ -142,6 +153,8 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         if kwargs.get("purpose") == "summary":
             return _summary_result(messages)
+        if kwargs.get("purpose") == "diagnose":
+            return _diagnosis_result(messages)
         turn = kwargs.get("turn")
         if turn is None:
             turn = self._calls

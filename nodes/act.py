@@ -89,7 +89,7 @@ def make_act(deps: NodeDeps) -> Any:
             result = ToolResult(
                 ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(result.metadata)
             )
-        await deps.ledger.record_result(key, result.to_json())
+        await deps.ledger.record_result(key, result.to_json(), now=not tool.idempotent)
         return result, True
 
     async def learn(failure: dict[str, str], worked: PendingCall, ctx: RunContext, step: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 from langchain_core.messages import HumanMessage
@@ -19,10 +20,13 @@ from langgraph.runtime import Runtime
 
 from pydantic import ValidationError
 
+from kasloop.errors import ModelError
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.diagnosis import diagnose, diagnosis_request
+from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.nodes.messages import failed_call_message, untrusted_sources
 from kasloop.policy import arg_hash, gate_call, matching_rule_action
-from kasloop.state import AgentState, PendingCall, RunContext
+from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usage
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "make_self_diagnose", "route_after_diagnosis"]
 
@@ -75,6 +79,21 @@ def alternate_call(deps: NodeDeps, ctx: RunContext, state: AgentState, call: Pen
 
 
 def make_self_diagnose(deps: NodeDeps) -> Any:
+    async def ask_for_plan(state: AgentState, ctx: RunContext, usage: Usage, call: PendingCall | None, kind: str, message: str) -> str | None:
+        """Rung 3: the model's cause and changed plan for this failure (None if it cannot, or a budget says no)."""
+        goal = " / ".join(g["text"] for g in state.get("goals", []) if g["status"] == "open")[-500:]
+        request = diagnosis_request(goal, call, kind, message, state.get("messages", []))
+        if await deps.model_budget({**state, "usage": usage}, ctx, prompt_tokens(request)) is not None:
+            return None
+        try:
+            model = deps.model_for(state)
+        except ModelError:
+            return None
+        started = time.monotonic()
+        plan, spent = await diagnose(model, request, turn=state.get("model_turns", 0))
+        await deps.spent(state, ctx, usage, spent.get("input_tokens", 0), spent.get("output_tokens", 0), time.monotonic() - started)
+        return plan
+
     async def self_diagnose(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
         step = step_of(state)
@@ -127,9 +146,15 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
                 await log("fallback", from_tool=failed[0]["tool"], to_tool=redo["tool"])
                 return {"attempts": attempts, "pending": [redo], "recovering": _failure(failed[0]["tool"], kind, error["message"])}
 
-        # Fixable: the model gets the error and plans again.
+        # Fixable: the model gets the error (and its own cause-and-plan for it) and plans again.
         diagnosis = f"{error.get('tool') or 'the model'} failed ({kind}): {error['message'][:500]}"
         update: dict[str, Any] = {"attempts": attempts, "diagnosis": diagnosis, "last_error": None, "pending": []}
+        if deps.config.diagnose_with_model and kind != "stuck":
+            usage = Usage(**(state.get("usage") or empty_usage()))
+            plan = await ask_for_plan(state, ctx, usage, failed[0] if failed else None, kind, error["message"])
+            if plan:
+                update["diagnosis"] = f"{diagnosis[:300]} — diagnosis: {plan}"
+                update["usage"] = usage
         if source == "tool" and failed and kind != "stuck":
             update["recovering"] = _failure(failed[0]["tool"], kind, error["message"])
         if source == "tool":
@@ -141,7 +166,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             update["messages"] = [HumanMessage(f"Note from kasloop: {error['message']}")]
         else:
             update["messages"] = [HumanMessage(f"Your last reply could not be used: {error['message']}. Reply with a valid tool call or a plain-text answer.")]
-        await log("replan")
+        await log("replan", diagnosis=update["diagnosis"][:500])
         return update
 
     return self_diagnose

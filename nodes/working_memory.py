@@ -39,6 +39,7 @@ __all__ = [
     "fold_into_summary",
     "message_tokens",
     "prompt_tokens",
+    "render_line",
     "summary_request_tokens",
 ]
 
@@ -58,28 +59,25 @@ SUMMARY_PROMPT = (
 )
 
 
-_COUNTED: dict[str, tuple[int, int, int]] = {}
+_COUNTED: dict[int, tuple[BaseMessage, int]] = {}
 _COUNTED_MAX = 8192
 
 
 def message_tokens(message: BaseMessage) -> int:
-    """Approximate tokens of one message (langchain-core's estimate), remembered by message id.
+    """Approximate tokens of one message (langchain-core's estimate), remembered per message object.
 
     Every cycle counts the whole working memory twice (eviction, then the
-    prompt's size for the budget); a message with an id never changes, so it
-    is counted once (the length and call count guard against a reused id).
+    prompt's size for the budget); the messages in the state are the same
+    objects from cycle to cycle, so each is counted once (the cache holds a
+    reference, so an object's ``id`` is not reused while it is cached).
     """
-    calls = len(getattr(message, "tool_calls", None) or ())
-    size = len(message.content) if isinstance(message.content, str) else -1
-    if message.id is None or size < 0:
-        return count_tokens_approximately([message])
-    hit = _COUNTED.get(message.id)
-    if hit is not None and hit[0] == size and hit[1] == calls:
-        return hit[2]
+    hit = _COUNTED.get(id(message))
+    if hit is not None and hit[0] is message:
+        return hit[1]
     tokens = count_tokens_approximately([message])
     if len(_COUNTED) >= _COUNTED_MAX:
         _COUNTED.clear()
-    _COUNTED[message.id] = (size, calls, tokens)
+    _COUNTED[id(message)] = (message, tokens)
     return tokens
 
 
@@ -116,7 +114,8 @@ def eviction_cut(messages: Sequence[BaseMessage], *, max_messages: int, max_toke
     return min(cut, _last_turn_start(messages))
 
 
-def _line(message: BaseMessage) -> str:
+def render_line(message: BaseMessage) -> str:
+    """One message as one short line of plain text (for the summariser and the diagnosis prompt)."""
     if isinstance(message, ToolMessage):
         text = f"result of {message.name or 'a tool'}: {message.content}"
     elif isinstance(message, AIMessage):
@@ -132,7 +131,7 @@ def _line(message: BaseMessage) -> str:
 
 
 def _transcript(evicted: Sequence[BaseMessage]) -> str:
-    lines = [_line(m) for m in evicted]
+    lines = [render_line(m) for m in evicted]
     while len(lines) > 1 and sum(len(line) + 1 for line in lines) > TRANSCRIPT_CHARS:
         lines.pop(0)  # the newest evicted events matter most to what comes next
     return "\n".join(lines)
@@ -147,7 +146,7 @@ def _bounded(summary: str) -> str:
 
 def digest(previous: str, evicted: Sequence[BaseMessage]) -> str:
     """The summary without a model: the previous one plus one short line per evicted message."""
-    lines = [_line(m)[:120] for m in evicted]
+    lines = [render_line(m)[:120] for m in evicted]
     return _bounded("\n".join(part for part in (previous, *lines) if part))
 
 

@@ -102,3 +102,36 @@ def test_cli_tell_then_resume(tmp_path: Path, workspace: Path, script: Callable[
     resumed = kasloop("resume", thread, "--json")
     assert resumed.code == 0 and resumed.json()["output"] == "done", resumed.err
     assert (workspace / "note.txt").read_text() == "told"
+
+
+async def test_take_skips_reads_while_nothing_signals_a_new_message(tmp_path: Path) -> None:
+    from kasloop.checkpoints import open_database
+    from kasloop.checkpoints.inbox import RECHECK_EVERY, Inbox
+
+    async with open_database(tmp_path / "k.db") as db, open_database(tmp_path / "k.db") as other:
+        reader, writer = Inbox(db), Inbox(other)
+        reads = {"n": 0}
+        real = db.call
+
+        async def counting(fn):  # type: ignore[no-untyped-def]
+            reads["n"] += 1
+            return await real(fn)
+
+        db.call = counting  # type: ignore[method-assign]
+        assert await reader.take("t") == []
+        assert await reader.take("t") == [] and reads["n"] == 1, "unchanged signal: no second read"
+        first = await writer.put("t", "cli", "one")
+        second = await writer.put("t", "cli", "two")  # same clock tick or not, the signal changes each time
+        assert [m.text for m in await reader.take("t")] == ["one", "two"]
+        assert await reader.take("t", second) == []
+        third = await writer.put("t", "cli", "three")
+        assert [m.id for m in await reader.take("t", second)] == [third] and first < second < third
+
+        await other.execute("INSERT INTO kasloop_inbox (thread_id, source, text, data, received_at) VALUES ('t', 'raw', 'unsignalled', '{}', 0)")
+        seen: list[str] = []
+        after = third
+        for _ in range(RECHECK_EVERY + 1):
+            got = await reader.take("t", after)
+            seen += [m.text for m in got]
+            after = got[-1].id if got else after
+        assert seen == ["unsignalled"], "a message written without the signal is still read within RECHECK_EVERY cycles"

@@ -188,7 +188,8 @@ class Tool:
             self_diagnose runs the first one the thread may call without asking, with the arguments
             both tools share.
         untrusted: whether results carry outside content (a page, a mail, a chat message) that may hold
-            injected instructions; ``None``: yes for the families in ``UNTRUSTED_FAMILIES``.
+            injected instructions; ``None``: yes for the families in ``UNTRUSTED_FAMILIES`` (their sending
+            tools, whose result is only a receipt, say ``False``).
     """
 
     name: str

@@ -74,7 +74,7 @@ import socket
 import ssl
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.header import decode_header, make_header
@@ -86,7 +86,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import resolve_in_workspace
@@ -99,6 +99,7 @@ __all__ = [
     "SmtpSettings",
     "imap_quote",
     "message_id_for",
+    "poll_inbox",
     "parse_addresses",
     "search_criteria",
 ]
@@ -185,6 +186,17 @@ class EmailSettings(BaseModel, extra="forbid"):
     sent_folder: str | None = Field(default=None, min_length=1, max_length=200)
     """IMAP folder where the server keeps sent mail (e.g. ``Sent``). With it, a send interrupted by a
     crash is looked up there by its Message-ID instead of being reported as outcome unknown."""
+    inbox_thread: str | None = Field(default=None, min_length=1, max_length=200)
+    """Feed unread mail of ``inbox_folder`` into this thread's inbox (the daemon polls it each cycle)."""
+    inbox_folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    inbox_senders: list[str] = Field(default_factory=list)
+    """Address globs whose mail is fed to the inbox (required with ``inbox_thread``: mail comes from strangers)."""
+
+    @model_validator(mode="after")
+    def _inbox_needs_senders(self) -> EmailSettings:
+        if self.inbox_thread is not None and not self.inbox_senders:
+            raise ValueError("inbox_thread needs inbox_senders (address globs like `*@example.com`): mail comes from strangers")
+        return self
 
     @field_validator("from_address")
     @classmethod
@@ -950,6 +962,58 @@ async def _reconcile_send(args: SendArgs, ctx: ToolContext) -> bool | None:
     return True if found else None
 
 
+def _take_unread(conn: imaplib.IMAP4, folder: str, senders: list[str], max_bytes: int) -> list[tuple[str, str, str, str]]:
+    """``(sender, subject, body, message id)`` of unread mail from allowed senders; each is marked read.
+
+    Mail from anyone else is left unread (another reader may want it).
+    """
+    _open_folder(conn, folder, readonly=False)
+    typ, data = conn.uid("SEARCH", "UNSEEN")
+    _check(typ, data, "searching for new mail")
+    found: list[tuple[str, str, str, str]] = []
+    for uid in [u.decode() for d in data if isinstance(d, bytes) for u in d.split()]:
+        typ, data = conn.uid("FETCH", uid, "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM)])")
+        _check(typ, data, "reading a sender")
+        fetched = _parse_fetch(data)
+        try:
+            senders_found = parse_addresses(_header(_parse(fetched[0].body), "From")) if fetched else []
+        except ValueError:
+            senders_found = []
+        sender = senders_found[0].addr_spec.lower() if len(senders_found) == 1 else ""
+        if not sender or not any(fnmatchcase(sender, p) for p in senders):
+            continue
+        if fetched and fetched[0].size is not None and fetched[0].size > max_bytes:
+            conn.uid("STORE", uid, "+FLAGS.SILENT", "(\\Seen)")
+            found.append((sender, "(too large)", f"A message of {fetched[0].size} bytes was not read (email.max_read_bytes).", ""))
+            continue
+        typ, data = conn.uid("FETCH", uid, "(UID BODY.PEEK[])")
+        _check(typ, data, "reading new mail")
+        msg = _parse(_parse_fetch(data)[0].body)
+        found.append((sender, _header(msg, "Subject"), _body_text(msg), _header(msg, "Message-ID")))
+        conn.uid("STORE", uid, "+FLAGS.SILENT", "(\\Seen)")
+    return found
+
+
+async def poll_inbox(settings: EmailSettings | dict[str, Any], deliver: Callable[[str, str, str, dict[str, Any]], Awaitable[None]]) -> int:
+    """Feed unread mail from ``inbox_senders`` into ``inbox_thread`` (one IMAP session); returns how many.
+
+    Used by the daemon each cycle, like the Telegram pump and the webhook receiver.
+    """
+    conf = settings if isinstance(settings, EmailSettings) else EmailSettings.model_validate(settings)
+    if conf.inbox_thread is None:
+        return 0
+    if conf.imap is None or not conf.imap.username:
+        raise ToolFailure("permanent", "email.inbox_thread needs tool_settings.email.imap (host, username)")
+    password = _password(conf.imap, "imap")
+    assert password is not None
+    patterns = [p.lower() for p in conf.inbox_senders]
+    mails = await asyncio.to_thread(_imap_session, conf.imap, password, lambda conn: _take_unread(conn, conf.inbox_folder, patterns, conf.max_read_bytes))
+    for sender, subject, body, message_id in mails:
+        text = f"Email from {sender}: {subject}\n\n{body}"[:4000]
+        await deliver(conf.inbox_thread, "email", text, {"from": sender, "subject": subject, "message_id": message_id})
+    return len(mails)
+
+
 async def _search(args: SearchArgs, ctx: ToolContext) -> ToolResult:
     return await _imap(ctx, lambda conn, _s: _do_search(conn, args))
 
@@ -1008,8 +1072,8 @@ class MarkArgs(BaseModel):
 
 
 EMAIL_TOOLS: tuple[Tool, ...] = (
-    Tool(name="email_send", description="Send an email, optionally with workspace files attached.", args_model=SendArgs, func=_send, risk="high", idempotent=False, timeout=_TOOL_TIMEOUT, family="email", reconcile=_reconcile_send),
+    Tool(name="email_send", description="Send an email, optionally with workspace files attached.", args_model=SendArgs, func=_send, risk="high", idempotent=False, timeout=_TOOL_TIMEOUT, family="email", untrusted=False, reconcile=_reconcile_send),
     Tool(name="email_search", description="Search a mail folder; lists id, date, sender, subject.", args_model=SearchArgs, func=_search, risk="read", idempotent=True, timeout=_TOOL_TIMEOUT, family="email"),
     Tool(name="email_read", description="Read one email by id (does not mark it read).", args_model=IdArgs, func=_read, risk="read", idempotent=True, timeout=_TOOL_TIMEOUT, family="email"),
-    Tool(name="email_mark", description="Mark an email read or unread.", args_model=MarkArgs, func=_mark, risk="low", idempotent=True, timeout=_TOOL_TIMEOUT, family="email"),
+    Tool(name="email_mark", description="Mark an email read or unread.", args_model=MarkArgs, func=_mark, risk="low", idempotent=True, timeout=_TOOL_TIMEOUT, family="email", untrusted=False),
 )

@@ -525,9 +525,9 @@ async def _answer(args: AnswerArgs, ctx: ToolContext) -> ToolResult:
 
 
 TELEGRAM_TOOLS: tuple[Tool, ...] = (
-    Tool(name="telegram_send", description="Send a Telegram message, optionally with buttons.", args_model=SendArgs, func=_send, risk="high", idempotent=False, timeout=60.0, family="telegram"),
+    Tool(name="telegram_send", description="Send a Telegram message, optionally with buttons.", args_model=SendArgs, func=_send, risk="high", idempotent=False, timeout=60.0, family="telegram", untrusted=False),
     Tool(name="telegram_updates", description="Read new Telegram messages and button presses.", args_model=UpdatesArgs, func=_updates, risk="read", idempotent=True, timeout=120.0, family="telegram"),
-    Tool(name="telegram_answer", description="Acknowledge a Telegram button press.", args_model=AnswerArgs, func=_answer, risk="low", idempotent=True, timeout=60.0, family="telegram"),
+    Tool(name="telegram_answer", description="Acknowledge a Telegram button press.", args_model=AnswerArgs, func=_answer, risk="low", idempotent=True, timeout=60.0, family="telegram", untrusted=False),
 )
 
 

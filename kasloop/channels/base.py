@@ -30,7 +30,7 @@ from kasloop.checkpoints.events import EventLog
 from kasloop.checkpoints.sqlite import Database
 from kasloop.config import AgentConfig
 
-__all__ = ["AnnouncementLog", "Channel", "Incoming", "Refuse", "announce", "channels_for", "request_text"]
+__all__ = ["AnnouncementLog", "Channel", "Incoming", "Refuse", "announce", "channels_for", "notify", "request_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ class Channel(Protocol):
 
     async def poll(self, db: Database, decide: Decide, refuse: Refuse) -> None:
         """Take the decisions that arrived since the last poll (push channels do nothing)."""
+        ...
+
+    async def notify(self, subject: str, text: str, data: dict[str, Any]) -> str:
+        """Tell people something nobody has to decide (a level-4 thread escalated or paused); returns a reference."""
         ...
 
 
@@ -125,3 +129,19 @@ async def announce(db: Database, config: AgentConfig, records: Iterable[dict[str
                 continue
             await log.record(record["approval_id"], channel.name, ref, code)
             await events.append(record["thread"], 0, "approval_announced", approval_id=record["approval_id"], channel=channel.name, ref=ref)
+
+
+async def notify(db: Database, config: AgentConfig, thread_id: str, key: str, subject: str, text: str) -> None:
+    """Send a notice once per ``key`` and channel (e.g. "escalated at step 12"); failures are logged, never raised."""
+    log, events = AnnouncementLog(db), EventLog(db)
+    for channel in channels_for(config):
+        if await log.get(key, channel.name) is not None:
+            continue
+        try:
+            ref = await channel.notify(subject, text, {"thread": thread_id, "key": key})
+        except Exception as exc:  # noqa: BLE001 - a notice that cannot be sent must not stop anything
+            message = getattr(exc, "message", None) or str(exc)
+            await events.append(thread_id, 0, "notify_failed", channel=channel.name, message=message[:300])
+            continue
+        await log.record(key, channel.name, ref, "")
+        await events.append(thread_id, 0, "notified", channel=channel.name, subject=subject)

@@ -60,14 +60,19 @@ class EmailChannel:
         self.approvers = {a.addr_spec.lower() for entry in approvals.approvers for a in parse_addresses(entry)}
 
     async def send(self, record: dict[str, Any], code: str) -> str:
-        send = next(t for t in EMAIL_TOOLS if t.name == "email_send")
         body = (
             f"{request_text(record)}\n\nTo decide, reply with one of these as the first line:\n"
             f"APPROVE {code}\nREJECT {code} your reason\n\nThe code is for this request only."
         )
-        args = {"to": self.approvals.to, "subject": f"[kasloop] Approval {record['approval_id']}: {record['tool']}", "body": body}
-        ctx = ToolContext(workspace=Path("."), idempotency_key=f"approval-{record['approval_id']}", extra=self.tool_settings)
-        result = await run_tool(send, args, ctx)
+        return await self._mail(f"[kasloop] Approval {record['approval_id']}: {record['tool']}", body, f"approval-{record['approval_id']}")
+
+    async def notify(self, subject: str, text: str, data: dict[str, Any]) -> str:
+        return await self._mail(f"[kasloop] {subject}", text, f"notice-{data['key']}")
+
+    async def _mail(self, subject: str, body: str, key: str) -> str:
+        send = next(t for t in EMAIL_TOOLS if t.name == "email_send")
+        args = {"to": self.approvals.to, "subject": subject[:400], "body": body}
+        result = await run_tool(send, args, ToolContext(workspace=Path("."), idempotency_key=key, extra=self.tool_settings))
         if not result.ok:
             raise ToolFailure(result.error_kind or "permanent", result.output)
         return str(result.metadata.get("message_id", ""))

@@ -38,6 +38,11 @@ class TelegramChannel:
             message = await client.call("sendMessage", params)
         return str(message.get("message_id", "")) if isinstance(message, dict) else ""
 
+    async def notify(self, subject: str, text: str, data: dict[str, Any]) -> str:
+        async with TelegramClient(self.settings, _token(self.settings)) as client:
+            message = await client.call("sendMessage", {"chat_id": self.approvals.chat_id, "text": f"{subject}\n\n{text}"[:4000]})
+        return str(message.get("message_id", "")) if isinstance(message, dict) else ""
+
     async def poll(self, db: Database, decide: Decide, refuse: Refuse) -> None:
         async def on_press(query: dict[str, Any]) -> str:
             _, approval_id, decision = (str(query.get("data", "")).split(":") + ["", ""])[:3]

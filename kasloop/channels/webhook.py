@@ -43,13 +43,18 @@ class WebhookChannel:
         self.workspace = workspace
 
     async def send(self, record: dict[str, Any], code: str) -> str:
-        post = WEBHOOK_TOOLS[0]
         payload = {"type": "approval_request", **{k: record[k] for k in ("approval_id", "thread", "kind", "tool", "args", "risk", "reason", "expires_at")}}
-        ctx = ToolContext(workspace=self.workspace, idempotency_key=f"approval-{record['approval_id']}", extra=self.tool_settings)
-        result = await run_tool(post, {"url": self.approvals.url, "payload": payload}, ctx)
+        return await self._post(payload, f"approval-{record['approval_id']}")
+
+    async def notify(self, subject: str, text: str, data: dict[str, Any]) -> str:
+        return await self._post({"type": "notification", "subject": subject, "text": text, "thread": data["thread"]}, f"notice-{data['key']}")
+
+    async def _post(self, payload: dict[str, Any], key: str) -> str:
+        ctx = ToolContext(workspace=self.workspace, idempotency_key=key, extra=self.tool_settings)
+        result = await run_tool(WEBHOOK_TOOLS[0], {"url": self.approvals.url, "payload": payload}, ctx)
         if not result.ok:
             raise ToolFailure(result.error_kind or "permanent", result.output)
-        return str(result.metadata.get("delivery", record["approval_id"]))
+        return str(result.metadata.get("delivery", key))
 
     async def poll(self, db: Database, decide: Decide, refuse: Refuse) -> None:
         """Decisions are pushed to :func:`approvals_app`; nothing to poll."""

@@ -209,3 +209,39 @@ async def test_relevant_learnings_from_long_term_memory_reach_the_prompt(openai_
     assert "--force flag on Fridays" in system, "the relevant learning is in front of the model"
     assert "Invoices" not in system and "just a note" not in system, "only relevant learnings, and only learnings"
     assert [e["kind"] for e in await agent.history(result.thread)].count("recall") == 1
+
+
+def test_the_diagnosis_prompt_asks_for_a_cause_and_its_answer_reaches_the_next_decision(openai_server: FakeOpenAI, tmp_path: Path, workspace: Path) -> None:
+    openai_server.reply(tool_calls=[("files_read", {"path": "missing.txt"})])
+    openai_server.reply("The file does not exist yet; list the folder first.")  # the diagnosis side call
+    openai_server.reply("nothing to read")
+    result = agent_for(tmp_path, workspace, openai_server).run_sync("read missing.txt")
+    assert result.status == "done"
+    diagnosis_request = openai_server.requests[1]
+    assert "tools" not in diagnosis_request and "most likely cause" in diagnosis_request["messages"][0]["content"]
+    assert "files_read" in diagnosis_request["messages"][1]["content"] and "missing.txt" in diagnosis_request["messages"][1]["content"]
+    assert "diagnosis: The file does not exist yet; list the folder first." in openai_server.requests[2]["messages"][0]["content"]
+
+
+async def test_tools_in_the_prompt_send_no_tools_and_parse_calls_and_echoes_from_the_text(openai_server: FakeOpenAI) -> None:
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_openai import ChatOpenAI
+
+    from kasloop.errors import ModelError
+    from kasloop.models import ECHO_MESSAGE, TOOLS_IN_PROMPT, invoke_model
+    from kasloop.tools.base import openai_schema
+    from kasloop.tools.registry import select_tools
+
+    model = ChatOpenAI(model="small", base_url=openai_server.base_url, api_key="k", max_retries=0, metadata={TOOLS_IN_PROMPT: True})
+    tools = [openai_schema(t) for t in select_tools(["files_write"]).values()]
+    openai_server.reply('{"name": "files_write", "arguments": {"path": "a.txt", "content": "hi"}}')
+    reply = await invoke_model(model, [SystemMessage("Be brief."), HumanMessage("write a.txt")], tools, turn=3)
+    assert [(c["name"], c["args"], c["id"]) for c in reply.tool_calls] == [("files_write", {"path": "a.txt", "content": "hi"}, "call_3_0")]
+    sent = openai_server.requests[0]
+    assert "tools" not in sent, "the server gets no tools, so it cannot turn an odd reply into an HTTP 500"
+    assert sent["messages"][0]["content"].startswith("Be brief.\n\n# Tools") and '"name": "files_write"' in sent["messages"][0]["content"]
+
+    openai_server.reply('{"tool": "files_read", "ok": true, "result": "hello"}')
+    with pytest.raises(ModelError) as caught:
+        await invoke_model(model, [HumanMessage("read then write")], tools, turn=4)
+    assert caught.value.message == ECHO_MESSAGE and not caught.value.transient

@@ -68,6 +68,9 @@ async def test_bad_args_go_back_to_the_model_which_corrects_the_call(tmp_path: P
     assert result.status == "done" and (workspace / "a.txt").read_text() == "fixed"
     first = next(m for m in await messages_of(agent, result.thread) if isinstance(m, ToolMessage))
     assert "invalid arguments for `files_write`" in first.content and "content" in first.content
+    [replan] = [e for e in await agent.history(result.thread) if e["kind"] == "self_diagnose"]
+    assert replan["action"] == "replan" and "diagnosis: Cause: invalid arguments for `files_write`" in replan["diagnosis"]
+    assert result.usage["model_calls"] == 4, "three decisions and one diagnosis"
 
 
 async def test_model_error_turn_is_retried(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
