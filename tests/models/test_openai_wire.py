@@ -227,8 +227,7 @@ async def test_tools_in_the_prompt_send_no_tools_and_parse_calls_and_echoes_from
     from langchain_core.messages import HumanMessage, SystemMessage
     from langchain_openai import ChatOpenAI
 
-    from kasloop.errors import ModelError
-    from kasloop.models import ECHO_MESSAGE, TOOLS_IN_PROMPT, invoke_model
+    from kasloop.models import TOOLS_IN_PROMPT, invoke_model
     from kasloop.tools.base import openai_schema
     from kasloop.tools.registry import select_tools
 
@@ -241,7 +240,12 @@ async def test_tools_in_the_prompt_send_no_tools_and_parse_calls_and_echoes_from
     assert "tools" not in sent, "the server gets no tools, so it cannot turn an odd reply into an HTTP 500"
     assert sent["messages"][0]["content"].startswith("Be brief.\n\n# Tools") and '"name": "files_write"' in sent["messages"][0]["content"]
 
-    openai_server.reply('{"tool": "files_read", "ok": true, "result": "hello"}')
-    with pytest.raises(ModelError) as caught:
-        await invoke_model(model, [HumanMessage("read then write")], tools, turn=4)
-    assert caught.value.message == ECHO_MESSAGE and not caught.value.transient
+    openai_server.reply('The function returned: {"tool": "files_read", "ok": true, "result": "hello"}')
+    echoed = await invoke_model(model, [HumanMessage("read a.txt")], tools, turn=4)
+    assert echoed.tool_calls == [] and echoed.content == "files_read: hello", "a copied tool result is the model's answer"
+    openai_server.reply('{"name": "files_write", "arguments": {"path": "b.txt", "content": "x"}')  # the last brace missing
+    repaired = await invoke_model(model, [HumanMessage("write b.txt")], tools, turn=5)
+    assert [c["args"] for c in repaired.tool_calls] == [{"path": "b.txt", "content": "x"}]
+    openai_server.reply("Sure. I would call files_write with {...} but the file exists already, so nothing to do.")
+    prose = await invoke_model(model, [HumanMessage("write b.txt")], tools, turn=6)
+    assert prose.tool_calls == [] and prose.content.startswith("Sure."), "prose stays prose"
