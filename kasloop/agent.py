@@ -29,17 +29,17 @@ from kasloop.checkpoints.events import event_row
 from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.checkpoints.rules import RuleStore
 from kasloop.budget import LIMITS, check_prices
-from kasloop.channels.base import Incoming, announce, channels_for, notify
+from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.config import AgentConfig, Budgets, PolicyRule
-from kasloop.errors import ApprovalError, ConfigError, KasloopError, ThreadBusy, ThreadNotFound, UsageError
+from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
 from kasloop.locks import try_lock
 from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
 from kasloop.settings import resolve_home
 from kasloop.state import Usage, empty_usage
-from kasloop.tools.base import Tool, ToolFailure, ToolResources
+from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
@@ -265,29 +265,14 @@ class Agent:
             if breach:
                 records = [approval_json(r) for r in await approvals.pending(thread_id)]
         if records:
-            await self._announce(db, thread_id, records)
+            await runner.announce_for(self, db, thread_id, records)
         elif status in ("escalated", "paused_budget"):  # nobody is asked (level 4): tell them
-            await self._notify(db, thread_id, f"{status}:{step}:{values.get('model_turns', 0)}", f"Thread {thread_id} {status.replace('_', ' ')}", values.get("output", ""))
+            await runner.notify_for(self, db, thread_id, f"{status}:{step}:{values.get('model_turns', 0)}", f"Thread {thread_id} {status.replace('_', ' ')}", values.get("output", ""))
         await ThreadStore(db).set_status(thread_id, status)
         return RunResult(
             thread=thread_id, status=status, output=values.get("output", ""),
             approvals=records, usage=values.get("usage", empty_usage()),
         )
-
-    async def _announce(self, db: Database, thread_id: str, records: list[dict[str, Any]]) -> None:
-        """Send pending requests to the thread's approval channels (each once; failures are retried later)."""
-        thread = await ThreadStore(db).get(thread_id)
-        if thread is not None:
-            config = self._thread_config(thread["policy"])
-            if channels_for(config):
-                await announce(db, config, records)
-
-    async def _notify(self, db: Database, thread_id: str, key: str, subject: str, text: str) -> None:
-        thread = await ThreadStore(db).get(thread_id)
-        if thread is not None:
-            config = self._thread_config(thread["policy"])
-            if channels_for(config):
-                await notify(db, config, thread_id, f"notice:{thread_id}:{key}", subject, text or subject)
 
     async def _ask_for_budget(self, db: Database, thread_id: str, breach: dict[str, Any], step: int) -> str | None:
         """At levels 2 and 3 a budget pause is also a request to a human to raise that limit. Returns its batch."""
@@ -620,70 +605,17 @@ class Agent:
     async def poll_approvals(self) -> int:
         """Take the decisions that arrived on this agent's approval channels (Telegram buttons, email replies).
 
-        Pending requests not yet announced (a channel was down) are announced first. Decided
-        tool calls are recorded without resuming (``resume`` or the daemon continues the thread);
-        an approved budget raise continues its thread here. Returns how many decisions were recorded.
+        Pending requests not yet announced (a channel was down) are announced first. Decided tool
+        calls are recorded without resuming (``resume`` or the daemon continues the thread); an
+        approved budget raise continues its thread here. Returns how many decisions were recorded.
         Signed webhook callbacks arrive on ``kasloop.channels.webhook.approvals_app`` instead.
         """
-        channels = channels_for(self.config)
-        if not channels:
-            return 0
-        recorded = 0
-        async with self._open() as db:
-            events, store = EventLog(db), ApprovalStore(db)
-            by_thread: dict[str, list[dict[str, Any]]] = {}
-            for record in await store.pending():
-                by_thread.setdefault(record["thread"], []).append(approval_json(record))
-            for thread_id, records in by_thread.items():
-                await self._announce(db, thread_id, records)
-
-            async def refuse(approval_id: str, by: str, why: str, channel: str = "") -> None:
-                record = await store.get(approval_id) if approval_id else None
-                await events.append(record["thread"] if record else "", 0, "approval_refused", approval_id=approval_id, by=by, channel=channel, reason=why)
-
-            for channel in channels:
-                async def decide(incoming: Incoming, name: str = channel.name) -> str:
-                    nonlocal recorded
-                    record = await store.get(incoming.approval_id)
-                    decision: Decision = {"decision": incoming.decision, "reason": incoming.reason}  # type: ignore[typeddict-item]
-                    try:
-                        await self.decide(incoming.approval_id, decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
-                    except ApprovalError as exc:
-                        if "expired" not in exc.message:  # decide logs expiry itself
-                            await refuse(incoming.approval_id, incoming.by, exc.message, name)
-                        return f"Not recorded: {exc.message}"
-                    recorded += 1
-                    return f"Recorded: {incoming.decision}."
-
-                async def refused(approval_id: str, by: str, why: str, name: str = channel.name) -> None:
-                    await refuse(approval_id, by, why, name)
-
-                try:
-                    await channel.poll(db, decide, refused)
-                except (KasloopError, ToolFailure) as exc:
-                    await events.append("", 0, "channel_error", channel=channel.name, message=exc.message[:300])
-        return recorded
+        return await runner.poll_approvals(self)
 
     async def poll_inbox(self) -> int:
-        """Feed new mail into the inbox (``tool_settings.email.inbox_thread``), and Telegram messages
-        (``tool_settings.telegram`` ``chat_threads`` / ``default_thread``) when no Telegram approval channel
-        already polls them. The daemon calls this every cycle; returns how many messages arrived."""
-        settings = self.config.tool_settings
-        email, telegram = settings.get("email") or {}, settings.get("telegram") or {}
-        wants_telegram = (telegram.get("chat_threads") or telegram.get("default_thread")) and self.config.approval_channels.telegram is None
-        if not email.get("inbox_thread") and not wants_telegram:
-            return 0
-        from kasloop.tools.email import poll_inbox
-        from kasloop.tools.telegram import TelegramState, inbox_deliver, poll_once
-
-        arrived = 0
-        async with self._open() as db:
-            deliver = inbox_deliver(db)
-            if email.get("inbox_thread"):
-                arrived += await poll_inbox(email, deliver)
-            if wants_telegram:
-                arrived += await poll_once(telegram, deliver, state=TelegramState(db))
-        return arrived
+        """Feed new mail (``email.inbox_thread``) and Telegram messages (``telegram.chat_threads`` /
+        ``default_thread``, unless a Telegram approval channel polls them) into the inbox; returns how many."""
+        return await runner.poll_inbox(self)
 
     async def set_budget(self, thread_id: str, *, by: str | None = None, **limits: int | float | None) -> dict[str, Any]:
         """Change a thread's budgets (e.g. ``max_usd=2.0``); ``resume`` then continues a paused thread.

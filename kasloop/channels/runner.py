@@ -1,0 +1,110 @@
+"""What the daemon (or ``Agent.poll_approvals`` / ``poll_inbox``) does with the channels each cycle.
+
+Announcing requests and notices for a thread uses the thread's own stored
+policy (its ``approval_channels``); polling for decisions and inbox messages
+uses the polling agent's config. Decisions go through ``Agent.decide``, so
+they get every check ``kasloop approve`` gets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kasloop.channels.base import Incoming, announce, channels_for, notify
+from kasloop.checkpoints import ApprovalStore, Database, Decision, EventLog, ThreadStore
+from kasloop.errors import ApprovalError, KasloopError
+from kasloop.tools.base import ToolFailure
+
+if TYPE_CHECKING:
+    from kasloop.agent import Agent
+
+__all__ = ["announce_for", "notify_for", "poll_approvals", "poll_inbox"]
+
+
+async def announce_for(agent: Agent, db: Database, thread_id: str, records: list[dict[str, Any]]) -> None:
+    """Send pending requests to the thread's approval channels (each once; failures are retried later)."""
+    thread = await ThreadStore(db).get(thread_id)
+    if thread is not None:
+        config = agent._thread_config(thread["policy"])  # noqa: SLF001 - the thread's stored policy
+        if channels_for(config):
+            await announce(db, config, records)
+
+
+async def notify_for(agent: Agent, db: Database, thread_id: str, key: str, subject: str, text: str) -> None:
+    """Send a notice to the thread's channels, once per ``key``."""
+    thread = await ThreadStore(db).get(thread_id)
+    if thread is not None:
+        config = agent._thread_config(thread["policy"])  # noqa: SLF001
+        if channels_for(config):
+            await notify(db, config, thread_id, f"notice:{thread_id}:{key}", subject, text or subject)
+
+
+async def poll_approvals(agent: Agent) -> int:
+    """Take the decisions that arrived on this agent's approval channels (Telegram buttons, email replies).
+
+    Pending requests not yet announced (a channel was down) are announced first. Decided
+    tool calls are recorded without resuming (``resume`` or the daemon continues the thread);
+    an approved budget raise continues its thread here. Returns how many decisions were recorded.
+    Signed webhook callbacks arrive on ``kasloop.channels.webhook.approvals_app`` instead.
+    """
+    from kasloop.agent import approval_json  # the agent module imports this one
+    channels = channels_for(agent.config)
+    if not channels:
+        return 0
+    recorded = 0
+    async with agent._open() as db:  # noqa: SLF001
+        events, store = EventLog(db), ApprovalStore(db)
+        by_thread: dict[str, list[dict[str, Any]]] = {}
+        for record in await store.pending():
+            by_thread.setdefault(record["thread"], []).append(approval_json(record))
+        for thread_id, records in by_thread.items():
+            await announce_for(agent, db, thread_id, records)
+
+        async def refuse(approval_id: str, by: str, why: str, channel: str = "") -> None:
+            record = await store.get(approval_id) if approval_id else None
+            await events.append(record["thread"] if record else "", 0, "approval_refused", approval_id=approval_id, by=by, channel=channel, reason=why)
+
+        for channel in channels:
+            async def decide(incoming: Incoming, name: str = channel.name) -> str:
+                nonlocal recorded
+                record = await store.get(incoming.approval_id)
+                decision: Decision = {"decision": incoming.decision, "reason": incoming.reason}  # type: ignore[typeddict-item]
+                try:
+                    await agent.decide(incoming.approval_id, decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
+                except ApprovalError as exc:
+                    if "expired" not in exc.message:  # decide logs expiry itself
+                        await refuse(incoming.approval_id, incoming.by, exc.message, name)
+                    return f"Not recorded: {exc.message}"
+                recorded += 1
+                return f"Recorded: {incoming.decision}."
+
+            async def refused(approval_id: str, by: str, why: str, name: str = channel.name) -> None:
+                await refuse(approval_id, by, why, name)
+
+            try:
+                await channel.poll(db, decide, refused)
+            except (KasloopError, ToolFailure) as exc:
+                await events.append("", 0, "channel_error", channel=channel.name, message=exc.message[:300])
+    return recorded
+
+
+async def poll_inbox(agent: Agent) -> int:
+    """Feed new mail into the inbox (``tool_settings.email.inbox_thread``), and Telegram messages
+    (``tool_settings.telegram`` ``chat_threads`` / ``default_thread``) when no Telegram approval channel
+    already polls them. The daemon calls this every cycle; returns how many messages arrived."""
+    settings = agent.config.tool_settings
+    email, telegram = settings.get("email") or {}, settings.get("telegram") or {}
+    wants_telegram = (telegram.get("chat_threads") or telegram.get("default_thread")) and agent.config.approval_channels.telegram is None
+    if not email.get("inbox_thread") and not wants_telegram:
+        return 0
+    from kasloop.tools.email import poll_inbox
+    from kasloop.tools.telegram import TelegramState, inbox_deliver, poll_once
+
+    arrived = 0
+    async with agent._open() as db:  # noqa: SLF001
+        deliver = inbox_deliver(db)
+        if email.get("inbox_thread"):
+            arrived += await poll_inbox(email, deliver)
+        if wants_telegram:
+            arrived += await poll_once(telegram, deliver, state=TelegramState(db))
+    return arrived
