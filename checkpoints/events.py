@@ -15,16 +15,26 @@ closed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from kasloop.checkpoints.sqlite import Database
+from kasloop.logs import EVENTS_LOGGER, log_event
 
 __all__ = ["EventLog", "event_row"]
 
+_EVENTS = logging.getLogger(EVENTS_LOGGER)
+
 
 def event_row(thread_id: str, step: int, kind: str, **data: Any) -> tuple[str, tuple[Any, ...]]:
-    """The insert of one event, for a caller that must commit it together with its own write."""
+    """The insert of one event, for a caller that must commit it together with its own write.
+
+    Every event passes here, so this is also where it goes to the ``kasloop.events`` logger
+    (a JSON line with ``kasloop.logs.configure()``; nothing when that logger is not enabled).
+    """
+    if _EVENTS.isEnabledFor(logging.INFO):
+        log_event(thread_id, step, kind, data)
     return (
         "INSERT INTO kasloop_events (thread_id, ts, step, kind, data) VALUES (?, ?, ?, ?, ?)",
         (thread_id, time.time(), step, kind, json.dumps(data, default=str, ensure_ascii=False)),

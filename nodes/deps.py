@@ -7,6 +7,7 @@ which nodes can read and never write.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +55,10 @@ class RedactingEvents:
 
     async def append(self, thread_id: str, step: int, kind: str, **data: Any) -> None:
         await self.inner.append(thread_id, step, kind, **self.redactor.deep(data))
+
+
+_NO_CONTEXT = RunContext()
+"""What LangGraph makes of a missing or empty context."""
 
 
 def step_of(state: AgentState) -> int:
@@ -105,9 +110,17 @@ class NodeDeps:
             await self.spend.add(utc_day(), ctx.thread_id, input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
 
     def context(self, runtime: Runtime[RunContext] | None) -> RunContext:
-        """The run's context, or the graph's default when a server invoked it without one."""
+        """The run's context; the config's policy, under the run's real thread id, when the caller gave none.
+
+        A server (``langgraph dev``) passes ``{}``, which LangGraph turns into ``RunContext()``: that is
+        "none given" too. The thread id matters: approval ids and ledger keys are per thread.
+        """
         ctx = runtime.context if runtime is not None else None
-        return ctx if isinstance(ctx, RunContext) else self.default_context
+        if isinstance(ctx, RunContext) and ctx != _NO_CONTEXT:
+            return ctx
+        info = getattr(runtime, "execution_info", None) if runtime is not None else None
+        thread = getattr(info, "thread_id", None) if info is not None else None
+        return dataclasses.replace(self.default_context, thread_id=str(thread)) if thread else self.default_context
 
     def offered_tools(self, ctx: RunContext) -> dict[str, Tool]:
         """Tools this run may call: the thread's allowed names that exist in this graph."""

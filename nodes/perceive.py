@@ -75,11 +75,14 @@ def make_perceive(deps: NodeDeps) -> Any:
             folded = await fold_into_summary(deps.model_for(state), previous, evicted, turn=state.get("model_turns", 0))
         except ModelError as exc:
             folded = Folded(digest(previous, evicted), by_model=False, error=exc.message)
+        costs: dict[str, Any] = {}
         if folded.by_model:
+            before = usage["usd"]
             await deps.spent(state, ctx, usage, folded.input_tokens, folded.output_tokens, time.monotonic() - started)
+            costs = {"input_tokens": folded.input_tokens, "output_tokens": folded.output_tokens, "usd": round(usage["usd"] - before, 9)}
         thread_id = ctx.thread_id
         await deps.events.append(
-            thread_id, usage["steps"], "summary", evicted=len(evicted), by_model=folded.by_model, chars=len(folded.summary),
+            thread_id, usage["steps"], "summary", evicted=len(evicted), by_model=folded.by_model, chars=len(folded.summary), **costs,
             **({"error": folded.error} if folded.error else {}),
         )
         return {"summary": folded.summary}

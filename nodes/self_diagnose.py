@@ -79,8 +79,12 @@ def alternate_call(deps: NodeDeps, ctx: RunContext, state: AgentState, call: Pen
 
 
 def make_self_diagnose(deps: NodeDeps) -> Any:
-    async def ask_for_plan(state: AgentState, ctx: RunContext, usage: Usage, call: PendingCall | None, kind: str, message: str) -> str | None:
-        """Rung 3: the model's cause and changed plan for this failure (None if it cannot, or a budget says no)."""
+    async def ask_for_plan(
+        state: AgentState, ctx: RunContext, usage: Usage, call: PendingCall | None, kind: str, message: str, costs: dict[str, Any]
+    ) -> str | None:
+        """Rung 3: the model's cause and changed plan for this failure (None if it cannot, or a budget says no).
+
+        What the call cost goes into ``costs`` (for the event log) as well as into ``usage``."""
         goal = " / ".join(g["text"] for g in state.get("goals", []) if g["status"] == "open")[-500:]
         request = diagnosis_request(goal, call, kind, message, state.get("messages", []))
         if await deps.model_budget({**state, "usage": usage}, ctx, prompt_tokens(request)) is not None:
@@ -91,7 +95,9 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             return None
         started = time.monotonic()
         plan, spent = await diagnose(model, request, turn=state.get("model_turns", 0))
+        before = usage["usd"]
         await deps.spent(state, ctx, usage, spent.get("input_tokens", 0), spent.get("output_tokens", 0), time.monotonic() - started)
+        costs.update(input_tokens=spent.get("input_tokens", 0), output_tokens=spent.get("output_tokens", 0), usd=round(usage["usd"] - before, 9))
         return plan
 
     async def self_diagnose(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -149,9 +155,10 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
         # Fixable: the model gets the error (and its own cause-and-plan for it) and plans again.
         diagnosis = f"{error.get('tool') or 'the model'} failed ({kind}): {error['message'][:500]}"
         update: dict[str, Any] = {"attempts": attempts, "diagnosis": diagnosis, "last_error": None, "pending": []}
+        costs: dict[str, Any] = {}
         if deps.config.diagnose_with_model and kind != "stuck":
             usage = Usage(**(state.get("usage") or empty_usage()))
-            plan = await ask_for_plan(state, ctx, usage, failed[0] if failed else None, kind, error["message"])
+            plan = await ask_for_plan(state, ctx, usage, failed[0] if failed else None, kind, error["message"], costs)
             if plan:
                 update["diagnosis"] = f"{diagnosis[:300]} — diagnosis: {plan}"
                 update["usage"] = usage
@@ -166,7 +173,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             update["messages"] = [HumanMessage(f"Note from kasloop: {error['message']}")]
         else:
             update["messages"] = [HumanMessage(f"Your last reply could not be used: {error['message']}. Reply with a valid tool call or a plain-text answer.")]
-        await log("replan", diagnosis=update["diagnosis"][:500])
+        await log("replan", diagnosis=update["diagnosis"][:500], **costs)
         return update
 
     return self_diagnose

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from kasloop.cli import approvals, budget, daemon, demo, graph, local_model, memory, rules, run, status
+from kasloop.cli import approvals, budget, daemon, demo, graph, local_model, memory, report, rules, run, status
 from kasloop.cli._console import err
 from kasloop.errors import KasloopError
 
@@ -24,12 +24,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (run, approvals, budget, rules, status, daemon, demo, graph, local_model, memory):
+for module in (run, approvals, budget, rules, status, report, daemon, demo, graph, local_model, memory):
     module.register(app)
 
 
 def main() -> None:
-    """Entry point: user errors print one line and exit with their code; crashes exit 1."""
+    """Entry point: user errors print one line and exit with their code; crashes exit 1.
+
+    ``KASLOOP_LOG=json`` writes kasloop's log records and every event as JSON lines to stderr.
+    """
+    if os.environ.get("KASLOOP_LOG", "").lower() == "json":
+        from kasloop.logs import configure
+
+        configure(os.environ.get("KASLOOP_LOG_LEVEL", "INFO"))
     try:
         app()
     except KasloopError as exc:

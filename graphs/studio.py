@@ -1,0 +1,23 @@
+"""The graphs `langgraph dev` / LangGraph Studio serve (``langgraph.json``), built from kasloop.toml at import.
+
+langgraph-api looks the variable up in the module's ``__dict__`` (a module
+``__getattr__`` is never consulted, so the lazy ``kasloop.graphs.agent.graph``
+cannot be served) and calls factory functions on its event loop, where
+``langgraph dev`` rejects blocking file reads such as loading kasloop.toml.
+So the graph is built when this module is imported, from the kasloop.toml of
+the folder the server runs in. Runs get the config's policy, under their own
+thread id (see ``NodeDeps.context``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+
+from kasloop.graphs.agent import build_graph
+from kasloop.settings import load_config
+
+__all__ = ["agent"]
+
+agent: CompiledStateGraph[Any, Any, Any, Any] = build_graph(load_config())

@@ -1,0 +1,153 @@
+"""``langgraph dev`` serves the repo's ``langgraph.json`` offline: a thread, an approval interrupt, a resume.
+
+This is what a user sees in LangGraph Studio, driven through ``langgraph-sdk`` against a real
+``langgraph dev`` subprocess on 127.0.0.1 (extra ``kasloop[studio]``). The server reads
+``kasloop.toml`` from its working directory, so it runs in a temp folder with ``--config``
+pointing at the repo's ``langgraph.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+
+from conftest import call, write_script
+
+REPO = Path(__file__).resolve().parent.parent
+LANGGRAPH = Path(sys.executable).with_name("langgraph")
+START_TIMEOUT = 45.0
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# Variables that would make the server or the SDK reach LangSmith, a license server or an OTLP collector.
+PHONE_HOME = ("LANGSMITH_", "LANGCHAIN_", "LANGGRAPH_CLOUD_", "OTEL_", "KASLOOP_")
+OFFLINE = {
+    "LANGGRAPH_CLI_NO_ANALYTICS": "1",  # the CLI's usage ping
+    "LANGGRAPH_NO_VERSION_CHECK": "true",  # the server's PyPI version lookup
+    "LANGSMITH_TRACING": "false",  # tracing, and Studio's organisation lookup
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def offline_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PHONE_HOME)}
+    return {**env, **OFFLINE}
+
+
+class Server:
+    """A ``langgraph dev`` process in its own process group, so stopping it stops its workers too."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / "server.log"
+        argv = [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(self.port),
+                "--config", str(REPO / "langgraph.json")]  # fmt: skip
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=offline_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def logs(self) -> str:
+        """The log's tail without colour codes, for failure messages."""
+        return ANSI.sub("", self.log.read_text(errors="replace"))[-3000:]
+
+    def wait_ready(self) -> None:
+        """Poll ``/ok`` until it answers 200; fail early if the process dies."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"langgraph dev exited with {self.proc.returncode}:\n{self.logs()}"
+            try:
+                if httpx.get(f"{self.url}/ok", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)  # poll interval, not synchronisation: the loop exits on the condition
+        pytest.fail(f"langgraph dev did not answer /ok within {START_TIMEOUT}s:\n{self.logs()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM the group; SIGKILL it if it has not exited in 15 s. Returns the exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A kasloop project: semi-autonomous, and an `ask` rule so the scripted write needs approval."""
+    plan = write_script(tmp_path / "plan.jsonl", [{"content": "", "tool_calls": [call("files_write", path="a.txt", content="hi")]}, {"content": "done"}])
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "kasloop.toml").write_text(
+        f'autonomy = 3\nmodel = "scripted:{plan}"\nworkspace = "{tmp_path / "ws"}"\ntools = ["files"]\n\n[[rules]]\ntool = "files_write"\naction = "ask"\n'
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def server(project: Path) -> Iterator[Server]:
+    assert LANGGRAPH.exists(), f"{LANGGRAPH} missing: install the studio extra (pip install -e '.[studio]')"
+    srv = Server(project)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def test_studio_thread_stops_at_the_approval_and_resumes_to_done(server: Server, project: Path) -> None:
+    client = get_client(url=server.url)
+    assistants = await client.assistants.search(graph_id="agent")
+    assert [a["graph_id"] for a in assistants] == ["agent"]
+
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    goal = {"messages": [{"role": "user", "content": "write a.txt"}], "goals": [{"id": "g1", "text": "write a.txt", "status": "open"}]}
+    run = await client.runs.create(tid, "agent", input=goal)
+    await client.runs.join(tid, run["run_id"])
+    assert (await client.runs.get(tid, run["run_id"]))["status"] == "success", server.logs()
+
+    state = await client.threads.get_state(tid)
+    assert state["next"] == ["human_approval"], f"no approval interrupt: next={state['next']}, values={state['values']}\n{server.logs()}"
+    [interrupt] = state["interrupts"]
+    assert interrupt["value"]["kind"] == "tool_call"
+    assert interrupt["value"]["thread"] == tid  # approval ids are per thread, not per server
+    [request] = interrupt["value"]["requests"]
+    assert request["tool"] == "files_write" and request["args"] == {"path": "a.txt", "content": "hi"}
+    assert request["approval_id"].startswith("ap-") and len(request["arg_hash"]) == 64
+    assert not (project / "ws" / "a.txt").exists()
+
+    resumed = await client.runs.create(tid, "agent", command={"resume": {"decision": "approve"}})
+    await client.runs.join(tid, resumed["run_id"])
+    assert (await client.runs.get(tid, resumed["run_id"]))["status"] == "success", server.logs()
+
+    final = await client.threads.get_state(tid)
+    assert final["next"] == [] and final["interrupts"] == []
+    assert final["values"]["status"] == "done" and final["values"]["output"] == "done"
+    assert (project / "ws" / "a.txt").read_text() == "hi"
+
+    code = server.stop()
+    assert code is not None, "langgraph dev is still running after SIGTERM"
+    assert not port_open(server.port)
