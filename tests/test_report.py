@@ -366,3 +366,23 @@ def test_kasloop_log_json_streams_every_event_as_one_json_line(tmp_path: Path, k
     tool = next(line for line in lines if line.get("kind") == "tool")
     assert tool["thread"] == json.loads(run.out)["thread"] and tool["step"] == 1 and tool["data"]["tool"] == "files_write"
     assert len(lines) == len(run.err.strip().splitlines()), "nothing but JSON lines on stderr"
+
+
+def test_status_of_a_thread_sums_usage_per_goal(tmp_path: Path, kasloop: Callable[..., Any]) -> None:
+    plan = tmp_path / "plan.jsonl"
+    turns = [
+        {"content": "", "tool_calls": [{"name": "files_write", "args": {"path": "a.txt", "content": "a"}}]}, {"content": "first done"},
+        {"content": "", "tool_calls": [{"name": "files_write", "args": {"path": "b.txt", "content": "b"}}]}, {"content": "second done"},
+    ]
+    plan.write_text("".join(json.dumps(t) + "\n" for t in turns))
+    (tmp_path / "ws").mkdir()
+    common = ("--model", f"scripted:{plan}", "--workspace", str(tmp_path / "ws"), "--autonomy", "4", "--thread", "two")
+    assert kasloop("run", "write a.txt", *common).code == 0
+    assert kasloop("run", "write b.txt", *common).code == 0
+    shown = kasloop("status", "two", "--json")
+    assert shown.code == 0, shown.err
+    goals = shown.json()["goals"]
+    assert [(g["goal"], g["outcome"], g["tool_calls"], g["model_calls"]) for g in goals] == [("write a.txt", "done", 1, 2), ("write b.txt", "done", 1, 2)]
+    assert all(g["input_tokens"] > 0 for g in goals)
+    human = kasloop("status", "two")
+    assert "Goals of two" in human.out and "write b.txt" in human.out

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
+from kasloop.report import goal_summaries
 from kasloop.runtime import daemon_status
 
 __all__ = ["register"]
@@ -41,10 +42,11 @@ def register(app: typer.Typer) -> None:
         agent = make_agent(home=home, db=db, config_file=config)
         rows = asyncio.run(agent.status(thread))
         beat = asyncio.run(daemon_status(agent.db_path))
+        goals = goal_summaries(rows[0]["status"], asyncio.run(agent.history(thread)), rows[0]["goal"]) if thread else []
         if json_out:
             # The daemon serves the whole database; each thread row says who drives it (null: no daemon ever ran).
             rows = [{**r, "daemon": beat} for r in rows]
-            print_json(rows[0] if thread else rows)
+            print_json({**rows[0], "goals": goals} if thread else rows)
             return
         if beat is not None:
             out.print(_daemon_line(beat))
@@ -62,6 +64,16 @@ def register(app: typer.Typer) -> None:
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["updated_at"])), r["goal"][:80],
             )
         out.print(table)
+        if goals:
+            per_goal = Table(title=f"Goals of {thread} (this run's usage: ${rows[0]['usage']['usd']:.4f})", title_justify="left")
+            for col in ("#", "goal", "outcome", "cycles", "tool calls", "model calls", "tokens", "cost"):
+                per_goal.add_column(col, overflow="fold")
+            for g in goals:
+                per_goal.add_row(
+                    str(g["index"]), g["goal"][:60], g["outcome"], str(g["cycles"]), f"{g['tool_calls']} ({g['failed']} failed)",
+                    str(g["model_calls"]), str(g["input_tokens"] + g["output_tokens"]), f"${g['usd']:.4f}",
+                )
+            out.print(per_goal)
 
     @app.command()
     def history(
