@@ -28,10 +28,10 @@ from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decisio
 from kasloop.checkpoints.events import event_row
 from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.checkpoints.rules import RuleStore
-from kasloop.budget import LIMITS, check_prices
+from kasloop.budget import LIMITS, budget_request, check_prices, granted_value, with_budgets
 from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
-from kasloop.config import AgentConfig, Budgets, PolicyRule
+from kasloop.config import AgentConfig, PolicyRule
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import build_graph, context_for
 from kasloop.locks import try_lock
@@ -279,33 +279,19 @@ class Agent:
         record = await ThreadStore(db).get(thread_id)
         if record is None or record["policy"].get("autonomy", 3) >= 4:
             return None
-        seed = f"{thread_id}:budget:{breach['limit']}:{breach['value']}:{breach['used']}"
-        approval_id = "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
-        now = time.time()
-        unit = LIMITS.get(breach["limit"], "")
-        request = {
-            "approval_id": approval_id, "thread": thread_id, "batch_id": f"budget-{approval_id}", "call_id": "", "kind": "budget",
-            "tool": "budget", "args": dict(breach), "risk": "high", "arg_hash": seed,
-            "reason": f"budgets.{breach['limit']} = {breach['value']:g} ({unit}) is used up ({breach['used']:g}). Approve to raise it to "
-            f"{breach['proposed']:g} (or --edit '{{\"value\": N}}'), reject to leave the thread paused.",
-            "created_at": now, "expires_at": now + self.config.approval_ttl,
-        }
+        request = budget_request(thread_id, breach, self.config.approval_ttl)
         if await ApprovalStore(db).add(request):
-            await EventLog(db).append(thread_id, step, "approval_requested", approval_id=approval_id, tool="budget", arg_hash=seed, reason=request["reason"])
-        return request["batch_id"]
+            await EventLog(db).append(
+                thread_id, step, "approval_requested", approval_id=request["approval_id"], tool="budget", arg_hash=request["arg_hash"], reason=request["reason"],
+            )
+        return str(request["batch_id"])
 
     async def _decide_budget(self, db: Database, record: ApprovalRecord, decision: dict[str, Any], by: str, channel: str, resume: bool) -> RunResult:
         """Approve (raise the limit in the thread's stored policy, then continue) or reject (stay paused)."""
         thread_id = record["thread"]
         kind = decision.get("decision")
-        if kind not in ("approve", "edit", "reject"):
-            raise ApprovalError(f"A budget request takes approve, edit ('{{\"value\": N}}') or reject, not `{kind}`.")
         breach = record["args"]
-        value = breach["proposed"]
-        if kind == "edit":
-            value = (decision.get("args") or {}).get("value")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= breach["used"]:
-                raise ApprovalError(f"The new {breach['limit']} must be a number above what is used ({breach['used']:g}), e.g. --edit '{{\"value\": {breach['proposed']:g}}}'.")
+        value = granted_value(breach, decision)  # also refuses a decision a budget request cannot take
         event = event_row(thread_id, 0, "approval_decision", approval_id=record["approval_id"], decision=kind, by=by, channel=channel, arg_hash=record["arg_hash"], new_arg_hash=None)
         if not await ApprovalStore(db).decide(record["approval_id"], {**decision, "arg_hash": record["arg_hash"]}, by=by, channel=channel, event=event):  # type: ignore[typeddict-item]
             raise ApprovalError(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
@@ -327,13 +313,7 @@ class Agent:
         record = await threads.get(thread_id)
         if record is None:
             raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
-        policy = dict(record["policy"])
-        try:
-            budgets = Budgets(**{**policy.get("budgets", {}), **limits})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise UsageError(f"Budget {'.'.join(str(p) for p in first['loc'])}: {first['msg']}.") from None
-        policy["budgets"] = budgets.model_dump(mode="json")
+        policy = with_budgets(record["policy"], limits)
         await threads.set_policy(thread_id, policy)
         await EventLog(db).append(thread_id, 0, "budget_changed", by=by, **{k: policy["budgets"][k] for k in limits})
         return policy["budgets"]  # type: ignore[no-any-return]

@@ -15,12 +15,15 @@ A breach pauses the thread with status ``paused_budget`` (exit 11). At levels
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from kasloop.config import AgentConfig, ModelPrice
-from kasloop.errors import ConfigError
+from pydantic import ValidationError
+
+from kasloop.config import AgentConfig, Budgets, ModelPrice
+from kasloop.errors import ApprovalError, ConfigError, UsageError
 from kasloop.state import RunContext, Usage
 
 __all__ = [
@@ -28,13 +31,16 @@ __all__ = [
     "EXPECTED_REPLY_TOKENS",
     "LIMITS",
     "Breach",
+    "budget_request",
     "check_prices",
     "cost",
+    "granted_value",
     "model_call_breach",
     "price_for",
     "step_breach",
     "tool_call_breach",
     "utc_day",
+    "with_budgets",
 ]
 
 DEFAULT_PRICES: dict[str, ModelPrice] = {
@@ -167,3 +173,46 @@ def tool_call_breach(ctx: RunContext, usage: Usage) -> Breach | None:
     if ctx.max_seconds is not None and usage["seconds"] >= ctx.max_seconds:
         return Breach("max_seconds", float(ctx.max_seconds), round(usage["seconds"], 3), before="tool call")
     return None
+
+
+def budget_request(thread_id: str, breach: dict[str, Any], ttl: float) -> dict[str, Any]:
+    """The approval request (kind ``budget``) asking a human to raise the limit ``breach`` names.
+
+    Its id depends on the limit, its value and what was used, so asking again after a refusal
+    (same numbers) is the same request, while a new pause after a raise is a new one.
+    """
+    seed = f"{thread_id}:budget:{breach['limit']}:{breach['value']}:{breach['used']}"
+    approval_id = "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+    now = time.time()
+    return {
+        "approval_id": approval_id, "thread": thread_id, "batch_id": f"budget-{approval_id}", "call_id": "", "kind": "budget",
+        "tool": "budget", "args": dict(breach), "risk": "high", "arg_hash": seed,
+        "reason": f"budgets.{breach['limit']} = {breach['value']:g} ({LIMITS.get(breach['limit'], '')}) is used up ({breach['used']:g}). "
+        f"Approve to raise it to {breach['proposed']:g} (or --edit '{{\"value\": N}}'), reject to leave the thread paused.",
+        "created_at": now, "expires_at": now + ttl,
+    }
+
+
+def granted_value(breach: dict[str, Any], decision: dict[str, Any]) -> float:
+    """The new limit a decision on a budget request grants: the proposal, or an edited ``value`` above what is used."""
+    kind = decision.get("decision")
+    if kind not in ("approve", "edit", "reject"):
+        raise ApprovalError(f"A budget request takes approve, edit ('{{\"value\": N}}') or reject, not `{kind}`.")
+    if kind != "edit":
+        return float(breach["proposed"])
+    value = (decision.get("args") or {}).get("value")
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= breach["used"]:
+        raise ApprovalError(
+            f"The new {breach['limit']} must be a number above what is used ({breach['used']:g}), e.g. --edit '{{\"value\": {breach['proposed']:g}}}'."
+        )
+    return float(value)
+
+
+def with_budgets(policy: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """A thread's stored policy with ``limits`` changed (checked like kasloop.toml's ``[budgets]``)."""
+    try:
+        budgets = Budgets(**{**policy.get("budgets", {}), **limits})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"Budget {'.'.join(str(p) for p in first['loc'])}: {first['msg']}.") from None
+    return {**policy, "budgets": budgets.model_dump(mode="json")}
