@@ -54,14 +54,10 @@ def resolve_model_specs(config: AgentConfig) -> list[str]:
 
 def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
     """Create the chat model for one spec. Problems are ``ConfigError`` (exit 2)."""
-    kind, _, rest = spec.partition(":")
+    kind, rest = _parse_spec(spec)
     if kind == "scripted":
-        if not rest:
-            raise ConfigError("Model spec `scripted:` needs a file: --model scripted:PATH.jsonl")
         return ScriptedChatModel.from_file(rest)
     if kind == "openai":
-        if not rest:
-            raise ConfigError("Model spec `openai:` needs a model name, e.g. --model openai:gpt-4o-mini")
         from langchain_openai import ChatOpenAI
 
         key = config.openai.api_key.get_secret_value() if config.openai.api_key else os.environ.get("OPENAI_API_KEY")
@@ -78,23 +74,21 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             timeout=config.openai.timeout,
             http_async_client=_own_async_client(config.openai.timeout),
         )
-    if spec == "local":
-        from langchain_openai import ChatOpenAI
+    from langchain_openai import ChatOpenAI
 
-        from kasloop.local_server import ensure_running
+    from kasloop.local_server import ensure_running  # "local": _parse_spec allows nothing else
 
-        return ChatOpenAI(
-            model="local",
-            base_url=ensure_running(),
-            api_key="local",  # the server is bound to 127.0.0.1 and needs no key
-            max_retries=0,
-            timeout=config.openai.timeout,
-            http_async_client=_own_async_client(config.openai.timeout),
-            max_tokens=512,  # also capped on the server (-n)
-            temperature=LOCAL_TEMPERATURE,
-            metadata={LOCAL_MARK: True, TOOLS_IN_PROMPT: True},
-        )
-    raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
+    return ChatOpenAI(
+        model="local",
+        base_url=ensure_running(),
+        api_key="local",  # the server is bound to 127.0.0.1 and needs no key
+        max_retries=0,
+        timeout=config.openai.timeout,
+        http_async_client=_own_async_client(config.openai.timeout),
+        max_tokens=512,  # also capped on the server (-n)
+        temperature=LOCAL_TEMPERATURE,
+        metadata={LOCAL_MARK: True, TOOLS_IN_PROMPT: True},
+    )
 
 
 def _classify(exc: Exception) -> ModelError:
@@ -107,18 +101,23 @@ def _classify(exc: Exception) -> ModelError:
     return ModelError(f"model call failed ({name}): {exc}", transient=transient)
 
 
+def _parse_spec(spec: str) -> tuple[str, str]:
+    """``(kind, rest)`` of a spec whose form is right; ``ConfigError`` naming the problem otherwise."""
+    kind, _, rest = spec.partition(":")
+    if kind == "scripted" and not rest:
+        raise ConfigError("Model spec `scripted:` needs a file: --model scripted:PATH.jsonl")
+    if kind == "openai" and not rest:
+        raise ConfigError("Model spec `openai:` needs a model name, e.g. --model openai:gpt-4o-mini")
+    if kind not in ("scripted", "openai") and spec != "local":
+        raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
+    return kind, rest
+
+
 def check_model_spec(spec: str) -> None:
     """Check a spec's form without building it (no server started, no key needed); ``ConfigError`` if wrong."""
-    kind, _, rest = spec.partition(":")
+    kind, rest = _parse_spec(spec)
     if kind == "scripted":
-        if not rest:
-            raise ConfigError("Model spec `scripted:` needs a file: --model scripted:PATH.jsonl")
         load_script(rest)
-    elif kind == "openai":
-        if not rest:
-            raise ConfigError("Model spec `openai:` needs a model name, e.g. --model openai:gpt-4o-mini")
-    elif spec != "local":
-        raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
 
 
 class ModelChain:

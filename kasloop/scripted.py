@@ -90,6 +90,13 @@ SUMMARY_SO_FAR = "Summary so far:\n"
 NEW_EVENTS = "New events:\n"
 
 
+def _side_reply(request: str, text: str) -> ChatResult:
+    """A side call's answer (summary, diagnosis), with token usage estimated like a scripted turn's."""
+    tokens = _approx_tokens(text)
+    message = AIMessage(content=text, usage_metadata={"input_tokens": _approx_tokens(request), "output_tokens": tokens, "total_tokens": tokens})
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 def _summary_result(messages: list[BaseMessage]) -> ChatResult:
     """A summary that depends only on the request, so a replayed thread summarises the same way."""
     request = str(messages[-1].content)
@@ -97,20 +104,14 @@ def _summary_result(messages: list[BaseMessage]) -> ChatResult:
     events = request.partition(NEW_EVENTS)[2].rpartition("\n\n")[0].splitlines()
     lines = [] if previous in ("", "(none)") else [previous]
     lines += [" ".join(line.split()[:12]) for line in events if line.strip()]
-    text = "\n".join(lines)
-    tokens = _approx_tokens(text)
-    message = AIMessage(content=text, usage_metadata={"input_tokens": _approx_tokens(request), "output_tokens": tokens, "total_tokens": tokens})
-    return ChatResult(generations=[ChatGeneration(message=message)])
+    return _side_reply(request, "\n".join(lines))
 
 
 def _diagnosis_result(messages: list[BaseMessage]) -> ChatResult:
     """A cause-and-plan built from the request's error line (deterministic, like the summary)."""
     request = str(messages[-1].content)
     error = next((line for line in request.splitlines() if line.startswith("Error (")), "Error: unknown")
-    text = f"Cause: {error.partition(': ')[2].removeprefix('Error: ')[:120]}. Next: change the arguments or use another tool."
-    tokens = _approx_tokens(text)
-    message = AIMessage(content=text, usage_metadata={"input_tokens": _approx_tokens(request), "output_tokens": tokens, "total_tokens": tokens})
-    return ChatResult(generations=[ChatGeneration(message=message)])
+    return _side_reply(request, f"Cause: {error.partition(': ')[2].removeprefix('Error: ')[:120]}. Next: change the arguments or use another tool.")
 
 
 class ScriptedChatModel(BaseChatModel):

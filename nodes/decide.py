@@ -131,8 +131,7 @@ def make_decide(deps: NodeDeps) -> Any:
                 "invalid_tool_calls": deps.redactor.deep(reply.invalid_tool_calls), "additional_kwargs": deps.redactor.deep(reply.additional_kwargs),
             })
         meta = reply.usage_metadata or {}
-        spent_before = usage["usd"]
-        await deps.spent(state, ctx, usage, meta.get("input_tokens", 0), meta.get("output_tokens", 0), time.monotonic() - started)
+        costs = await deps.spent(state, ctx, usage, meta.get("input_tokens", 0), meta.get("output_tokens", 0), time.monotonic() - started)
         update: dict[str, Any] = {"model_turns": turn + 1, "usage": usage, "last_error": None, "diagnosis": None, "budget_breach": None}
         if reply.invalid_tool_calls and not reply.tool_calls:
             bad = reply.invalid_tool_calls[0]
@@ -209,7 +208,7 @@ def make_decide(deps: NodeDeps) -> Any:
             update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
         await deps.events.append(
             ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=size,
-            input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0), usd=round(usage["usd"] - spent_before, 9),
+            **costs,
         )
         return update
 

@@ -98,8 +98,11 @@ class NodeDeps:
     def price(self, state: AgentState) -> ModelPrice | None:
         return price_for(self.models.spec(state.get("model_index", 0)), self.config.prices)
 
-    async def spent(self, state: AgentState, ctx: RunContext, usage: Usage, input_tokens: int, output_tokens: int, seconds: float) -> None:
-        """Count one model call in ``usage`` (tokens, USD, seconds) and in the day's spend."""
+    async def spent(
+        self, state: AgentState, ctx: RunContext, usage: Usage, input_tokens: int, output_tokens: int, seconds: float
+    ) -> dict[str, Any]:
+        """Count one model call in ``usage`` (tokens, USD, seconds) and in the day's spend; returns what
+        it cost (``input_tokens``, ``output_tokens``, ``usd``) for the call's event."""
         usd = cost(self.price(state), input_tokens, output_tokens)
         usage["model_calls"] += 1
         usage["input_tokens"] += input_tokens
@@ -108,6 +111,7 @@ class NodeDeps:
         usage["seconds"] = round(usage["seconds"] + seconds, 6)
         if input_tokens or output_tokens:
             await self.spend.add(utc_day(), ctx.thread_id, input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
+        return {"input_tokens": input_tokens, "output_tokens": output_tokens, "usd": round(usd, 9)}
 
     def context(self, runtime: Runtime[RunContext] | None) -> RunContext:
         """The run's context; the config's policy, under the run's real thread id, when the caller gave none.

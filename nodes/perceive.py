@@ -25,7 +25,7 @@ from kasloop.nodes.deps import NodeDeps
 from kasloop.budget import step_breach
 from kasloop.errors import KasloopError, ModelError
 from kasloop.memory import DEFAULT_NAMESPACE, relevant_learnings, shared_memory
-from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary, summary_request_tokens
+from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary, last_turn_start, summary_request_tokens
 from kasloop.state import AgentState, Goal, RunContext, Usage, empty_usage
 
 __all__ = ["DONE_GOALS_KEPT", "RECALL_EVERY", "RECALLED", "make_perceive"]
@@ -39,13 +39,6 @@ DONE_GOALS_KEPT = 20
 """Finished goals kept in the state (open ones are always kept), so the state does not grow with every ``tell``."""
 
 
-def _last_non_tool(messages: list[BaseMessage]) -> int:
-    for index in range(len(messages) - 1, -1, -1):
-        if not isinstance(messages[index], ToolMessage):
-            return index
-    return -1
-
-
 def _bounded_goals(goals: list[Goal]) -> list[Goal]:
     done = [g for g in goals if g["status"] != "open"]
     if len(done) <= DONE_GOALS_KEPT:
@@ -57,7 +50,7 @@ def _bounded_goals(goals: list[Goal]) -> list[Goal]:
 def _observation(messages: list[BaseMessage], step: int) -> str:
     last = messages[-1] if messages else None
     if isinstance(last, ToolMessage):
-        return f"step {step}: {len(messages) - _last_non_tool(messages) - 1} tool result(s) since the last decision"
+        return f"step {step}: {len(messages) - last_turn_start(messages) - 1} tool result(s) since the last decision"
     if isinstance(last, AIMessage):
         return f"step {step}: continuing"
     return f"step {step}: new instructions"
@@ -77,9 +70,7 @@ def make_perceive(deps: NodeDeps) -> Any:
             folded = Folded(digest(previous, evicted), by_model=False, error=exc.message)
         costs: dict[str, Any] = {}
         if folded.by_model:
-            before = usage["usd"]
-            await deps.spent(state, ctx, usage, folded.input_tokens, folded.output_tokens, time.monotonic() - started)
-            costs = {"input_tokens": folded.input_tokens, "output_tokens": folded.output_tokens, "usd": round(usage["usd"] - before, 9)}
+            costs = await deps.spent(state, ctx, usage, folded.input_tokens, folded.output_tokens, time.monotonic() - started)
         thread_id = ctx.thread_id
         await deps.events.append(
             thread_id, usage["steps"], "summary", evicted=len(evicted), by_model=folded.by_model, chars=len(folded.summary), **costs,

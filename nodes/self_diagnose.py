@@ -95,9 +95,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             return None
         started = time.monotonic()
         plan, spent = await diagnose(model, request, turn=state.get("model_turns", 0))
-        before = usage["usd"]
-        await deps.spent(state, ctx, usage, spent.get("input_tokens", 0), spent.get("output_tokens", 0), time.monotonic() - started)
-        costs.update(input_tokens=spent.get("input_tokens", 0), output_tokens=spent.get("output_tokens", 0), usd=round(usage["usd"] - before, 9))
+        costs.update(await deps.spent(state, ctx, usage, spent.get("input_tokens", 0), spent.get("output_tokens", 0), time.monotonic() - started))
         return plan
 
     async def self_diagnose(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ __all__ = [
     "digest",
     "eviction_cut",
     "fold_into_summary",
+    "last_turn_start",
     "message_tokens",
     "prompt_tokens",
     "render_line",
@@ -86,11 +87,12 @@ def prompt_tokens(messages: Sequence[BaseMessage]) -> int:
     return sum(message_tokens(m) for m in messages)
 
 
-def _last_turn_start(messages: Sequence[BaseMessage]) -> int:
+def last_turn_start(messages: Sequence[BaseMessage]) -> int:
+    """Index of the newest message that opens a turn (not a ``ToolMessage``); -1 if there is none."""
     for index in range(len(messages) - 1, -1, -1):
         if not isinstance(messages[index], ToolMessage):
             return index
-    return 0
+    return -1
 
 
 def eviction_cut(messages: Sequence[BaseMessage], *, max_messages: int, max_tokens: int) -> int:
@@ -111,7 +113,7 @@ def eviction_cut(messages: Sequence[BaseMessage], *, max_messages: int, max_toke
         kept += sizes[cut]
     while cut < len(messages) and isinstance(messages[cut], ToolMessage):
         cut += 1
-    return min(cut, _last_turn_start(messages))
+    return min(cut, max(0, last_turn_start(messages)))
 
 
 def render_line(message: BaseMessage) -> str:

@@ -6,9 +6,9 @@ Model fallbacks (HTTP 500 from a local OpenAI-wire server) are in tests/models/t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from kasloop import Agent, AgentConfig, LongTermMemory, PolicyRule
 from kasloop.checkpoints import open_database
 from kasloop.tools import Tool, ToolContext, ToolFailure
 from conftest import call
+from webpages import reply, serve
 
 
 class Site:
@@ -25,52 +26,35 @@ class Site:
 
     def __init__(self, *, failures: int = 0, refuse_scripts: bool = False) -> None:
         self.agents: list[str] = []
-        site = self
+        self.failures = failures
+        self.refuse_scripts = refuse_scripts
+        self.host = self.url = ""  # set once it is served
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                agent = self.headers.get("User-Agent", "")
-                if self.path.endswith(".ico"):
-                    self.send_error(404)
-                    return
-                site.agents.append(agent)
-                if len(site.agents) <= failures:
-                    self.send_error(503, "busy, try again")
-                    return
-                if refuse_scripts and "kasloop-agent" in agent:
-                    self.send_error(403, "browsers only")
-                    return
-                body = b"<html><head><title>Opening hours</title></head><body>Open 9 to 5.</body></html>"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hours"
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        agent = handler.headers.get("User-Agent", "")
+        if handler.path.endswith(".ico"):
+            handler.send_error(404)
+            return
+        self.agents.append(agent)
+        if len(self.agents) <= self.failures:
+            handler.send_error(503, "busy, try again")
+        elif self.refuse_scripts and "kasloop-agent" in agent:
+            handler.send_error(403, "browsers only")
+        else:
+            reply(handler, "<html><head><title>Opening hours</title></head><body>Open 9 to 5.</body></html>")
 
 
 @pytest.fixture
 def sites() -> Iterator[Callable[..., Site]]:
-    started: list[Site] = []
+    with ExitStack() as stack:
 
-    def start(**kwargs: object) -> Site:
-        started.append(Site(**kwargs))  # type: ignore[arg-type]
-        return started[-1]
+        def start(**kwargs: object) -> Site:
+            site = Site(**kwargs)  # type: ignore[arg-type]
+            site.host = stack.enter_context(serve(site.answer))
+            site.url = f"http://{site.host}/hours"
+            return site
 
-    yield start
-    for site in started:
-        site.close()
+        yield start
 
 
 def agent_for(tmp_path: Path, workspace: Path, model: str, site: Site, tools: list[str], **extra: object) -> Agent:

@@ -102,6 +102,7 @@ __all__ = [
     "poll_inbox",
     "parse_addresses",
     "search_criteria",
+    "take_unread",
 ]
 
 ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown"]
@@ -962,13 +963,17 @@ async def _reconcile_send(args: SendArgs, ctx: ToolContext) -> bool | None:
     return True if found else None
 
 
-def _take_unread(conn: imaplib.IMAP4, folder: str, senders: list[str], max_bytes: int) -> list[tuple[str, str, str, str]]:
-    """``(sender, subject, body, message id)`` of unread mail from allowed senders; each is marked read.
+def take_unread(
+    conn: imaplib.IMAP4, folder: str, *, max_bytes: int, senders: list[str] | None = None, criteria: tuple[str, ...] = ("UNSEEN",),
+) -> list[tuple[str, str, str, str]]:
+    """``(sender, subject, body, message id)`` of the unread mail matching ``criteria``; each one taken is marked read.
 
-    Mail from anyone else is left unread (another reader may want it).
+    With ``senders`` (address globs) only their mail is taken and the rest is left unread (another
+    reader may want it); without, every match is taken. The sender is ``""`` when the From header
+    does not parse (mail comes from strangers). A message over ``max_bytes`` is taken unread.
     """
     _open_folder(conn, folder, readonly=False)
-    typ, data = conn.uid("SEARCH", "UNSEEN")
+    typ, data = conn.uid("SEARCH", *criteria)
     _check(typ, data, "searching for new mail")
     found: list[tuple[str, str, str, str]] = []
     for uid in [u.decode() for d in data if isinstance(d, bytes) for u in d.split()]:
@@ -980,7 +985,7 @@ def _take_unread(conn: imaplib.IMAP4, folder: str, senders: list[str], max_bytes
         except ValueError:
             senders_found = []
         sender = senders_found[0].addr_spec.lower() if len(senders_found) == 1 else ""
-        if not sender or not any(fnmatchcase(sender, p) for p in senders):
+        if senders is not None and (not sender or not any(fnmatchcase(sender, p) for p in senders)):
             continue
         if fetched and fetched[0].size is not None and fetched[0].size > max_bytes:
             conn.uid("STORE", uid, "+FLAGS.SILENT", "(\\Seen)")
@@ -1007,7 +1012,7 @@ async def poll_inbox(settings: EmailSettings | dict[str, Any], deliver: Callable
     password = _password(conf.imap, "imap")
     assert password is not None
     patterns = [p.lower() for p in conf.inbox_senders]
-    mails = await asyncio.to_thread(_imap_session, conf.imap, password, lambda conn: _take_unread(conn, conf.inbox_folder, patterns, conf.max_read_bytes))
+    mails = await asyncio.to_thread(_imap_session, conf.imap, password, lambda conn: take_unread(conn, conf.inbox_folder, max_bytes=conf.max_read_bytes, senders=patterns))
     for sender, subject, body, message_id in mails:
         text = f"Email from {sender}: {subject}\n\n{body}"[:4000]
         await deliver(conf.inbox_thread, "email", text, {"from": sender, "subject": subject, "message_id": message_id})

@@ -486,10 +486,7 @@ async def _updates(args: UpdatesArgs, ctx: ToolContext) -> ToolResult:
         earlier = await state.get("updates", key)
         if earlier is not None:
             return ToolResult(ok=True, output=earlier["output"], metadata=earlier["metadata"])
-    offset = await state.get("offset", _bot_id(token))
-    params: dict[str, Any] = {"limit": args.limit, "timeout": args.wait, "allowed_updates": ALLOWED_UPDATES}
-    if offset is not None:
-        params["offset"] = offset
+    offset, params = await _updates_params(state, _bot_id(token), limit=args.limit, timeout=args.wait)
     async with TelegramClient(settings, token) as client:
         updates = await client.call("getUpdates", params, read_timeout=settings.timeout + args.wait)
     lines: list[str] = []
@@ -534,6 +531,22 @@ TELEGRAM_TOOLS: tuple[Tool, ...] = (
 # --------------------------------------------------------------------------- the receiver loop
 
 
+async def _updates_params(state: TelegramState, bot: str, **params: Any) -> tuple[int | None, dict[str, Any]]:
+    """The stored offset and the ``getUpdates`` parameters that continue from it (nothing is read twice)."""
+    offset = await state.get("offset", bot)
+    params["allowed_updates"] = ALLOWED_UPDATES
+    if offset is not None:
+        params["offset"] = offset
+    return offset, params
+
+
+def _receiver(settings: TelegramSettings | Mapping[str, Any], state: TelegramState | None) -> tuple[TelegramSettings, str, TelegramState, str]:
+    """Settings, token, state and bot id of a receiving loop (``pump_updates``, ``poll_once``)."""
+    conf = settings if isinstance(settings, TelegramSettings) else TelegramSettings.model_validate(dict(settings))
+    token = _token(conf)
+    return conf, token, state or TelegramState(), _bot_id(token)
+
+
 def inbox_deliver(database: Any) -> Deliver:
     """A ``deliver`` callback that appends to the thread's inbox in ``database``."""
     from kasloop.checkpoints.inbox import Inbox
@@ -565,18 +578,12 @@ async def pump_updates(
     retried with backoff (Telegram's ``retry_after`` for 429); a permanent one
     (token rejected) raises :class:`TelegramError`.
     """
-    conf = settings if isinstance(settings, TelegramSettings) else TelegramSettings.model_validate(dict(settings))
-    token = _token(conf)
-    state = state or TelegramState()
-    bot = _bot_id(token)
+    conf, token, state, bot = _receiver(settings, state)
     delivered = 0
     failures = 0
     async with TelegramClient(conf, token) as client:
         while stop is None or not stop.is_set():
-            offset = await state.get("offset", bot)
-            params: dict[str, Any] = {"timeout": conf.poll_timeout, "allowed_updates": ALLOWED_UPDATES}
-            if offset is not None:
-                params["offset"] = offset
+            _, params = await _updates_params(state, bot, timeout=conf.poll_timeout)
             try:
                 updates = await client.call("getUpdates", params, read_timeout=conf.timeout + conf.poll_timeout)
             except TelegramError as exc:
@@ -631,15 +638,9 @@ async def poll_once(
     settings: TelegramSettings | Mapping[str, Any], deliver: Deliver, *, state: TelegramState | None = None, on_approval: OnApproval | None = None,
 ) -> int:
     """One ``getUpdates`` without waiting (for the daemon's cycle): approval buttons and messages alike."""
-    conf = settings if isinstance(settings, TelegramSettings) else TelegramSettings.model_validate(dict(settings))
-    token = _token(conf)
-    state = state or TelegramState()
-    bot = _bot_id(token)
+    conf, token, state, bot = _receiver(settings, state)
     async with TelegramClient(conf, token) as client:
-        offset = await state.get("offset", bot)
-        params: dict[str, Any] = {"timeout": 0, "allowed_updates": ALLOWED_UPDATES}
-        if offset is not None:
-            params["offset"] = offset
+        _, params = await _updates_params(state, bot, timeout=0)
         updates = await client.call("getUpdates", params)
         return await handle_updates(client, conf, updates, deliver, state, bot, on_approval)
 

@@ -12,7 +12,6 @@ is handled once; a reply that fails a check is refused and logged.
 from __future__ import annotations
 
 import asyncio
-import imaplib
 import re
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,7 @@ from kasloop.channels.base import AnnouncementLog, Decide, Incoming, Refuse, req
 from kasloop.checkpoints.sqlite import Database
 from kasloop.config import EmailApprovals
 from kasloop.tools.base import ToolContext, ToolFailure, run_tool
-from kasloop.tools.email import (
-    EMAIL_TOOLS,
-    EmailSettings,
-    _body_text,
-    _check,
-    _header,
-    _imap_session,
-    _open_folder,
-    _parse,
-    _parse_fetch,
-    _password,
-    parse_addresses,
-)
+from kasloop.tools.email import EMAIL_TOOLS, EmailSettings, _imap_session, _password, parse_addresses, take_unread
 
 __all__ = ["EmailChannel", "parse_reply"]
 
@@ -83,10 +70,12 @@ class EmailChannel:
             raise ToolFailure("permanent", "approval_channels.email needs tool_settings.email.imap (host, username) to read replies")
         password = _password(settings.imap, "imap")
         assert password is not None
-        folder = self.approvals.folder
-        replies = await asyncio.to_thread(_imap_session, settings.imap, password, lambda conn: _unread_replies(conn, folder))
+        folder, limit = self.approvals.folder, settings.max_read_bytes
+        replies = await asyncio.to_thread(
+            _imap_session, settings.imap, password, lambda conn: take_unread(conn, folder, max_bytes=limit, criteria=("UNSEEN", "SUBJECT", '"kasloop"')),
+        )
         log = AnnouncementLog(db)
-        for sender, subject, body in replies:
+        for sender, subject, body, _ in replies:
             parsed = parse_reply(subject, body)
             if parsed is None:
                 continue
@@ -99,25 +88,3 @@ class EmailChannel:
                 await refuse(approval_id, by, "the reply does not quote this request's code")
             else:
                 await decide(Incoming(approval_id, decision, by, reason))
-
-
-def _unread_replies(conn: imaplib.IMAP4, folder: str) -> list[tuple[str, str, str]]:
-    """``(sender, subject, body)`` of the unread kasloop replies in ``folder``; each is marked read."""
-    _open_folder(conn, folder, readonly=False)
-    typ, data = conn.uid("SEARCH", "UNSEEN", "SUBJECT", '"kasloop"')
-    _check(typ, data, "searching for replies")
-    uids = [u.decode() for d in data if isinstance(d, bytes) for u in d.split()]
-    found: list[tuple[str, str, str]] = []
-    for uid in uids:
-        typ, data = conn.uid("FETCH", uid, "(UID BODY.PEEK[])")
-        _check(typ, data, "reading a reply")
-        for fetched in _parse_fetch(data):
-            msg = _parse(fetched.body)
-            try:
-                senders = parse_addresses(_header(msg, "From") or "")
-            except ValueError:  # mail comes from strangers: an unparsable sender is simply no approver
-                senders = []
-            sender = senders[0].addr_spec.lower() if len(senders) == 1 else ""
-            found.append((sender, _header(msg, "Subject"), _body_text(msg)))
-        conn.uid("STORE", uid, "+FLAGS.SILENT", "(\\Seen)")
-    return found

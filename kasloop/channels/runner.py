@@ -24,19 +24,15 @@ __all__ = ["announce_for", "notify_for", "poll_approvals", "poll_inbox"]
 async def announce_for(agent: Agent, db: Database, thread_id: str, records: list[dict[str, Any]]) -> None:
     """Send pending requests to the thread's approval channels (each once; failures are retried later)."""
     thread = await ThreadStore(db).get(thread_id)
-    if thread is not None:
-        config = agent._thread_config(thread["policy"])  # noqa: SLF001 - the thread's stored policy
-        if channels_for(config):
-            await announce(db, config, records)
+    if thread is not None:  # announce() does nothing for a thread without channels
+        await announce(db, agent._thread_config(thread["policy"]), records)  # noqa: SLF001 - the thread's stored policy
 
 
 async def notify_for(agent: Agent, db: Database, thread_id: str, key: str, subject: str, text: str) -> None:
     """Send a notice to the thread's channels, once per ``key``."""
     thread = await ThreadStore(db).get(thread_id)
-    if thread is not None:
-        config = agent._thread_config(thread["policy"])  # noqa: SLF001
-        if channels_for(config):
-            await notify(db, config, thread_id, f"notice:{thread_id}:{key}", subject, text or subject)
+    if thread is not None:  # notify() does nothing for a thread without channels
+        await notify(db, agent._thread_config(thread["policy"]), thread_id, f"notice:{thread_id}:{key}", subject, text or subject)  # noqa: SLF001
 
 
 async def poll_approvals(agent: Agent) -> int:

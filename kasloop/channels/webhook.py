@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kasloop.channels.base import Decide, Refuse
-from kasloop.checkpoints.approvals import Decision
+from kasloop.checkpoints.approvals import ApprovalStore, Decision
 from kasloop.checkpoints.events import EventLog
 from kasloop.checkpoints.sqlite import Database
 from kasloop.config import WebhookApprovals
@@ -78,9 +78,9 @@ def approvals_app(agent: Agent, db: Database, *, replay_window: float = 300.0) -
 
     async def refused(status: int, delivery: str, payload: dict[str, Any] | None = None) -> None:
         approval_id = str((payload or {}).get("approval_id", ""))
-        record = await db.fetchone("SELECT thread_id FROM kasloop_approvals WHERE approval_id = ?", (approval_id,)) if approval_id else None
+        record = await ApprovalStore(db).get(approval_id) if approval_id else None
         why = {401: "bad signature or stale timestamp", 409: "replayed callback"}.get(status, f"refused ({status})")
-        await events.append(record["thread_id"] if record else "", 0, "approval_refused", approval_id=approval_id, channel="webhook", reason=why, delivery=delivery)
+        await events.append(record["thread"] if record else "", 0, "approval_refused", approval_id=approval_id, channel="webhook", reason=why, delivery=delivery)
 
     async def approvals(payload: dict[str, Any], delivery: str) -> tuple[int, dict[str, Any]]:
         approval_id, decision = payload.get("approval_id"), payload.get("decision")

@@ -9,14 +9,14 @@ benchmarks/local_model.py and the README.)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from kasloop import Agent, AgentConfig, Budgets
+from webpages import reply, serve
 
 FACT = "The capital of Atlantis is Poseidonia."
 
@@ -30,28 +30,12 @@ def fact_server() -> Iterator[tuple[int, list[str]]]:
     """A page on 127.0.0.1 that records every path requested."""
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            body = f"{FACT}\n".encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        reply(handler, f"{FACT}\n", "text/plain")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(answer) as host:
+        yield int(host.rpartition(":")[2]), seen
 
 
 async def test_level_4_runs_an_allowed_shell_command(local_model: str, tmp_path: Path, workspace: Path) -> None:
