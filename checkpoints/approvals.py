@@ -50,11 +50,13 @@ class ApprovalRecord(TypedDict):
     decided_at: float | None
     decided_by: str | None
     channel: str | None
+    path: str
+    """Where in a team the request was made (``research-3f9a2c1b``: that specialist); ``""``: the thread's own agent."""
 
 
 _COLUMNS = (
     "approval_id, thread_id, batch_id, call_id, kind, tool, args, risk, reason, arg_hash, status, decision,"
-    " created_at, expires_at, decided_at, decided_by, channel"
+    " created_at, expires_at, decided_at, decided_by, channel, path"
 )
 
 
@@ -77,6 +79,7 @@ def _record(row: Any) -> ApprovalRecord:
         decided_at=row["decided_at"],
         decided_by=row["decided_by"],
         channel=row["channel"],
+        path=row["path"] or "",
     )
 
 
@@ -87,11 +90,12 @@ class ApprovalStore:
     async def add(self, request: dict[str, Any]) -> bool:
         """Record a request; False if it was already recorded (the same id twice is one row)."""
         return 1 == await self.db.execute(
-            f"INSERT OR IGNORE INTO kasloop_approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO kasloop_approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 request["approval_id"], request["thread"], request["batch_id"], request["call_id"], request["kind"],
                 request["tool"], json.dumps(request["args"], ensure_ascii=False), request["risk"], request["reason"],
                 request["arg_hash"], "pending", None, request["created_at"], request["expires_at"], None, None, None,
+                request.get("path", ""),
             ),
         )
 

@@ -54,13 +54,20 @@ class EventLog:
         await self.db.flush()
 
     async def history(self, thread_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, ts, step, kind, data FROM kasloop_events WHERE thread_id = ? ORDER BY id"
-        params: tuple[Any, ...] = (thread_id,)
+        """The thread's events, oldest first, with those of its team's specialists (thread ``T/NAME-…``,
+        marked with their ``path``)."""
+        # "T/" <= sub-thread < "T0" ('0' follows '/'): a range the thread index serves.
+        sql = "SELECT id, ts, step, kind, data, thread_id FROM kasloop_events WHERE thread_id = ? OR (thread_id > ? AND thread_id < ?) ORDER BY id"
+        params: tuple[Any, ...] = (thread_id, thread_id + "/", thread_id + "0")
         if limit is not None:
             sql = f"SELECT * FROM ({sql} DESC LIMIT ?) ORDER BY id"  # the last `limit` events, oldest first
-            params = (thread_id, limit)
+            params = (*params, limit)
         rows = await self.db.fetchall(sql, params)
         return [
-            {"id": r["id"], "ts": r["ts"], "step": r["step"], "kind": r["kind"], **json.loads(r["data"])}
+            {"id": r["id"], "ts": r["ts"], "step": r["step"], "kind": r["kind"], **_path(r["thread_id"], thread_id), **json.loads(r["data"])}
             for r in rows
         ]
+
+
+def _path(row_thread: str, thread_id: str) -> dict[str, str]:
+    return {} if row_thread == thread_id else {"path": row_thread[len(thread_id) + 1:]}

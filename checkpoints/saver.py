@@ -300,11 +300,12 @@ class KasloopSaver(AsyncSqliteSaver):
         await self._write(lambda conn: sum(keep_newest(conn, str(t), 1) for t in thread_ids))
 
     async def aprune_keep(self, thread_id: str, keep: int) -> int:
-        """Keep the newest ``keep`` checkpoints of ``thread_id`` per namespace; returns how many were deleted."""
+        """Keep the newest ``keep`` checkpoints of ``thread_id`` per namespace, and none of finished subgraph
+        runs (``drop_finished_subgraphs``); returns how many were deleted."""
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         await self._ready()
-        return await self._write(lambda conn: keep_newest(conn, thread_id, keep))
+        return await self._write(lambda conn: drop_finished_subgraphs(conn, thread_id) + keep_newest(conn, thread_id, keep))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (the whole parent chain) and every write; metadata is copied verbatim."""
@@ -343,6 +344,22 @@ class KasloopSaver(AsyncSqliteSaver):
 
         await self._ready()
         await self._write(delete)
+
+
+def drop_finished_subgraphs(conn: sqlite3.Connection, thread_id: str) -> int:
+    """Delete the checkpoints of subgraph runs that are over (a team's finished delegations).
+
+    A subgraph (namespace other than ``""``) writes its checkpoints while the parent's node runs;
+    once that node is done the parent writes a newer checkpoint, and nothing reads the subgraph's
+    again. A subgraph paused by an interrupt is newer than the parent's newest, and stays.
+    Checkpoint ids are time-ordered (uuid6), so "older" is a string comparison.
+    """
+    return conn.execute(
+        "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns IN ("
+        " SELECT checkpoint_ns FROM checkpoints WHERE thread_id = ? AND checkpoint_ns != '' GROUP BY checkpoint_ns"
+        " HAVING MAX(checkpoint_id) < (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''))",
+        (thread_id, thread_id, thread_id),
+    ).rowcount
 
 
 def keep_newest(conn: sqlite3.Connection, thread_id: str, keep: int) -> int:

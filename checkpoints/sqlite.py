@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS kasloop_approvals (
     expires_at REAL NOT NULL,
     decided_at REAL,
     decided_by TEXT,
-    channel TEXT
+    channel TEXT,
+    path TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS kasloop_approvals_thread ON kasloop_approvals(thread_id, status);
 CREATE TABLE IF NOT EXISTS kasloop_inbox (
@@ -130,6 +131,10 @@ CREATE TABLE IF NOT EXISTS kasloop_daemon (
 """
 
 
+_ADDED_COLUMNS = (("kasloop_approvals", "path", "TEXT NOT NULL DEFAULT ''"),)
+"""(table, column, declaration) added after the first release of a table."""
+
+
 def sqlite_path(db: str | Path) -> Path:
     """Accept a path or a ``sqlite:///path`` URL."""
     text = str(db)
@@ -155,7 +160,16 @@ class Database:
     async def setup(self) -> None:
         await self.saver.setup()
         await self.conn.executescript(_SCHEMA)
+        await self._add_missing_columns()
         await self.conn.commit()
+
+    async def _add_missing_columns(self) -> None:
+        """Columns added since a database was created (``CREATE TABLE IF NOT EXISTS`` keeps old tables as they were)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            async with self.conn.execute(f"PRAGMA table_info({table})") as cursor:
+                present = {row[1] for row in await cursor.fetchall()}
+            if column not in present:
+                await self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the connection's worker thread in one hop.

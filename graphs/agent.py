@@ -104,6 +104,7 @@ def build_graph(
     inbox: InboxLike | None = None,
     resources: ToolResources | None = None,
     spend: SpendLike | None = None,
+    name: str = "kasloop-agent",
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the agent loop for ``config``.
 
@@ -115,6 +116,7 @@ def build_graph(
         ledger, events, inbox, spend: kasloop's database tables; in-process ones are used when omitted.
         resources: what tools share across calls (database, state folder, one browser);
             the caller closes it with ``await resources.aclose()``. A private one when omitted.
+        name: the graph's name (traces, Studio).
 
     Returns:
         The compiled graph. Invoke it with ``context=RunContext(...)`` to set the
@@ -151,7 +153,7 @@ def build_graph(
     builder.add_conditional_edges("human_approval", route_after_approval, APPROVAL_EDGES)
     builder.add_conditional_edges("act", route_after_act, ACT_EDGES)
     builder.add_conditional_edges("self_diagnose", route_after_diagnosis, DIAGNOSE_EDGES)
-    return builder.compile(checkpointer=checkpointer, name="kasloop-agent")
+    return builder.compile(checkpointer=checkpointer, name=name)
 
 
 def __getattr__(name: str) -> Any:

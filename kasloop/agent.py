@@ -33,12 +33,13 @@ from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.config import AgentConfig, PolicyRule
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
-from kasloop.graphs.agent import build_graph, context_for
+from kasloop.graphs.agent import context_for
+from kasloop.graphs.team import build_for, team_tools, tool_names_for
 from kasloop.locks import try_lock
 from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
 from kasloop.settings import resolve_home
-from kasloop.state import Usage, empty_usage
+from kasloop.state import Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools
 
@@ -69,6 +70,7 @@ def approval_json(record: ApprovalRecord | dict[str, Any]) -> dict[str, Any]:
         "created_at": record["created_at"],
         "expires_at": record["expires_at"],
         "kind": record.get("kind", "tool_call"),
+        "path": record.get("path", ""),
     }
 
 
@@ -104,22 +106,22 @@ def _run_sync(coro: Awaitable[T], name: str) -> T:
 def _absolute_policy(config: AgentConfig, cwd: Path) -> AgentConfig:
     """Make paths in the policy absolute, so any process can resume the thread."""
     workspace = config.workspace if config.workspace.is_absolute() else (cwd / config.workspace)
+    team = {
+        name: {member: spec.model_copy(update={"model": _absolute_specs(spec.model, cwd)}) if spec.model is not None else spec for member, spec in members.items()}
+        for name, members in config.team.items()
+    }
+    return config.model_copy(update={"workspace": workspace.resolve(), "model": _absolute_specs(resolve_model_specs(config), cwd), "team": team})
+
+
+def _absolute_specs(model: str | list[str], cwd: Path) -> str | list[str]:
+    """Scripted model files as absolute paths (a resumed thread may run in another folder)."""
     specs = []
-    for spec in resolve_model_specs(config):
+    for spec in [model] if isinstance(model, str) else model:
         kind, _, rest = spec.partition(":")
         if kind == "scripted" and rest and not Path(rest).is_absolute():
             spec = f"scripted:{(cwd / rest).resolve()}"
         specs.append(spec)
-    model: str | list[str] = specs[0] if len(specs) == 1 else specs
-    return config.model_copy(update={"workspace": workspace.resolve(), "model": model})
-
-
-def _new_cycle() -> dict[str, Any]:
-    """State reset at the start of a new task on an existing thread (budgets count per task)."""
-    return {
-        "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
-        "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
-    }
+    return specs[0] if len(specs) == 1 else specs
 
 
 class Agent:
@@ -159,6 +161,7 @@ class Agent:
         """Set (e.g. by a signal handler) to stop every run after its current node; resume continues it."""
         self._resources: weakref.WeakKeyDictionary[Database, ToolResources] = weakref.WeakKeyDictionary()
         select_tools(self.config.tools, self.extra_tools)  # unknown tools and bad settings fail now, before any write
+        team_tools(self.config, self.extra_tools)
         check_tool_settings(self.config.tool_settings, self.config.workspace)
         check_prices(self.config, resolve_model_specs(self.config))
 
@@ -183,7 +186,7 @@ class Agent:
             raise ConfigError(f"The stored policy of this thread is invalid: {exc.errors()[0]['msg']}.") from None
 
     def _graph(self, db: Database, config: AgentConfig) -> Any:
-        return build_graph(
+        return build_for(
             config, checkpointer=db.saver, tools=self.extra_tools, ledger=Ledger(db), events=EventLog(db),
             inbox=Inbox(db), resources=self._resources.get(db), spend=SpendLog(db),
         )
@@ -212,7 +215,7 @@ class Agent:
 
     async def _drive_locked(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
         graph = self._graph(db, config)
-        ctx = context_for(config, thread_id, select_tools(config.tools, self.extra_tools))
+        ctx = context_for(config, thread_id, tool_names_for(config, self.extra_tools))
         standing = await RuleStore(db).policy_rules()
         if standing:  # rules people added since (`--always`, `kasloop rules add`) join the thread's own
             ctx = dataclasses.replace(ctx, rules=(*ctx.rules, *standing))
@@ -245,10 +248,11 @@ class Agent:
         for intr in snapshot.interrupts:
             batch_id = intr.id
             for request in intr.value.get("requests", []):
+                request = _at_top(request, thread_id)
                 if await approvals.add({**request, "batch_id": intr.id}):
                     await events.append(
                         thread_id, step, "approval_requested", approval_id=request["approval_id"], tool=request["tool"],
-                        arg_hash=request["arg_hash"], reason=request["reason"],
+                        arg_hash=request["arg_hash"], reason=request["reason"], path=request["path"],
                     )
         breach = values.get("budget_breach") if values.get("status") == "paused_budget" and not snapshot.interrupts else None
         if breach:
@@ -338,7 +342,7 @@ class Agent:
         if not goal.strip():
             raise UsageError("The goal is empty; say what the agent should achieve.")
         config = _absolute_policy(self.config, Path.cwd())
-        build_graph(config, tools=self.extra_tools)  # validate model spec and tools before any write
+        build_for(config, tools=self.extra_tools)  # validate model specs and tools before any write
         async with self._open() as db:
             threads = ThreadStore(db)
             thread_id = thread_id or "t-" + uuid.uuid4().hex[:10]
@@ -356,7 +360,7 @@ class Agent:
                 goals = list((state.values or {}).get("goals", []))
             await EventLog(db).append(thread_id, 0, "goal", text=goal)
             goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
-            payload = {"messages": [HumanMessage(goal)], "goals": goals, **_new_cycle()}
+            payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task()}
             return await self._drive(db, thread_id, config, payload)
 
     async def resume(self, thread_id: str) -> RunResult:
@@ -387,7 +391,7 @@ class Agent:
                 seen = snapshot.values.get("inbox_seen", 0)
                 if await Inbox(db).newer(thread_id, seen) and snapshot.values.get("status") not in ("paused_budget",):
                     # Finished, but instructions arrived since (`kasloop tell`): a new cycle reads them.
-                    return await self._drive(db, thread_id, config, _new_cycle())
+                    return await self._drive(db, thread_id, config, new_task())
                 return await self._settle(db, graph, thread_id, run_config)
             return await self._drive(db, thread_id, config, None)
 
@@ -497,7 +501,7 @@ class Agent:
     def _checked_edit(self, config: AgentConfig, record: ApprovalRecord, args: Any) -> dict[str, Any]:
         if not isinstance(args, dict):
             raise ApprovalError("Edited arguments must be a JSON object, e.g. '{\"path\": \"notes.md\"}'.")
-        tools = select_tools(config.tools, self.extra_tools)
+        tools = {**team_tools(config, self.extra_tools), **select_tools(config.tools, self.extra_tools)}
         tool = tools.get(record["tool"])
         if tool is None:
             raise ApprovalError(f"Approval `{record['approval_id']}` is not a tool call; edit is only for tool calls.")
@@ -649,6 +653,13 @@ def _finished(snapshot: Any) -> bool:
     writes and the checkpoint that follows, LangGraph lists that node in ``tasks`` (done) but not in
     ``next``, and the thread still has to be continued (``resume`` applies the writes and goes on)."""
     return not snapshot.next and not snapshot.tasks
+
+
+def _at_top(request: dict[str, Any], thread_id: str) -> dict[str, Any]:
+    """A request made inside a team's specialist (thread ``T/research-…``) belongs to thread ``T``, with its path."""
+    inner = str(request.get("thread", thread_id))
+    path = inner.removeprefix(thread_id + "/") if inner.startswith(thread_id + "/") else ""
+    return {**request, "thread": thread_id, "path": path}
 
 
 def _resume_value(batch: list[ApprovalRecord]) -> dict[str, Any]:

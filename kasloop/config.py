@@ -25,8 +25,10 @@ __all__ = [
     "Budgets",
     "ModelPrice",
     "OpenAISettings",
+    "DEFAULT_TEAM",
     "PolicyRule",
     "Risk",
+    "Specialist",
     "RuleAction",
     "check_autonomy",
 ]
@@ -172,6 +174,39 @@ class ApprovalChannels(_Frozen):
     webhook: WebhookApprovals | None = None
 
 
+class Specialist(_Frozen):
+    """One member of a team: the manager delegates tasks to it by name.
+
+    A specialist gets only its own tools (least privilege) and never more
+    autonomy than the manager: its level is ``min(autonomy, manager's)``.
+    """
+
+    description: str
+    """One sentence the manager reads to choose whom to ask."""
+    tools: list[str] = Field(min_length=1)
+    """Tool families or single tools; the specialist gets nothing else."""
+    autonomy: int | None = None
+    """Its level, capped at the manager's; ``None``: the manager's."""
+    model: str | list[str] | None = None
+    """Its model spec or fallback list; ``None``: the manager's."""
+    max_steps: int = Field(default=20, ge=1)
+    """Cycles per task it is given (the manager's remaining budgets cap it too)."""
+
+    @field_validator("autonomy")
+    @classmethod
+    def _autonomy(cls, value: int | None) -> int | None:
+        return None if value is None else check_autonomy(value)
+
+
+DEFAULT_TEAM: dict[str, Specialist] = {
+    "research": Specialist(description="Finds facts: fetches web pages and reads them in a browser.", tools=["http", "browser"]),
+    "code": Specialist(description="Reads and writes files in the workspace and runs allowed shell commands.", tools=["files", "shell"]),
+    "communication": Specialist(description="Sends and reads email, sends Telegram messages and posts webhooks.", tools=["email", "telegram", "webhook"]),
+    "operations": Specialist(description="Starts, watches and stops long-running processes.", tools=["process"]),
+}
+"""``kasloop run --team default``: four specialists, one per kind of work (``[team.default]`` replaces it)."""
+
+
 class AgentConfig(_Frozen):
     """Everything that decides what an agent may do.
 
@@ -243,6 +278,12 @@ class AgentConfig(_Frozen):
     nothing), ``async`` (while the next node runs; faster, a crash may lose the last node) or
     ``exit`` (only when the run stops). The act ledger keeps recorded side effects from
     repeating in every mode; with ``async``/``exit`` a crash may make the model decide again."""
+    team: dict[str, dict[str, Specialist]] = Field(default_factory=dict)
+    """Named teams: ``[team.NAME.SPECIALIST]`` tables (``default`` is built in: research, code,
+    communication, operations). ``run_team`` (``kasloop run --team NAME``) picks one."""
+    run_team: str | None = None
+    """Run as the manager of this team: the agent gets a ``delegate`` tool besides its own ``tools``
+    and hands tasks to the team's specialists. ``None``: a single agent."""
 
     @field_validator("autonomy")
     @classmethod
@@ -264,6 +305,21 @@ class AgentConfig(_Frozen):
         if not specs or not all(isinstance(s, str) and s for s in specs):
             raise ValueError("model must be a spec like `scripted:FILE`, `openai:NAME` or `local`")
         return self
+
+    @model_validator(mode="after")
+    def _team_exists(self) -> AgentConfig:
+        if self.run_team is not None and not self.team_members():
+            known = ", ".join(sorted({"default", *self.team})) or "default"
+            raise ValueError(f"team `{self.run_team}` is not defined; teams: {known} (add [team.{self.run_team}.NAME] tables to kasloop.toml)")
+        return self
+
+    def team_members(self) -> dict[str, Specialist]:
+        """The specialists of ``run_team`` (empty when this agent is not a team manager)."""
+        if self.run_team is None:
+            return {}
+        if self.run_team in self.team:
+            return dict(self.team[self.run_team])
+        return dict(DEFAULT_TEAM) if self.run_team == "default" else {}
 
     @property
     def model_specs(self) -> list[str]:

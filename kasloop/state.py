@@ -26,6 +26,7 @@ __all__ = [
     "Status",
     "Usage",
     "empty_usage",
+    "new_task",
 ]
 
 Status = Literal["running", "waiting_approval", "sleeping", "done", "paused_budget", "escalated", "failed"]
@@ -83,6 +84,14 @@ def empty_usage() -> Usage:
     return Usage(steps=0, tool_calls=0, model_calls=0, input_tokens=0, output_tokens=0, usd=0.0, seconds=0.0)
 
 
+def new_task() -> dict[str, Any]:
+    """State reset at the start of a new task on a thread (budgets count per task)."""
+    return {
+        "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
+        "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
+    }
+
+
 class AgentState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     """Working memory: bounded to the configured window."""
@@ -119,6 +128,13 @@ class AgentState(TypedDict, total=False):
     """The learnings from long-term memory most relevant to the open goals (one line each, bounded)."""
     recall_key: str
     """Hash of the goals ``recalled`` was looked up for (the search is repeated when they change)."""
+    inherited_taint: list[str]
+    """Where outside content came from before this task began: a team's specialist whose task was
+    written after the manager read outside content gets ``["the manager's task"]``, so its side
+    effects are gated as if it had read it itself."""
+    team_turns: dict[str, int]
+    """Model turns each specialist of a team has used in this thread (a scripted specialist goes on
+    from there the next time it is given a task)."""
     inbox_seen: int
     """Id of the last inbox message perceive took into this thread. Saved with the checkpoint, so a
     message is delivered exactly once: a crash before the checkpoint delivers it again, after it never."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import MappingProxyType
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -55,8 +56,20 @@ async def reconcile(tool: Tool, args: dict[str, Any], ctx: ToolContext) -> bool 
     return found if isinstance(found, bool) else None
 
 
+def add_agent_usage(usage: dict[str, Any], spent: Any) -> None:
+    """Count what an agent a tool ran (a team's specialist) spent, so this thread's budgets cover it.
+
+    Its wall time is already in this call's seconds, and its cycles are its own, not this thread's steps.
+    """
+    if not isinstance(spent, dict):
+        return
+    for key in ("tool_calls", "model_calls", "input_tokens", "output_tokens"):
+        usage[key] += int(spent.get(key, 0))
+    usage["usd"] = round(usage["usd"] + float(spent.get("usd", 0.0)), 9)
+
+
 def make_act(deps: NodeDeps) -> Any:
-    async def execute(call: PendingCall, ctx: RunContext, step: int) -> tuple[ToolResult, bool]:
+    async def execute(call: PendingCall, ctx: RunContext, step: int, state: AgentState) -> tuple[ToolResult, bool]:
         """Run one call through the ledger. Returns the result and whether the tool actually ran."""
         tool = deps.tools[call["tool"]]
         key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"], call.get("attempt", 0))
@@ -70,7 +83,7 @@ def make_act(deps: NodeDeps) -> Any:
         far_key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"])
         tool_ctx = ToolContext(
             workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=far_key, extra=deps.config.tool_settings,
-            resources=deps.resources,
+            resources=deps.resources, state=MappingProxyType(state), run=ctx,
         )
         if entry is not None and not tool.idempotent:
             found = await reconcile(tool, call["args"], tool_ctx)
@@ -89,7 +102,10 @@ def make_act(deps: NodeDeps) -> Any:
             result = ToolResult(
                 ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(result.metadata)
             )
-        await deps.ledger.record_result(key, result.to_json(), now=not tool.idempotent)
+        if not result.metadata.get("budget_breach"):
+            # A tool that ran an agent which hit this thread's budget has no result yet: once the budget is
+            # raised, the call runs again (it is idempotent: a delegation).
+            await deps.ledger.record_result(key, result.to_json(), now=not tool.idempotent)
         return result, True
 
     async def learn(failure: dict[str, str], worked: PendingCall, ctx: RunContext, step: int) -> None:
@@ -116,6 +132,7 @@ def make_act(deps: NodeDeps) -> Any:
         pending = list(state.get("pending", []))
         done_calls = list(state.get("done_calls", []))
         first_new: PendingCall | None = None
+        team_turns = dict(state.get("team_turns") or {})
         for index, call in enumerate(pending):
             breach = tool_call_breach(ctx, usage)
             if breach is not None:
@@ -126,16 +143,30 @@ def make_act(deps: NodeDeps) -> Any:
                     "status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json(),
                 }
             started = time.monotonic()
-            result, ran = await execute(call, ctx, step)
+            result, ran = await execute(call, ctx, step, state)
             usage["seconds"] = round(usage["seconds"] + time.monotonic() - started, 6)
             if ran:
                 usage["tool_calls"] += 1
+                add_agent_usage(usage, result.metadata.get("agent_usage"))
+            if "specialist" in result.metadata:
+                team_turns[result.metadata["specialist"]] = int(result.metadata.get("model_turns", 0))
+            agent_breach = result.metadata.get("budget_breach")
+            if agent_breach:
+                # The specialist spent what was left of this thread's budget: the team pauses, and the
+                # delegation stays pending so `resume` (after the budget is raised) runs it again.
+                await deps.events.append(ctx.thread_id, step, "budget", **agent_breach)
+                return {
+                    "messages": messages, "done_calls": done_calls, "pending": failed + pending[index:], "usage": usage,
+                    "status": "paused_budget", "output": str(result.metadata.get("budget_message", result.output)), "budget_breach": agent_breach,
+                    "team_turns": team_turns,
+                }
             await deps.events.append(
                 ctx.thread_id, step, "tool", tool=call["tool"], call_id=call["id"], arg_hash=call["arg_hash"],
                 ok=result.ok, error_kind=result.error_kind, reused=not ran, output=result.output[:300],
             )
             if result.ok:
-                messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=deps.tools[call["tool"]].returns_untrusted))
+                untrusted = deps.tools[call["tool"]].returns_untrusted or result.metadata.get("untrusted") is True
+                messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=untrusted))
                 if first_new is None and call["arg_hash"] not in done_calls:
                     first_new = call
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
@@ -149,6 +180,8 @@ def make_act(deps: NodeDeps) -> Any:
         # Progress = a call that succeeded and was not done before in this task; decide stops K cycles without it.
         stalled = 0 if first_new is not None else state.get("stalled", 0) + 1
         update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls, "stalled": stalled, **update_recovering}
+        if team_turns:
+            update["team_turns"] = team_turns
         if failed:
             first = failed[0]
             update["last_error"] = {

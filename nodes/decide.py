@@ -145,7 +145,7 @@ def make_decide(deps: NodeDeps) -> Any:
         gates: list[dict[str, str]] = []
         now = time.time()
         done = set(state.get("done_calls", []))
-        sources = untrusted_sources(state.get("messages", [])) if deps.config.ask_after_untrusted else []
+        sources = [*untrusted_sources(state.get("messages", [])), *state.get("inherited_taint", [])] if deps.config.ask_after_untrusted else []
         update["tainted"] = bool(sources)
         for call in reply.tool_calls:
             call_id = call["id"] or f"call_{turn}_{len(gates)}"

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -134,6 +134,11 @@ class ToolContext:
     idempotency_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     resources: ToolResources = field(default_factory=ToolResources)
+    state: Mapping[str, Any] = field(default_factory=dict)
+    """The calling agent's state, read-only: for tools that run agents (``delegate`` needs the usage
+    so far, to hand a specialist only the budget that is left)."""
+    run: Any = None
+    """The calling agent's ``RunContext`` (its policy, read-only), for the same tools."""
 
 
 class ToolFailure(Exception):

@@ -44,7 +44,8 @@ def print_approvals(approvals: list[dict[str, Any]]) -> None:
         table.add_column(col, overflow="fold")
     for a in approvals:
         args = json.dumps(a["args"], ensure_ascii=False)
-        table.add_row(a["approval_id"], a["thread"], a["tool"], args[:200], a["risk"], a["reason"], _when(a["expires_at"]))
+        where = f"{a['thread']} › {a['path']}" if a.get("path") else a["thread"]  # a team's specialist: its path
+        table.add_row(a["approval_id"], where, a["tool"], args[:200], a["risk"], a["reason"], _when(a["expires_at"]))
     out.print(table)
     out.print("Decide with [bold]kasloop approve ID[/bold] [--edit JSON], [bold]kasloop reject ID[/bold] --reason TEXT.")
 

@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
         workspace: Annotated[Path | None, typer.Option("--workspace", help="Folder the file tools are jailed to.")] = None,
         tools: Annotated[str | None, typer.Option("--tools", help="Comma list of tool families or tools, e.g. files.")] = None,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Budget: cycles per run.")] = None,
+        team: Annotated[str | None, typer.Option("--team", help="Run as the manager of this team (`default` or a [team.NAME] of kasloop.toml).")] = None,
         home: HomeOpt = None,
         db: DbOpt = None,
         config: ConfigOpt = None,
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
         """Run GOAL as a thread: exits 0 done, 10 waiting for approval, 11 paused by budget, 12 escalated."""
         agent = make_agent(
             home=home, db=db, config_file=config,
-            autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps,
+            autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps, run_team=team,
         )
         announce = f"model: {describe_model(resolve_model_specs(agent.config)[0])}"
         with LiveProgress(not json_out, announce) as progress:

@@ -1,0 +1,254 @@
+"""A team: a manager agent that plans and delegates to least-privilege specialist agents.
+
+The manager is the ordinary agent loop with one more tool, ``delegate``
+(``specialist``, ``task``). Each specialist is the same loop built by
+:func:`~kasloop.graphs.agent.build_graph` from the manager's config with only
+its own tools and an autonomy level no higher than the manager's. A
+delegation runs the specialist as a LangGraph subgraph inside the manager's
+``act`` node, so its checkpoints live in the manager's thread (under its own
+checkpoint namespace), and:
+
+* an approval the specialist needs interrupts the whole team: the request
+  reaches the top (``kasloop approvals`` shows it with its ``path``, e.g.
+  ``research-3f9a2c1b``), and resuming the team thread resumes exactly that
+  specialist, which finishes its task and hands the result back;
+* what the specialist spent (tool calls, tokens, USD) is added to the
+  manager's usage, and the specialist only ever gets the budget the manager
+  has left, so a team cannot overspend the manager's limits;
+* outside content a specialist read (web pages, mail) makes its result
+  untrusted for the manager, and a manager holding untrusted content hands
+  its taint on with the task: at level 3 the next side effect needs approval.
+
+Every decision inside a specialist is logged under the thread id
+``<team thread>/<specialist>-<call>``; ``kasloop history THREAD`` shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel, Field, create_model
+
+from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
+from kasloop.checkpoints.spend import MemorySpend
+from kasloop.budget import Breach
+from kasloop.config import AgentConfig, Specialist
+from kasloop.graphs.agent import build_graph, context_for
+from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
+from kasloop.state import RunContext, Usage, empty_usage, new_task
+from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
+from kasloop.tools.registry import select_tools
+
+__all__ = [
+    "DELEGATE_TIMEOUT",
+    "build_for",
+    "build_team_graph",
+    "delegate_tool",
+    "specialist_config",
+    "specialist_context",
+    "team_tools",
+    "tool_names_for",
+]
+
+DELEGATE_TIMEOUT = 3600.0
+"""Seconds one delegated task may take (the specialist's own step budget usually ends it first)."""
+
+SPECIALIST_PROMPT = (
+    "You are the {name} specialist of a team: {description} Do the task you are given with your tools. "
+    "Paths are relative to the workspace. If a call is refused or fails, read why and try another way. "
+    "When the task is done, reply in plain text with the result the manager needs."
+)
+
+
+def specialist_config(manager: AgentConfig, name: str, member: Specialist) -> AgentConfig:
+    """The specialist's config: the manager's, with only the member's tools, model and a capped level."""
+    autonomy = min(member.autonomy or manager.autonomy, manager.autonomy)
+    return manager.model_copy(update={
+        "tools": list(member.tools),
+        "autonomy": autonomy,
+        "model": member.model if member.model is not None else manager.model,
+        "system_prompt": SPECIALIST_PROMPT.format(name=name, description=member.description),
+        "run_team": None,
+        "budgets": manager.budgets.model_copy(update={"max_steps": member.max_steps}),
+    })
+
+
+def _left(limit: float | None, used: float) -> float | None:
+    return None if limit is None else max(limit - used, 0)
+
+
+def specialist_context(manager: RunContext, used: Usage, config: AgentConfig, thread_id: str, tools: Iterable[str]) -> RunContext:
+    """The specialist's run policy: its own tools and level, the manager's rules, and only what is left
+    of the manager's budgets (the delegation itself counts as one of the manager's tool calls)."""
+    own = context_for(config, thread_id, tools)
+    tool_calls = _left(manager.max_tool_calls, used["tool_calls"] + 1)
+    tokens = _left(manager.max_tokens, used["input_tokens"] + used["output_tokens"])
+    return RunContext(
+        thread_id=thread_id,
+        autonomy=min(own.autonomy, manager.autonomy),
+        tools=own.tools,
+        rules=manager.rules,
+        risk_overrides=dict(manager.risk_overrides),
+        max_steps=own.max_steps,
+        max_tool_calls=int(tool_calls) if tool_calls is not None else None,
+        max_tokens=int(tokens) if tokens is not None else None,
+        max_usd=_left(manager.max_usd, used["usd"]),
+        max_seconds=_left(manager.max_seconds, used["seconds"]),
+        max_tokens_per_day=manager.max_tokens_per_day,
+        max_usd_per_day=manager.max_usd_per_day,
+    )
+
+
+def delegate_tool(members: dict[str, Specialist], graphs: dict[str, Any], tools: dict[str, tuple[str, ...]], configs: dict[str, AgentConfig]) -> Tool:
+    """The manager's ``delegate`` tool over these specialists (their compiled graphs, tool names and configs)."""
+    names = tuple(members)
+    args_model: type[BaseModel] = create_model(
+        "DelegateArgs",
+        specialist=(Literal[names], Field(description="Who does it: " + "; ".join(f"{n}: {m.description}" for n, m in members.items()))),  # type: ignore[valid-type]
+        task=(str, Field(min_length=1, description="The task, with everything the specialist needs to know (it sees nothing else).")),
+    )
+
+    async def delegate(args: Any, ctx: ToolContext) -> ToolResult:
+        name: str = args.specialist
+        manager = ctx.run if isinstance(ctx.run, RunContext) else RunContext(thread_id=ctx.thread_id)
+        used = dict(ctx.state.get("usage") or empty_usage())
+        # One sub-thread per delegation, stable across re-runs of the manager's act (after an approval or a crash).
+        call = hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:8]
+        sub_thread = f"{manager.thread_id}/{name}-{call}"
+        sub_ctx = specialist_context(manager, used, configs[name], sub_thread, tools[name])  # type: ignore[arg-type]
+        turns = int((ctx.state.get("team_turns") or {}).get(name, 0))
+        start = {
+            **new_task(), "messages": [HumanMessage(args.task)], "goals": [{"id": "g1", "text": args.task, "status": "open"}],
+            "model_turns": turns, "inherited_taint": ["the manager's task"] if ctx.state.get("tainted") else [],
+        }
+        values = await graphs[name].ainvoke(start, context=sub_ctx)
+        status = values.get("status", "running")
+        output = str(values.get("output", ""))
+        spent = values.get("usage") or empty_usage()
+        meta: dict[str, Any] = {
+            "specialist": name, "thread": sub_thread, "status": status, "model_turns": values.get("model_turns", turns),
+            "agent_usage": dict(spent), "untrusted": bool(_read_untrusted(values)),
+        }
+        breach = values.get("budget_breach") or {}
+        if status == "paused_budget" and breach.get("limit") not in (None, "max_steps"):
+            # What was left of the manager's budget ran out: the team pauses, in the manager's numbers.
+            managers = _managers_breach(breach, manager, used, spent)  # type: ignore[arg-type]
+            meta["budget_breach"], meta["budget_message"] = managers.to_json(), managers.message()
+        if status == "done":
+            return ToolResult(ok=True, output=f"{name} finished: {output}", metadata=meta)
+        why = {"paused_budget": "its budget ran out", "escalated": "it got stuck", "failed": "it was stopped"}.get(status, status)
+        return ToolResult(ok=False, output=f"Error: {name} could not finish ({why}): {output}", error_kind="permanent", metadata=meta)
+
+    return Tool(
+        name="delegate",
+        description="Give one task to a specialist of your team and get its result back. Specialists: "
+        + "; ".join(f"{n} ({m.description})" for n, m in members.items()),
+        args_model=args_model,
+        func=delegate,
+        risk="read",  # the specialist gates its own calls: delegating is not a side effect of its own
+        idempotent=True,  # re-running a delegation resumes the same specialist from its checkpoint
+        timeout=DELEGATE_TIMEOUT,
+        output_limit=4000,
+        family="team",
+        untrusted=False,  # per result: metadata "untrusted" says when the specialist read outside content
+    )
+
+
+_USED = {
+    "max_tool_calls": lambda u: u["tool_calls"],
+    "max_tokens": lambda u: u["input_tokens"] + u["output_tokens"],
+    "max_usd": lambda u: u["usd"],
+    "max_seconds": lambda u: u["seconds"],
+}
+
+
+def _managers_breach(breach: dict[str, Any], manager: RunContext, used: Usage, spent: Usage) -> Breach:
+    """A specialist's budget breach restated against the manager's limit and the team's total use."""
+    limit = breach["limit"]
+    if limit not in _USED:  # the day limits are the same numbers for everyone
+        return Breach(limit=limit, value=breach["value"], used=breach["used"], next_cost=breach.get("next_cost", 0.0), before=breach.get("before", "model call"))
+    total = _USED[limit](used) + _USED[limit](spent) + (1 if limit == "max_tool_calls" else 0)  # + the delegation itself
+    return Breach(limit=limit, value=getattr(manager, limit), used=total, next_cost=breach.get("next_cost", 0.0), before=breach.get("before", "model call"))
+
+
+def _read_untrusted(values: dict[str, Any]) -> bool:
+    from kasloop.nodes.messages import untrusted_sources
+
+    return bool(values.get("tainted")) or bool(untrusted_sources(values.get("messages", [])))
+
+
+def build_team_graph(
+    config: AgentConfig,
+    *,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    model: BaseChatModel | None = None,
+    specialist_models: dict[str, BaseChatModel] | None = None,
+    tools: Iterable[Tool] = (),
+    ledger: LedgerLike | None = None,
+    events: EventSink | None = None,
+    inbox: InboxLike | None = None,
+    resources: ToolResources | None = None,
+    spend: SpendLike | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile a team: the manager loop of ``config`` (``config.run_team`` names the team) plus its specialists.
+
+    Args:
+        config: the manager's config; ``team_members()`` are the specialists.
+        checkpointer: the team thread's saver (the specialists' checkpoints go in it too).
+        model: the manager's chat model instead of its spec.
+        specialist_models: chat models for specialists by name, instead of their specs.
+        tools, ledger, events, inbox, resources, spend: as for ``build_graph``, shared by every member.
+    """
+    members = config.team_members()
+    resources = resources or ToolResources()
+    # Members share one of each (in-process ones when the caller has no database).
+    ledger = ledger or MemoryLedger()
+    events = events or MemoryEventLog()
+    inbox = inbox or MemoryInbox()
+    spend = spend or MemorySpend()
+    tools = tuple(tools)
+    graphs: dict[str, Any] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    configs: dict[str, AgentConfig] = {}
+    for name, member in members.items():
+        sub_config = specialist_config(config, name, member)
+        configs[name] = sub_config
+        names[name] = tuple(select_tools(sub_config.tools, tools))
+        graphs[name] = build_graph(
+            sub_config, model=(specialist_models or {}).get(name), tools=tools, ledger=ledger, events=events,
+            inbox=inbox, resources=resources, spend=spend, name=f"kasloop-{name}",
+        )
+    delegate = delegate_tool(members, graphs, names, configs)
+    manager = config.model_copy(update={"tools": [*config.tools, "delegate"]})
+    return build_graph(
+        manager, checkpointer=checkpointer, model=model, tools=(*tools, delegate), ledger=ledger, events=events,
+        inbox=inbox, resources=resources, spend=spend, name="kasloop-team",
+    )
+
+
+def build_for(config: AgentConfig, **kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The graph a config describes: a team when ``config.run_team`` is set, else a single agent."""
+    if config.run_team is not None:
+        return build_team_graph(config, **kwargs)
+    return build_graph(config, **kwargs)
+
+
+def tool_names_for(config: AgentConfig, extra: Iterable[Tool] = ()) -> tuple[str, ...]:
+    """The tools the top agent of ``config`` may call (a team's manager also has ``delegate``)."""
+    names = tuple(select_tools(config.tools, extra))
+    return (*names, "delegate") if config.run_team is not None else names
+
+
+def team_tools(config: AgentConfig, extra: Iterable[Tool] = ()) -> dict[str, Tool]:
+    """Every tool of the team's members by name (to check an edited call a specialist proposed)."""
+    extra = tuple(extra)
+    found: dict[str, Tool] = {}
+    for member in config.team_members().values():
+        found.update(select_tools(member.tools, extra))
+    return found
