@@ -7,6 +7,10 @@ cannot be served) and calls factory functions on its event loop, where
 So the graph is built when this module is imported, from the kasloop.toml of
 the folder the server runs in. Runs get the config's policy, under their own
 thread id (see ``NodeDeps.context``).
+
+``team`` is the manager of the config's team (``run_team``, else ``default``):
+an approval inside a specialist is an interrupt of the team thread, whose
+payload names the specialist's thread (``<thread>/<specialist>-…``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from kasloop.graphs.agent import build_graph
+from kasloop.graphs.team import build_team_graph
 from kasloop.settings import load_config
 
-__all__ = ["agent"]
+__all__ = ["agent", "team"]
 
-agent: CompiledStateGraph[Any, Any, Any, Any] = build_graph(load_config())
+_config = load_config()
+agent: CompiledStateGraph[Any, Any, Any, Any] = build_graph(_config)
+team: CompiledStateGraph[Any, Any, Any, Any] = build_team_graph(_config.model_copy(update={"run_team": _config.run_team or "default"}))

@@ -4,7 +4,7 @@ The public API is what ``__all__`` lists; everything else may change.
 """
 
 from kasloop.agent import Agent, RunResult
-from kasloop.config import AgentConfig, Budgets, OpenAISettings, PolicyRule
+from kasloop.config import AgentConfig, Budgets, OpenAISettings, PolicyRule, Specialist
 from kasloop.errors import (
     ApprovalError,
     AutonomyLevelError,
@@ -19,6 +19,7 @@ from kasloop.errors import (
     UsageError,
 )
 from kasloop.graphs.agent import build_graph
+from kasloop.graphs.team import build_team_graph
 from kasloop.memory import LongTermMemory, MemoryItem
 from kasloop.scripted import ScriptedChatModel
 from kasloop.state import AgentState, RunContext
@@ -46,7 +47,9 @@ __all__ = [
     "RunResult",
     "ScriptExhausted",
     "ScriptedChatModel",
+    "Specialist",
     "ThreadNotFound",
     "UsageError",
     "build_graph",
+    "build_team_graph",
 ]

@@ -96,13 +96,15 @@ def load_config(
     cwd: Path | None = None,
     **flags: Any,
 ) -> AgentConfig:
-    """Build the config: ``kasloop.toml`` (or ``config_file``), env, then non-None flags.
+    """Build the config: ``kasloop.toml`` (or ``config_file``, or ``$KASLOOP_CONFIG``), env, then non-None flags.
 
     Flags use config keys, with ``max_steps`` and ``tools`` (a comma list) accepted too.
     """
     cwd = cwd or Path.cwd()
     values: dict[str, Any] = {}
     source = "defaults"
+    if config_file is None and os.environ.get("KASLOOP_CONFIG"):
+        config_file = Path(os.environ["KASLOOP_CONFIG"])  # a server's graphs (langgraph.json) have no --config
     path = config_file or (cwd / CONFIG_FILE)
     if config_file is not None or path.exists():
         values = _read_file(path)

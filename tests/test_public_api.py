@@ -13,7 +13,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert set(kasloop.__all__) == {
         "Agent", "AgentConfig", "AgentState", "ApprovalError", "AutonomyLevelError", "BudgetExceeded", "Budgets",
         "CheckpointError", "ConfigError", "KasloopError", "LocalModelError", "LongTermMemory", "MemoryItem", "ModelError", "OpenAISettings", "PolicyRule", "RunContext",
-        "RunResult", "ScriptExhausted", "ScriptedChatModel", "ThreadNotFound", "UsageError", "build_graph",
+        "RunResult", "ScriptExhausted", "ScriptedChatModel", "Specialist", "ThreadNotFound", "UsageError", "build_graph", "build_team_graph",
     }
     for name in kasloop.__all__:
         assert getattr(kasloop, name) is not None

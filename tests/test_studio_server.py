@@ -151,3 +151,71 @@ async def test_studio_thread_stops_at_the_approval_and_resumes_to_done(server: S
     code = server.stop()
     assert code is not None, "langgraph dev is still running after SIGTERM"
     assert not port_open(server.port)
+
+
+@pytest.fixture
+def team_server(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    """A project whose team's `code` specialist must ask before writing (an `ask` rule)."""
+    manager = write_script(tmp_path / "manager.jsonl", [
+        {"content": "", "tool_calls": [call("delegate", specialist="code", task="write a.txt")]}, {"content": "the team wrote a.txt"},
+    ])
+    code = write_script(tmp_path / "code.jsonl", [{"content": "", "tool_calls": [call("files_write", path="a.txt", content="team")]}, {"content": "wrote it"}])
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "kasloop.toml").write_text(
+        f'autonomy = 3\nmodel = "scripted:{manager}"\nworkspace = "{tmp_path / "ws"}"\ntools = []\nrun_team = "crew"\n\n'
+        f'[[rules]]\ntool = "files_write"\naction = "ask"\n\n'
+        f'[team.crew.code]\ndescription = "Writes files."\ntools = ["files"]\nmodel = "scripted:{code}"\n'
+    )
+    srv = Server(tmp_path)
+    try:
+        srv.wait_ready()
+        yield srv, tmp_path
+    finally:
+        srv.stop()
+
+
+async def test_studio_team_surfaces_a_specialists_approval_and_resumes_exactly_it(team_server: tuple[Server, Path]) -> None:
+    server, project = team_server
+    client = get_client(url=server.url)
+    assert sorted(a["graph_id"] for a in await client.assistants.search()) == ["agent", "team"]
+
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    goal = {"messages": [{"role": "user", "content": "write a.txt"}], "goals": [{"id": "g1", "text": "write a.txt", "status": "open"}]}
+    run = await client.runs.create(tid, "team", input=goal)
+    await client.runs.join(tid, run["run_id"])
+    assert (await client.runs.get(tid, run["run_id"]))["status"] == "success", server.logs()
+
+    state = await client.threads.get_state(tid)
+    [interrupt] = state["interrupts"]
+    assert interrupt["value"]["thread"].startswith(f"{tid}/code-"), "the request names the specialist that asks"
+    [request] = interrupt["value"]["requests"]
+    assert request["tool"] == "files_write"
+    assert not (project / "ws" / "a.txt").exists()
+
+    resumed = await client.runs.create(tid, "team", command={"resume": {"decision": "approve"}})
+    await client.runs.join(tid, resumed["run_id"])
+    assert (await client.runs.get(tid, resumed["run_id"]))["status"] == "success", server.logs()
+    final = await client.threads.get_state(tid)
+    assert final["values"]["status"] == "done" and final["values"]["output"] == "the team wrote a.txt"
+    assert (project / "ws" / "a.txt").read_text() == "team"
+
+
+def test_langgraph_build_serves_both_graphs_from_the_project_folder(tmp_path: Path) -> None:
+    """The deployment the README documents: `langgraph dockerfile` (what `langgraph build` uses) for a
+    project folder with a kasloop.toml; the server's working directory must be that folder, since the
+    graphs read kasloop.toml from it."""
+    (tmp_path / "kasloop.toml").write_text('autonomy = 3\nmodel = "openai:gpt-4o-mini"\n')
+    (tmp_path / "langgraph.json").write_text(
+        '{"dependencies": ["kasloop[postgres]", "."], "graphs": {"agent": "kasloop.graphs.studio:agent", "team": "kasloop.graphs.studio:team"}}'
+    )
+    proc = subprocess.run(
+        [str(LANGGRAPH), "dockerfile", str(tmp_path / "Dockerfile")], cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dockerfile = (tmp_path / "Dockerfile").read_text()
+    assert """LANGSERVE_GRAPHS='{"agent": "kasloop.graphs.studio:agent", "team": "kasloop.graphs.studio:team"}'""" in dockerfile
+    assert "kasloop[postgres]" in dockerfile, "kasloop itself is installed in the image"
+    [added] = re.findall(r"^ADD \. (\S+)$", dockerfile, re.M)
+    [workdir] = re.findall(r"^WORKDIR (\S+)$", dockerfile, re.M)
+    assert workdir == added, "the server starts in the folder that holds kasloop.toml"

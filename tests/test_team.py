@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from kasloop import Agent, AgentConfig
-from kasloop.config import Specialist
+from kasloop import Agent, AgentConfig, Specialist
 from kasloop.errors import ConfigError
 from conftest import call, cli_runner
 from webpages import reply, serve
@@ -220,6 +219,16 @@ def test_an_unknown_team_is_a_config_error(tmp_path: Path) -> None:
     cli = cli_runner(tmp_path)
     ran = cli("run", "x", "--team", "nope", "--model", "scripted:x.jsonl")
     assert ran.code == 2 and "team `nope` is not defined" in ran.err and "Traceback" not in ran.err
+
+
+def test_the_config_file_can_come_from_kasloop_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a server's graphs (langgraph.json) use: they get no --config."""
+    from kasloop.settings import load_config
+
+    (tmp_path / "team.toml").write_text('run_team = "default"\nautonomy = 2\n')
+    monkeypatch.setenv("KASLOOP_CONFIG", str(tmp_path / "team.toml"))
+    config = load_config(None, cwd=tmp_path / "elsewhere")
+    assert config.run_team == "default" and config.autonomy == 2
 
 
 def test_the_default_team_has_four_least_privilege_specialists() -> None:
