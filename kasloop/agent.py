@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 from pydantic import ValidationError
@@ -141,6 +142,8 @@ class Agent:
         db: database file (default: ``<home>/kasloop.db``).
         tools: extra tools (``kasloop.tools.Tool``) that configs may select.
         progress: called with (node name, update) after every node, e.g. for a live display.
+        callbacks: LangChain callback handlers for every run (a tracer such as LangSmith's, your own logging):
+            they see every node (chain) and every model call, specialists' included.
     """
 
     def __init__(
@@ -151,12 +154,15 @@ class Agent:
         db: str | Path | None = None,
         tools: Iterable[Tool] = (),
         progress: ProgressCallback | None = None,
+        callbacks: list[BaseCallbackHandler] | None = None,
     ) -> None:
         self.config = config or AgentConfig()
         self.home = resolve_home(Path(home) if home is not None else None)
         self.db_path = Path(db) if db is not None else self.home / "kasloop.db"
         self.extra_tools = tuple(tools)
         self.progress = progress
+        self.callbacks = list(callbacks or [])
+        """LangChain callback handlers (tracers) every run passes to LangGraph: they see each node, model call and tool."""
         self.stop_requested = False
         """Set (e.g. by a signal handler) to stop every run after its current node; resume continues it."""
         self._resources: weakref.WeakKeyDictionary[Database, ToolResources] = weakref.WeakKeyDictionary()
@@ -219,7 +225,9 @@ class Agent:
         standing = await RuleStore(db).policy_rules()
         if standing:  # rules people added since (`--always`, `kasloop rules add`) join the thread's own
             ctx = dataclasses.replace(ctx, rules=(*ctx.rules, *standing))
-        run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
+        run_config: dict[str, Any] = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
+        if self.callbacks:
+            run_config["callbacks"] = self.callbacks
         nodes = 0
         async for chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode="updates"):
             nodes += 1
