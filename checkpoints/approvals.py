@@ -90,7 +90,7 @@ class ApprovalStore:
     async def add(self, request: dict[str, Any]) -> bool:
         """Record a request; False if it was already recorded (the same id twice is one row)."""
         return 1 == await self.db.execute(
-            f"INSERT OR IGNORE INTO kasloop_approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO kasloop_approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (
                 request["approval_id"], request["thread"], request["batch_id"], request["call_id"], request["kind"],
                 request["tool"], json.dumps(request["args"], ensure_ascii=False), request["risk"], request["reason"],

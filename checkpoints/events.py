@@ -60,7 +60,7 @@ class EventLog:
         sql = "SELECT id, ts, step, kind, data, thread_id FROM kasloop_events WHERE thread_id = ? OR (thread_id > ? AND thread_id < ?) ORDER BY id"
         params: tuple[Any, ...] = (thread_id, thread_id + "/", thread_id + "0")
         if limit is not None:
-            sql = f"SELECT * FROM ({sql} DESC LIMIT ?) ORDER BY id"  # the last `limit` events, oldest first
+            sql = f"SELECT * FROM ({sql} DESC LIMIT ?) AS newest ORDER BY id"  # Postgres wants the alias  # the last `limit` events, oldest first
             params = (*params, limit)
         rows = await self.db.fetchall(sql, params)
         return [

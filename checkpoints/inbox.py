@@ -61,8 +61,8 @@ class Inbox:
         """thread → (signal seen at the last empty read, ``after`` then, reads skipped since)."""
 
     def _signal_path(self) -> Path | None:
-        path = self.db.path
-        return path.with_name(path.name + ".inbox") if path.name != ":memory:" else None
+        path = self.db.path  # None on Postgres: no file to put the signal next to, every take reads
+        return path.with_name(path.name + ".inbox") if path is not None and path.name != ":memory:" else None
 
     def _signal(self) -> tuple[int, int, int] | None:
         path = self._signal_path()
@@ -93,11 +93,12 @@ class Inbox:
 
         def write(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "INSERT INTO kasloop_inbox (thread_id, source, text, data, received_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO kasloop_inbox (thread_id, source, text, data, received_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (thread_id, source, text, json.dumps(data, default=str), time.time()),
             )
+            message_id = int(cur.fetchone()[0])  # RETURNING: both SQLite and Postgres (no lastrowid there)
             conn.commit()
-            return int(cur.lastrowid or 0)
+            return message_id
 
         message_id = await self.db.call(write)
         self._touch()  # after the commit: a reader that sees the new signal finds the row

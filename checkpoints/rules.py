@@ -26,10 +26,10 @@ class RuleStore:
     async def add(self, rule: PolicyRule, *, by: str) -> int:
         def insert(conn: Any) -> int:
             cur = conn.execute(
-                "INSERT INTO kasloop_rules (tool, action, args, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO kasloop_rules (tool, action, args, created_by, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (rule.tool, rule.action, json.dumps(rule.args, sort_keys=True), by, time.time()),
             )
-            return int(cur.lastrowid)
+            return int(cur.fetchone()[0])  # RETURNING: both SQLite and Postgres (no lastrowid there)
 
         return await self.db.write(insert)
 

@@ -20,9 +20,9 @@ class SpendLog:
         """Deferred to the node's own commit (no hop of its own); a read of the day total commits it first."""
         self.db.defer(
             "INSERT INTO kasloop_spend (day, thread_id, model_calls, input_tokens, output_tokens, usd) VALUES (?, ?, 1, ?, ?, ?)"
-            " ON CONFLICT (day, thread_id) DO UPDATE SET model_calls = model_calls + 1,"
-            " input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,"
-            " usd = usd + excluded.usd",
+            " ON CONFLICT (day, thread_id) DO UPDATE SET model_calls = kasloop_spend.model_calls + 1,"  # qualified: Postgres
+            " input_tokens = kasloop_spend.input_tokens + excluded.input_tokens,"
+            " output_tokens = kasloop_spend.output_tokens + excluded.output_tokens, usd = kasloop_spend.usd + excluded.usd",
             (day, thread_id, input_tokens, output_tokens, usd),
         )
 

@@ -11,6 +11,8 @@ connection's thread; the event log's inserts are deferred to the next one.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -22,7 +24,7 @@ import aiosqlite
 from kasloop.checkpoints.saver import KasloopSaver, in_worker, write_in_worker
 from kasloop.errors import CheckpointError
 
-__all__ = ["Database", "open_database", "sqlite_path"]
+__all__ = ["Database", "display_db", "is_postgres_url", "lock_base", "open_database", "sqlite_path"]
 
 BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
@@ -135,6 +137,28 @@ _ADDED_COLUMNS = (("kasloop_approvals", "path", "TEXT NOT NULL DEFAULT ''"),)
 """(table, column, declaration) added after the first release of a table."""
 
 
+def is_postgres_url(db: object) -> bool:
+    """Whether ``db`` names a PostgreSQL database (``checkpoints/postgres.py``) rather than a SQLite file."""
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def display_db(db: str | Path) -> str:
+    """``db`` as shown in messages: a URL's password is never printed."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", str(db))
+
+
+def lock_base(db: str | Path, home: Path) -> Path:
+    """The file next to which per-database lock files go (``NAME.locks/``, ``NAME.daemon.lock``).
+
+    A SQLite database is a file: its own path. A Postgres database has none: a
+    name under ``home`` derived from the URL, so every process on this machine
+    using that database takes the same locks.
+    """
+    if is_postgres_url(db):
+        return home / f"postgres-{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.db"
+    return Path(db)
+
+
 def sqlite_path(db: str | Path) -> Path:
     """Accept a path or a ``sqlite:///path`` URL."""
     text = str(db)
@@ -142,7 +166,7 @@ def sqlite_path(db: str | Path) -> Path:
         return Path(text.removeprefix("sqlite:///"))
     if "://" in text:
         raise CheckpointError(
-            f"Database URL `{text}` is not supported here; use a file path or sqlite:///PATH."
+            f"Database URL `{text}` is not supported here; use a file path, sqlite:///PATH or postgresql://..."
         )
     return Path(text)
 
@@ -214,7 +238,14 @@ class Database:
 
 @asynccontextmanager
 async def open_database(path: str | Path) -> AsyncIterator[Database]:
-    """Open (and create if needed) the kasloop database at ``path``."""
+    """Open (and create if needed) the kasloop database at ``path`` (a file, ``sqlite:///PATH``, or a
+    ``postgresql://`` URL: then the database is a ``PgDatabase`` with the same interface)."""
+    if is_postgres_url(path):
+        from kasloop.checkpoints.postgres import open_pg_database  # psycopg is imported only for Postgres
+
+        async with open_pg_database(str(path)) as pg:
+            yield pg  # type: ignore[misc]
+        return
     file = sqlite_path(path)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)

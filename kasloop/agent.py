@@ -32,6 +32,7 @@ from kasloop.checkpoints.rules import RuleStore
 from kasloop.budget import LIMITS, budget_request, check_prices, granted_value, with_budgets
 from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
+from kasloop.checkpoints.sqlite import display_db, is_postgres_url, lock_base, sqlite_path
 from kasloop.config import AgentConfig, PolicyRule
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import context_for
@@ -139,7 +140,7 @@ class Agent:
     Args:
         config: policy and settings for new threads (existing threads keep their own policy).
         home: kasloop home folder (default: ``KASLOOP_HOME`` or ``./.kasloop``).
-        db: database file (default: ``<home>/kasloop.db``).
+        db: database file, ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (default: ``<home>/kasloop.db``).
         tools: extra tools (``kasloop.tools.Tool``) that configs may select.
         progress: called with (node name, update) after every node, e.g. for a live display.
         callbacks: LangChain callback handlers for every run (a tracer such as LangSmith's, your own logging):
@@ -158,7 +159,10 @@ class Agent:
     ) -> None:
         self.config = config or AgentConfig()
         self.home = resolve_home(Path(home) if home is not None else None)
-        self.db_path = Path(db) if db is not None else self.home / "kasloop.db"
+        self.db_path: str | Path = (
+            self.home / "kasloop.db" if db is None else str(db) if is_postgres_url(db) else sqlite_path(db)
+        )
+        """A SQLite file, or a ``postgresql://`` URL (LangGraph's Postgres saver and store, kasloop's tables)."""
         self.extra_tools = tuple(tools)
         self.progress = progress
         self.callbacks = list(callbacks or [])
@@ -204,7 +208,8 @@ class Agent:
         An exclusive ``flock`` on a file per thread; the kernel drops it when the process dies.
         """
         name = hashlib.sha256(thread_id.encode()).hexdigest()[:24]
-        handle = try_lock(self.db_path.with_name(self.db_path.name + ".locks") / f"{name}.lock")
+        base = lock_base(self.db_path, self.home)
+        handle = try_lock(base.with_name(base.name + ".locks") / f"{name}.lock")
         if handle is None:
             raise ThreadBusy(
                 f"Thread `{thread_id}` is being driven by another process (a run, resume or the daemon); "
@@ -317,14 +322,14 @@ class Agent:
     async def _stored_config(self, db: Database, thread_id: str) -> AgentConfig:
         record = await ThreadStore(db).get(thread_id)
         if record is None:
-            raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+            raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
         return self._thread_config(record["policy"])
 
     async def _set_budgets(self, db: Database, thread_id: str, limits: dict[str, Any], *, by: str) -> dict[str, Any]:
         threads = ThreadStore(db)
         record = await threads.get(thread_id)
         if record is None:
-            raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+            raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
         policy = with_budgets(record["policy"], limits)
         await threads.set_policy(thread_id, policy)
         await EventLog(db).append(thread_id, 0, "budget_changed", by=by, **{k: policy["budgets"][k] for k in limits})
@@ -376,7 +381,7 @@ class Agent:
         async with self._open() as db:
             record = await ThreadStore(db).get(thread_id)
             if record is None:
-                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
             config = self._thread_config(record["policy"])
             graph = self._graph(db, config)
             run_config = {"configurable": {"thread_id": thread_id}}
@@ -418,7 +423,7 @@ class Agent:
             raise UsageError("The message is empty; say what the agent should do.")
         async with self._open() as db:
             if await ThreadStore(db).get(thread_id) is None:
-                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
             message_id = await Inbox(db).put(thread_id, source, text)
             await EventLog(db).append(thread_id, 0, "told", message_id=message_id, source=source)
             return message_id
@@ -578,7 +583,7 @@ class Agent:
             threads = ThreadStore(db)
             records = [await threads.get(thread_id)] if thread_id else await threads.all()
             if thread_id and records[0] is None:
-                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
             out = []
             for rec in records:
                 assert rec is not None
@@ -631,7 +636,7 @@ class Agent:
         """The thread's event log, oldest first."""
         async with self._open() as db:
             if await ThreadStore(db).get(thread_id) is None:
-                raise ThreadNotFound(f"No thread `{thread_id}` in `{self.db_path}`; list threads with `kasloop status`.")
+                raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
             return await EventLog(db).history(thread_id, limit=limit)
 
     # -- sync twins -------------------------------------------------------------------------

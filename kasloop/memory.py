@@ -174,6 +174,10 @@ class LongTermMemory:
 
     @classmethod
     async def open(cls, db: Database, namespace: str = DEFAULT_NAMESPACE) -> LongTermMemory:
+        if db.path is None:  # a PgDatabase (PostgreSQL): LangGraph's Postgres store with full-text search
+            from kasloop.checkpoints.postgres import KasloopPostgresStore
+
+            return cls(await KasloopPostgresStore.open(db), namespace)  # type: ignore[arg-type]
         return cls(await KasloopStore.open(db), namespace)
 
     def close(self) -> None:

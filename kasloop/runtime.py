@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from kasloop.agent import Agent
 from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.sqlite import Database, display_db, is_postgres_url, lock_base
 from kasloop.errors import KasloopError, ThreadBusy, UsageError
 from kasloop.locks import try_lock
 from kasloop.tools.base import ToolFailure
@@ -48,14 +48,15 @@ class CycleReport:
     errors: list[str]
 
 
-def _lock(db_path: Path) -> IO[str]:
+def _lock(agent: Agent) -> IO[str]:
     """Hold ``<db>.daemon.lock`` for the life of this process (it records our pid), or say who holds it."""
-    path = db_path.with_name(db_path.name + ".daemon.lock")
+    base = lock_base(agent.db_path, agent.home)
+    path = base.with_name(base.name + ".daemon.lock")
     handle = try_lock(path)
     if handle is None:
         holder = path.read_text().strip() or "?"
         raise UsageError(
-            f"Another kasloop daemon (pid {holder}) is already running on `{db_path}`; stop it first (kill -TERM {holder})."
+            f"Another kasloop daemon (pid {holder}) is already running on `{display_db(agent.db_path)}`; stop it first (kill -TERM {holder})."
         )
     handle.seek(0)
     handle.truncate()
@@ -88,8 +89,10 @@ async def _register(db: Database) -> None:
     """A fresh heartbeat row for this daemon (replacing an earlier daemon's)."""
     now = time.time()
     await db.execute(
-        "INSERT OR REPLACE INTO kasloop_daemon (name, pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at)"
-        " VALUES (?, ?, ?, ?, NULL, 0, 0, NULL, NULL)",
+        "INSERT INTO kasloop_daemon (name, pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at)"
+        " VALUES (?, ?, ?, ?, NULL, 0, 0, NULL, NULL) ON CONFLICT (name) DO UPDATE SET pid = excluded.pid,"
+        " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, next_wake_at = NULL, cycles = 0, errors = 0,"
+        " last_error = NULL, stopped_at = NULL",
         (DAEMON_ROW, os.getpid(), now, now),
     )
 
@@ -100,9 +103,9 @@ async def _beat(db: Database, **fields: Any) -> None:
     await db.execute(f"UPDATE kasloop_daemon SET heartbeat_at = ?{sets} WHERE name = ?", (time.time(), *fields.values(), DAEMON_ROW))
 
 
-async def daemon_status(db_path: Path) -> dict[str, Any] | None:
+async def daemon_status(db_path: str | Path) -> dict[str, Any] | None:
     """The heartbeat row (pid, started_at, heartbeat_at, next_wake_at, cycles, errors, last_error, stopped_at), or None."""
-    if not db_path.exists():
+    if not is_postgres_url(db_path) and not Path(db_path).exists():
         return None
     async with open_database(db_path) as db:
         row = await db.fetchone("SELECT * FROM kasloop_daemon WHERE name = ?", (DAEMON_ROW,))
@@ -164,7 +167,7 @@ class Daemon:
 
     async def run(self, *, once: bool = False, on_start: Callable[[], None] | None = None) -> int:
         """Cycle until stopped (or once); returns the exit code (0). ``on_start`` runs once the lock is held."""
-        lock = _lock(self.agent.db_path)
+        lock = _lock(self.agent)
         if on_start is not None:
             on_start()
         loop = asyncio.get_running_loop()

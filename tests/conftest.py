@@ -131,3 +131,47 @@ def local_model() -> Iterator[str]:
         os.environ.pop("KASLOOP_CACHE", None)
     else:
         os.environ["KASLOOP_CACHE"] = previous
+
+
+# --------------------------------------------------------------------------- both database backends
+
+from pgserver import PgServer, pg_server  # noqa: E402, F401  (the session's PostgreSQL cluster, started on first use)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The database of one test on each backend: a SQLite file, or a fresh database on the session's PostgreSQL.
+
+    Also exported as ``KASLOOP_TEST_DB`` for the agent processes the test starts (``crash_agent.py``).
+    """
+    if request.param == "sqlite":
+        url = str(tmp_path / ".kasloop" / "kasloop.db")
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        url = server.create_database()
+    monkeypatch.setenv("KASLOOP_TEST_DB", url)
+    return url
+
+
+def fingerprint(db: str | Path) -> list[str]:
+    """``db_fingerprint`` on either backend."""
+    from kasloop.checkpoints.sqlite import is_postgres_url
+    from pgserver import pg_fingerprint
+
+    return pg_fingerprint(str(db)) if is_postgres_url(db) else db_fingerprint(Path(db))
+
+
+def query(db: str | Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of one read-only query, on either backend (a connection of its own, like another process)."""
+    from kasloop.checkpoints.sqlite import is_postgres_url
+
+    if is_postgres_url(db):
+        import psycopg
+
+        with psycopg.connect(str(db)) as pg:
+            return [tuple(r) for r in pg.execute(sql).fetchall()]
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()

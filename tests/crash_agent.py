@@ -52,7 +52,7 @@ def main() -> None:
     tool = Tool(name="crash_once", description="Does something fragile.", args_model=NoArgs, func=crash_once,
                 risk="low", idempotent=idempotent == "1", family="fragile", reconcile={"r": look_for_key, "n": never_happened}.get(idempotent))
     config = AgentConfig(autonomy=int(autonomy), model=f"scripted:{script}", tools=["files", "fragile"], workspace=ws)
-    agent = Agent(config, home=home, tools=[tool])
+    agent = Agent(config, home=home, db=os.environ.get("KASLOOP_TEST_DB"), tools=[tool])  # a Postgres URL in its variant
     result = asyncio.run(agent.run(arg, thread_id="crashy") if mode == "run" else agent.resume(arg))
     print(json.dumps(result.to_json()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,11 +12,16 @@ from langchain_core.messages import ToolMessage
 from kasloop import Agent, AgentConfig, ApprovalError
 from kasloop.checkpoints import open_database
 from kasloop.policy import arg_hash
-from conftest import call, db_fingerprint
+from conftest import call, fingerprint
+
+
+# Every test runs on both backends (``db_url``: a SQLite file, or a fresh database on the test PostgreSQL).
+pytestmark = pytest.mark.usefixtures("db_url")
 
 
 def make_agent(tmp_path: Path, workspace: Path, model: str, autonomy: int = 3) -> Agent:
-    return Agent(AgentConfig(autonomy=autonomy, model=model, tools=["files"], workspace=workspace), home=tmp_path / ".kasloop")
+    config = AgentConfig(autonomy=autonomy, model=model, tools=["files"], workspace=workspace)
+    return Agent(config, home=tmp_path / ".kasloop", db=os.environ["KASLOOP_TEST_DB"])
 
 
 async def tool_messages(agent: Agent, thread: str) -> list[ToolMessage]:
@@ -118,12 +124,12 @@ async def test_unknown_and_already_decided_ids_are_refused_without_changes(tmp_p
         {"content": "done"},
     ))
     result = await agent.run("tidy")
-    before = db_fingerprint(agent.db_path)
+    before = fingerprint(agent.db_path)
     with pytest.raises(ApprovalError, match="No approval `ap-nope`"):
         await agent.approve("ap-nope")
     with pytest.raises(ApprovalError, match="invalid"):
         await agent.approve(result.approvals[0]["approval_id"], edit={"path": 42})
-    assert db_fingerprint(agent.db_path) == before
+    assert fingerprint(agent.db_path) == before
     old_id = result.approvals[0]["approval_id"]
     again = await agent.reject(old_id, "no")
     assert again.status == "waiting_approval" and again.approvals[0]["approval_id"] != old_id

@@ -1,9 +1,8 @@
-"""Many threads in one SQLite file, from one process and from several: WAL + busy timeout, no lock errors."""
+"""Many threads in one database, from one process and from several: no lock errors (SQLite: WAL + busy timeout; PostgreSQL too)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kasloop import Agent, AgentConfig
-from conftest import call
+from kasloop.checkpoints.sqlite import is_postgres_url
+from conftest import call, query
 
 THREADS = 200
 WRITES_PER_PROCESS = 300
@@ -32,9 +32,12 @@ WRITER = textwrap.dedent(
 )
 
 
-async def test_200_concurrent_threads_and_2_writer_processes_share_one_database(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+async def test_200_concurrent_threads_and_2_writer_processes_share_one_database(
+    tmp_path: Path, workspace: Path, script: Callable[..., str], db_url: str
+) -> None:
     model = script({"tool_calls": [call("files_list")]}, {"content": "listed"})
-    agent = Agent(AgentConfig(autonomy=4, model=model, tools=["files_list"], workspace=workspace), home=tmp_path / ".kasloop")
+    config = AgentConfig(autonomy=4, model=model, tools=["files_list"], workspace=workspace)
+    agent = Agent(config, home=tmp_path / ".kasloop", db=db_url)
     await agent.run("warm up: create the database")  # the schema exists before the crowd arrives
     writers = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(agent.db_path), str(n), str(WRITES_PER_PROCESS)], stderr=subprocess.PIPE, text=True)
@@ -47,13 +50,10 @@ async def test_200_concurrent_threads_and_2_writer_processes_share_one_database(
     for writer in writers:
         _, stderr = writer.communicate(timeout=300)
         assert writer.returncode == 0, stderr
-    conn = sqlite3.connect(agent.db_path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert conn.execute("SELECT count(*) FROM kasloop_inbox WHERE thread_id LIKE 'outside-%'").fetchone() == (2 * WRITES_PER_PROCESS,)
-        done = conn.execute("SELECT count(*) FROM kasloop_threads WHERE thread_id LIKE 'c-%' AND status = 'done'").fetchone()
-        assert done == (THREADS,)
-        tools = conn.execute("SELECT count(*) FROM kasloop_events WHERE kind = 'tool' AND thread_id LIKE 'c-%'").fetchone()
-        assert tools == (THREADS,), "each thread's one tool call ran exactly once"
-    finally:
-        conn.close()
+    if not is_postgres_url(db_url):
+        assert query(db_url, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db_url, "SELECT count(*) FROM kasloop_inbox WHERE thread_id LIKE 'outside-%'") == [(2 * WRITES_PER_PROCESS,)]
+    done = query(db_url, "SELECT count(*) FROM kasloop_threads WHERE thread_id LIKE 'c-%' AND status = 'done'")
+    assert done == [(THREADS,)]
+    tools = query(db_url, "SELECT count(*) FROM kasloop_events WHERE kind = 'tool' AND thread_id LIKE 'c-%'")
+    assert tools == [(THREADS,)], "each thread's one tool call ran exactly once"

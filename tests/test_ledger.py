@@ -20,16 +20,21 @@ from conftest import call, write_script
 HERE = Path(__file__).parent
 
 
+# Every test runs on both backends (``db_url``: a SQLite file, or a fresh database on the test PostgreSQL).
+pytestmark = pytest.mark.usefixtures("db_url")
+
+
 def agent_process(tmp_path: Path, workspace: Path, script: Path, autonomy: int, idempotent: bool | str, *args: str) -> subprocess.CompletedProcess[str]:
     kind = idempotent if isinstance(idempotent, str) else ("1" if idempotent else "0")
+    db = os.environ["KASLOOP_TEST_DB"]
     return subprocess.run(
         [sys.executable, str(HERE / "crash_agent.py"), str(tmp_path / ".kasloop"), str(workspace), str(script), str(autonomy), kind, *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ}, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "KASLOOP_TEST_DB": db}, stdin=subprocess.DEVNULL,
     )
 
 
 async def ledger_rows(tmp_path: Path) -> list[tuple[str, bool]]:
-    async with open_database(tmp_path / ".kasloop" / "kasloop.db") as db:
+    async with open_database(os.environ["KASLOOP_TEST_DB"]) as db:
         return [(e.tool, e.result is not None) for e in await Ledger(db).entries("crashy")]
 
 
@@ -91,7 +96,7 @@ async def test_an_interrupted_call_is_reconciled_by_its_tool(tmp_path: Path, wor
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "done", "no human needed: the tool settled it"
     assert len((workspace / "crash_runs.txt").read_text().split()) == runs_after
-    async with open_database(tmp_path / ".kasloop" / "kasloop.db") as db:
+    async with open_database(os.environ["KASLOOP_TEST_DB"]) as db:
         events = await EventLog(db).history("crashy")
     [check] = [e for e in events if e["kind"] == "reconcile"]
     assert check["took_effect"] is (kind == "r")

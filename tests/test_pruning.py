@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import sqlite3
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from kasloop import Agent, AgentConfig, Budgets
 from kasloop.checkpoints import open_database
 from kasloop.checkpoints.pruning import prune_thread
-from conftest import call
+from kasloop.checkpoints.sqlite import is_postgres_url
+from conftest import call, query
 
 KEEP = 4
 
 
-def counts(db: Path, thread: str) -> tuple[int, int]:
-    conn = sqlite3.connect(db)
-    try:
-        checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (thread,)).fetchone()[0]
-        orphans = conn.execute(
-            "SELECT count(*) FROM writes w WHERE thread_id = ? AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = w.thread_id"
-            " AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id)", (thread,),
-        ).fetchone()[0]
-        return checkpoints, orphans
-    finally:
-        conn.close()
+# Every test runs on both backends (``db_url``: a SQLite file, or a fresh database on the test PostgreSQL).
+pytestmark = pytest.mark.usefixtures("db_url")
+
+
+def counts(db: str | Path, thread: str) -> tuple[int, int]:
+    """(checkpoints of the thread, writes left without their checkpoint)."""
+    writes_table = "checkpoint_writes" if is_postgres_url(db) else "writes"  # LangGraph's Postgres saver's name
+    [(checkpoints,)] = query(db, f"SELECT count(*) FROM checkpoints WHERE thread_id = '{thread}'")
+    [(orphans,)] = query(
+        db, f"SELECT count(*) FROM {writes_table} w WHERE thread_id = '{thread}' AND NOT EXISTS (SELECT 1 FROM checkpoints c"
+        " WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id)",
+    )
+    return int(checkpoints), int(orphans)
+
+
+def agent_at(tmp_path: Path, config: AgentConfig) -> Agent:
+    return Agent(config, home=tmp_path / ".kasloop", db=os.environ["KASLOOP_TEST_DB"])
 
 
 def writes(n: int) -> list[dict[str, object]]:
@@ -34,7 +43,7 @@ def writes(n: int) -> list[dict[str, object]]:
 async def test_a_long_thread_keeps_k_checkpoints_and_continues_after_pruning(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
     model = script(*writes(40), {"content": "forty files"}, {"tool_calls": [call("files_read", path="f39.txt")]}, {"content": "read it"})
     config = AgentConfig(autonomy=4, model=model, tools=["files"], workspace=workspace, keep_checkpoints=KEEP, budgets=Budgets(max_steps=100))
-    agent = Agent(config, home=tmp_path / ".kasloop")
+    agent = agent_at(tmp_path, config)
     first = await agent.run("write forty files")
     assert first.status == "done" and first.output == "forty files" and len(list(workspace.glob("f*.txt"))) == 40
     assert counts(agent.db_path, first.thread) == (KEEP, 0)
@@ -47,7 +56,7 @@ async def test_a_pending_approval_survives_pruning(tmp_path: Path, workspace: Pa
     (workspace / "old.txt").write_text("x")
     model = script(*writes(20), {"tool_calls": [call("files_delete", path="old.txt")]}, {"content": "cleaned"})
     config = AgentConfig(autonomy=3, model=model, tools=["files"], workspace=workspace, keep_checkpoints=2, budgets=Budgets(max_steps=100))
-    agent = Agent(config, home=tmp_path / ".kasloop")
+    agent = agent_at(tmp_path, config)
     waiting = await agent.run("write then clean")
     assert waiting.status == "waiting_approval" and counts(agent.db_path, waiting.thread)[0] == 2
     done = await agent.approve(waiting.approvals[0]["approval_id"])
@@ -55,7 +64,7 @@ async def test_a_pending_approval_survives_pruning(tmp_path: Path, workspace: Pa
 
 
 async def test_prune_thread_touches_only_that_thread(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
-    agent = Agent(AgentConfig(autonomy=4, model=script(*writes(5), {"content": "ok"}), tools=["files"], workspace=workspace, keep_checkpoints=100), home=tmp_path / ".kasloop")
+    agent = agent_at(tmp_path, AgentConfig(autonomy=4, model=script(*writes(5), {"content": "ok"}), tools=["files"], workspace=workspace, keep_checkpoints=100))
     a = await agent.run("a", thread_id="a")
     b = await agent.run("b", thread_id="b")
     before_b = counts(agent.db_path, b.thread)
@@ -69,7 +78,7 @@ async def test_event_retention_keeps_the_newest_rows_and_never_rewrites_one(tmp_
         autonomy=4, model=script(*writes(60), {"content": "done"}), tools=["files"], workspace=workspace,
         events_keep_last=100, budgets=Budgets(max_steps=None),
     )
-    agent = Agent(config, home=tmp_path / ".kasloop")
+    agent = agent_at(tmp_path, config)
     result = await agent.run("write sixty files", thread_id="kept")
     events = await agent.history("kept")
     assert result.status == "done" and len(events) == 100
@@ -82,7 +91,7 @@ async def test_event_retention_by_age_only_touches_old_rows_of_that_thread(tmp_p
     from kasloop.checkpoints import EventLog
     from kasloop.checkpoints.pruning import prune_events
 
-    async with open_database(tmp_path / "k.db") as db:
+    async with open_database(os.environ["KASLOOP_TEST_DB"]) as db:
         log = EventLog(db)
         for thread in ("a", "b"):
             await log.append(thread, 1, "perceive", n=1)

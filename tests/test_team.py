@@ -107,8 +107,9 @@ async def test_a_specialist_cannot_call_a_tool_it_was_not_given(tmp_path: Path, 
 
 
 async def test_an_approval_inside_a_specialist_surfaces_with_its_path_and_is_approved_from_another_process(
-    tmp_path: Path, workspace: Path, script: Callable[..., str]
+    tmp_path: Path, workspace: Path, script: Callable[..., str], db_url: str
 ) -> None:
+    """On both backends: ``KASLOOP_DB`` is a SQLite file or a PostgreSQL URL."""
     (workspace / "old.log").write_text("stale")
     code = script(
         {"content": "", "tool_calls": [call("files_delete", path="old.log")]},
@@ -119,7 +120,8 @@ async def test_an_approval_inside_a_specialist_surfaces_with_its_path_and_is_app
         f'autonomy = 3\nmodel = "{manager}"\ntools = []\nworkspace = "{workspace}"\n'
         f'[team.crew.code]\ndescription = "Writes and deletes files."\ntools = ["files"]\nmodel = "{code}"\n'
     )
-    cli = cli_runner(tmp_path)
+    runner = cli_runner(tmp_path)
+    cli = lambda *args: runner(*args, env={"KASLOOP_DB": db_url})  # noqa: E731
 
     ran = cli("run", "Clean up old.log", "--team", "crew", "--thread", "ops", "--json")
     assert ran.code == 10, ran

@@ -75,7 +75,8 @@ class AnnouncementLog:
 
     async def record(self, approval_id: str, channel: str, ref: str, code: str) -> None:
         await self.db.execute(
-            "INSERT OR REPLACE INTO kasloop_announcements (approval_id, channel, ref, code, sent_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO kasloop_announcements (approval_id, channel, ref, code, sent_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (approval_id, channel) DO UPDATE SET ref = excluded.ref, code = excluded.code, sent_at = excluded.sent_at",
             (approval_id, channel, ref, code, time.time()),
         )
 

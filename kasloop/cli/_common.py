@@ -13,7 +13,7 @@ from kasloop.settings import load_config
 __all__ = ["ConfigOpt", "DbOpt", "HomeOpt", "JsonOpt", "make_agent"]
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="kasloop home (default: $KASLOOP_HOME or ./.kasloop).")]
-DbOpt = Annotated[str | None, typer.Option("--db", help="Database file or sqlite:///PATH (default: HOME/kasloop.db).")]
+DbOpt = Annotated[str | None, typer.Option("--db", envvar="KASLOOP_DB", help="Database: a file, sqlite:///PATH or postgresql://USER@HOST/DB (default: HOME/kasloop.db).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Config file (default: ./kasloop.toml if present).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, make_agent
+from kasloop.checkpoints.sqlite import display_db
 from kasloop.cli._console import err
 from kasloop.runtime import Daemon
 
@@ -29,6 +30,6 @@ def register(app: typer.Typer) -> None:
         runner = Daemon(agent, threads=thread or None, interval=interval)
 
         def announce() -> None:
-            err.print(f"kasloop daemon on {agent.db_path} (every {interval:g} s); SIGTERM or Ctrl-C stops it after the current node.")
+            err.print(f"kasloop daemon on {display_db(agent.db_path)} (every {interval:g} s); SIGTERM or Ctrl-C stops it after the current node.")
 
         raise typer.Exit(asyncio.run(runner.run(once=once, on_start=announce)))
