@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -45,7 +46,7 @@ from kasloop.checkpoints.saver import DeferredRows
 from kasloop.checkpoints.sqlite import display_db
 from kasloop.errors import CheckpointError
 
-__all__ = ["KasloopPostgresSaver", "KasloopPostgresStore", "PgDatabase", "open_pg_database", "pg_schema"]
+__all__ = ["KasloopPostgresSaver", "KasloopPostgresStore", "PgDatabase", "advisory_key", "open_pg_database", "pg_schema"]
 
 T = TypeVar("T")
 
@@ -212,6 +213,11 @@ FOR EACH ROW EXECUTE FUNCTION kasloop_events_append_only();
 _SETUP_LOCK = 0x6B61_736C  # pg_advisory lock key: one process at a time creates tables (CREATE IF NOT EXISTS races)
 
 
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit ``pg_advisory_lock`` key for a name (e.g. ``thread:t-1``)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 @functools.lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
     """sqlite3's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
@@ -340,6 +346,16 @@ class PgDatabase:
             raise
         return result
 
+    async def try_advisory_lock(self, name: str) -> bool:
+        """Take the session-level advisory lock ``name`` if no other session holds it (any machine);
+        PostgreSQL drops it when this connection closes, even if the process dies."""
+        key = advisory_key(name)
+        return bool(await self.call(lambda conn: conn.raw.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]))
+
+    async def advisory_unlock(self, name: str) -> None:
+        key = advisory_key(name)
+        await self.call(lambda conn: conn.raw.execute("SELECT pg_advisory_unlock(%s)", (key,)))
+
     async def call(self, fn: Callable[[PgConnection], T]) -> T:
         """Run ``fn(connection)`` in the database thread in one hop, then commit (deferred rows first)."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, self._unit, fn)
@@ -448,6 +464,9 @@ class KasloopPostgresStore(AsyncPostgresStore):
     @classmethod
     async def open(cls, db: PgDatabase) -> KasloopPostgresStore:
         store = cls(db.aconn)
+        # The saver and the store share one connection, which runs one command at a time: one lock for both
+        # (a checkpoint write in the background and a blackboard read in a node would otherwise collide).
+        store.lock = db.saver.lock
         await db.call(lambda conn: conn.raw.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,)))
         try:
             await store.setup()

@@ -32,7 +32,7 @@ from langgraph.store.sqlite.base import (
 
 from kasloop.checkpoints.sqlite import Database
 
-__all__ = ["MAX_QUERY_TERMS", "STOPWORDS", "KasloopStore", "fts_query"]
+__all__ = ["MAX_QUERY_TERMS", "STOPWORDS", "KasloopStore", "fts_query", "open_store"]
 
 MAX_QUERY_TERMS = 32
 
@@ -224,3 +224,15 @@ class KasloopStore(AsyncSqliteStore):
         """Stop the batching task (LangGraph's store runs one per instance)."""
         if self._task is not None:
             self._task.cancel()
+
+
+async def open_store(db: Any) -> Any:
+    """kasloop's ``BaseStore`` on an open database: ``KasloopStore`` on SQLite, ``KasloopPostgresStore`` on PostgreSQL.
+
+    Both rank ``asearch(query=...)`` by keywords; long-term memory and the collaboration blackboard live there.
+    """
+    if db.path is None:  # a PgDatabase: no file
+        from kasloop.checkpoints.postgres import KasloopPostgresStore  # psycopg is imported only for Postgres
+
+        return await KasloopPostgresStore.open(db)
+    return await KasloopStore.open(db)

@@ -233,9 +233,14 @@ def build_team_graph(
 
 
 def build_for(config: AgentConfig, **kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The graph a config describes: a team when ``config.run_team`` is set, else a single agent."""
+    """The graph a config describes: a team (``run_team``), a collaboration (``run_collaboration``) or a single agent."""
     if config.run_team is not None:
         return build_team_graph(config, **kwargs)
+    if config.run_collaboration is not None:
+        from kasloop.graphs.collaboration import build_collaboration_graph  # it builds on this module
+
+        chosen = config.collaboration[config.run_collaboration]
+        return build_collaboration_graph(config, chosen.peers, turn_limit=chosen.turn_limit, **kwargs)
     return build_graph(config, **kwargs)
 
 
@@ -246,9 +251,15 @@ def tool_names_for(config: AgentConfig, extra: Iterable[Tool] = ()) -> tuple[str
 
 
 def team_tools(config: AgentConfig, extra: Iterable[Tool] = ()) -> dict[str, Tool]:
-    """Every tool of the team's members by name (to check an edited call a specialist proposed)."""
+    """Every tool of the team's members or the collaboration's peers by name (to check an edited call one proposed)."""
     extra = tuple(extra)
     found: dict[str, Tool] = {}
     for member in config.team_members().values():
         found.update(select_tools(member.tools, extra))
+    if config.run_collaboration is not None:
+        from kasloop.graphs.collaboration import blackboard_tools
+
+        board = (*extra, *blackboard_tools())
+        for peer in config.collaboration_peers().values():
+            found.update(select_tools(peer.tools, board))
     return found

@@ -4,7 +4,7 @@ The public API is what ``__all__`` lists; everything else may change.
 """
 
 from kasloop.agent import Agent, RunResult
-from kasloop.config import AgentConfig, Budgets, OpenAISettings, PolicyRule, Specialist
+from kasloop.config import AgentConfig, Budgets, Collaboration, OpenAISettings, PolicyRule, Specialist
 from kasloop.errors import (
     ApprovalError,
     AutonomyLevelError,
@@ -19,6 +19,7 @@ from kasloop.errors import (
     UsageError,
 )
 from kasloop.graphs.agent import build_graph
+from kasloop.graphs.collaboration import build_collaboration_graph
 from kasloop.graphs.team import build_team_graph
 from kasloop.memory import LongTermMemory, MemoryItem
 from kasloop.scripted import ScriptedChatModel
@@ -35,6 +36,7 @@ __all__ = [
     "BudgetExceeded",
     "Budgets",
     "CheckpointError",
+    "Collaboration",
     "ConfigError",
     "KasloopError",
     "LocalModelError",
@@ -50,6 +52,7 @@ __all__ = [
     "Specialist",
     "ThreadNotFound",
     "UsageError",
+    "build_collaboration_graph",
     "build_graph",
     "build_team_graph",
 ]

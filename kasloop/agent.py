@@ -14,8 +14,8 @@ import hashlib
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,8 +32,8 @@ from kasloop.checkpoints.rules import RuleStore
 from kasloop.budget import LIMITS, budget_request, check_prices, granted_value, with_budgets
 from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
-from kasloop.checkpoints.sqlite import display_db, is_postgres_url, lock_base, sqlite_path
-from kasloop.config import AgentConfig, PolicyRule
+from kasloop.checkpoints.sqlite import display_db, is_postgres_url, sqlite_path
+from kasloop.config import AgentConfig, PolicyRule, Specialist
 from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, team_tools, tool_names_for
@@ -108,11 +108,22 @@ def _run_sync(coro: Awaitable[T], name: str) -> T:
 def _absolute_policy(config: AgentConfig, cwd: Path) -> AgentConfig:
     """Make paths in the policy absolute, so any process can resume the thread."""
     workspace = config.workspace if config.workspace.is_absolute() else (cwd / config.workspace)
-    team = {
-        name: {member: spec.model_copy(update={"model": _absolute_specs(spec.model, cwd)}) if spec.model is not None else spec for member, spec in members.items()}
-        for name, members in config.team.items()
+    team = {name: _absolute_members(members, cwd) for name, members in config.team.items()}
+    collaboration = {
+        name: chosen.model_copy(update={"peers": _absolute_members(chosen.peers, cwd)}) for name, chosen in config.collaboration.items()
     }
-    return config.model_copy(update={"workspace": workspace.resolve(), "model": _absolute_specs(resolve_model_specs(config), cwd), "team": team})
+    return config.model_copy(update={
+        "workspace": workspace.resolve(), "model": _absolute_specs(resolve_model_specs(config), cwd), "team": team,
+        "collaboration": collaboration,
+    })
+
+
+def _absolute_members(members: dict[str, Specialist], cwd: Path) -> dict[str, Specialist]:
+    """Team members or peers with absolute scripted model paths."""
+    return {
+        name: spec.model_copy(update={"model": _absolute_specs(spec.model, cwd)}) if spec.model is not None else spec
+        for name, spec in members.items()
+    }
 
 
 def _absolute_specs(model: str | list[str], cwd: Path) -> str | list[str]:
@@ -201,27 +212,38 @@ class Agent:
             inbox=Inbox(db), resources=self._resources.get(db), spend=SpendLog(db),
         )
 
-    @contextmanager
-    def _thread_lock(self, thread_id: str) -> Iterator[None]:
-        """One driver per thread across processes: a ``kasloop run`` and the daemon never drive it together.
+    @asynccontextmanager
+    async def _thread_lock(self, db: Database, thread_id: str) -> AsyncIterator[None]:
+        """One driver per thread: a ``kasloop run`` and the daemon never drive it together.
 
-        An exclusive ``flock`` on a file per thread; the kernel drops it when the process dies.
+        SQLite: an exclusive ``flock`` on a file per thread next to the database; the kernel drops it
+        when the process dies. PostgreSQL: a session advisory lock, so it holds across machines; the
+        server drops it when the connection goes.
         """
+        busy = ThreadBusy(
+            f"Thread `{thread_id}` is being driven by another process (a run, resume or the daemon); "
+            "wait for it, or see `kasloop status`."
+        )
+        if is_postgres_url(self.db_path):
+            name = f"thread:{thread_id}"
+            if not await db.try_advisory_lock(name):  # type: ignore[attr-defined]
+                raise busy
+            try:
+                yield
+            finally:
+                await db.advisory_unlock(name)  # type: ignore[attr-defined]
+            return
         name = hashlib.sha256(thread_id.encode()).hexdigest()[:24]
-        base = lock_base(self.db_path, self.home)
-        handle = try_lock(base.with_name(base.name + ".locks") / f"{name}.lock")
+        handle = try_lock(self.db_path.with_name(self.db_path.name + ".locks") / f"{name}.lock")  # type: ignore[union-attr]
         if handle is None:
-            raise ThreadBusy(
-                f"Thread `{thread_id}` is being driven by another process (a run, resume or the daemon); "
-                "wait for it, or see `kasloop status`."
-            )
+            raise busy
         try:
             yield
         finally:
             handle.close()
 
     async def _drive(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
-        with self._thread_lock(thread_id):
+        async with self._thread_lock(db, thread_id):
             return await self._drive_locked(db, thread_id, config, payload)
 
     async def _drive_locked(self, db: Database, thread_id: str, config: AgentConfig, payload: Any) -> RunResult:
@@ -355,13 +377,13 @@ class Agent:
         if not goal.strip():
             raise UsageError("The goal is empty; say what the agent should achieve.")
         config = _absolute_policy(self.config, Path.cwd())
-        build_for(config, tools=self.extra_tools)  # validate model specs and tools before any write
         async with self._open() as db:
             threads = ThreadStore(db)
             thread_id = thread_id or "t-" + uuid.uuid4().hex[:10]
             existing = await threads.get(thread_id)
             goals: list[dict[str, Any]] = []
             if existing is None:
+                build_for(config, tools=self.extra_tools)  # validate model specs and tools before any write
                 await threads.create(thread_id, goal, config.thread_policy())
             else:
                 if await ApprovalStore(db).pending(thread_id):
@@ -374,6 +396,8 @@ class Agent:
             await EventLog(db).append(thread_id, 0, "goal", text=goal)
             goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
             payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task()}
+            if config.run_collaboration is not None:
+                payload["task"] = goal  # the collaboration's problem (its state has no goals list)
             return await self._drive(db, thread_id, config, payload)
 
     async def resume(self, thread_id: str) -> RunResult:

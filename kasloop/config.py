@@ -19,6 +19,7 @@ __all__ = [
     "AUTONOMY_LEVELS",
     "AgentConfig",
     "ApprovalChannels",
+    "Collaboration",
     "EmailApprovals",
     "TelegramApprovals",
     "WebhookApprovals",
@@ -207,6 +208,21 @@ DEFAULT_TEAM: dict[str, Specialist] = {
 """``kasloop run --team default``: four specialists, one per kind of work (``[team.default]`` replaces it)."""
 
 
+class Collaboration(_Frozen):
+    """Peers with equal authority taking turns on one problem over a shared blackboard.
+
+    Prefer it to a team when the value is in peers checking each other (a
+    solver and a verifier who must agree) rather than in one planner splitting
+    the work. It ends ``done`` when every peer proposes the same answer, or
+    ``escalated`` after ``turn_limit`` turns.
+    """
+
+    peers: dict[str, Specialist] = Field(min_length=1)
+    """The peers by name, in speaking order (``[collaboration.NAME.peers.PEER]`` tables)."""
+    turn_limit: int = Field(default=6, ge=1)
+    """Peer turns in all; reached without agreement, the run is escalated to a human."""
+
+
 class AgentConfig(_Frozen):
     """Everything that decides what an agent may do.
 
@@ -284,6 +300,11 @@ class AgentConfig(_Frozen):
     run_team: str | None = None
     """Run as the manager of this team: the agent gets a ``delegate`` tool besides its own ``tools``
     and hands tasks to the team's specialists. ``None``: a single agent."""
+    collaboration: dict[str, Collaboration] = Field(default_factory=dict)
+    """Named collaborations: ``[collaboration.NAME]`` (``turn_limit``) with ``[collaboration.NAME.peers.PEER]``
+    tables. ``run_collaboration`` (``kasloop run --collaboration NAME``) picks one."""
+    run_collaboration: str | None = None
+    """Run the goal as this collaboration of peers instead of a single agent (``None``: a single agent)."""
 
     @field_validator("autonomy")
     @classmethod
@@ -312,6 +333,25 @@ class AgentConfig(_Frozen):
             known = ", ".join(sorted({"default", *self.team})) or "default"
             raise ValueError(f"team `{self.run_team}` is not defined; teams: {known} (add [team.{self.run_team}.NAME] tables to kasloop.toml)")
         return self
+
+    @model_validator(mode="after")
+    def _collaboration_exists(self) -> AgentConfig:
+        if self.run_collaboration is None:
+            return self
+        if self.run_team is not None:
+            raise ValueError("run_team and run_collaboration exclude each other: run a goal as a team or as a collaboration")
+        if self.run_collaboration not in self.collaboration:
+            known = ", ".join(sorted(self.collaboration)) or "none yet"
+            raise ValueError(
+                f"collaboration `{self.run_collaboration}` is not defined; collaborations: {known} "
+                f"(add [collaboration.{self.run_collaboration}.peers.NAME] tables to kasloop.toml)"
+            )
+        return self
+
+    def collaboration_peers(self) -> dict[str, Specialist]:
+        """The peers of ``run_collaboration`` (empty when this agent is not a collaboration)."""
+        chosen = self.collaboration.get(self.run_collaboration) if self.run_collaboration is not None else None
+        return dict(chosen.peers) if chosen is not None else {}
 
     def team_members(self) -> dict[str, Specialist]:
         """The specialists of ``run_team`` (empty when this agent is not a team manager)."""

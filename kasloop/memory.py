@@ -35,7 +35,7 @@ import aiosqlite
 from langgraph.store.base import GetOp, Op, PutOp, SearchItem, SearchOp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kasloop.checkpoints.store import KasloopStore, fts_query
+from kasloop.checkpoints.store import KasloopStore, fts_query, open_store
 from kasloop.errors import KasloopError, UsageError
 
 if TYPE_CHECKING:
@@ -174,11 +174,7 @@ class LongTermMemory:
 
     @classmethod
     async def open(cls, db: Database, namespace: str = DEFAULT_NAMESPACE) -> LongTermMemory:
-        if db.path is None:  # a PgDatabase (PostgreSQL): LangGraph's Postgres store with full-text search
-            from kasloop.checkpoints.postgres import KasloopPostgresStore
-
-            return cls(await KasloopPostgresStore.open(db), namespace)  # type: ignore[arg-type]
-        return cls(await KasloopStore.open(db), namespace)
+        return cls(await open_store(db), namespace)
 
     def close(self) -> None:
         self.store.close()

@@ -135,7 +135,7 @@ def local_model() -> Iterator[str]:
 
 # --------------------------------------------------------------------------- both database backends
 
-from pgserver import PgServer, pg_server  # noqa: E402, F401  (the session's PostgreSQL cluster, started on first use)
+from pgserver import PgServer, pg_server, pg_url  # noqa: E402, F401  (fixtures: the session's PostgreSQL cluster, a fresh database on it)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import call, cli_runner, query, write_script
-from pgserver import PgServer, pg_server, pg_url  # noqa: F401  (fixtures)
 
 
 def test_run_approve_status_history_and_memory_on_postgres(tmp_path: Path, workspace: Path, pg_url: str) -> None:
@@ -75,3 +74,23 @@ def test_a_daemon_cycle_on_postgres_reads_the_inbox_and_beats(tmp_path: Path, wo
     assert query(pg_url, "SELECT count(*) FROM kasloop_inbox WHERE taken_at IS NULL") == [(0,)], "read exactly once"
     status = cli("status", env=env)
     assert "daemon" in status.out.lower()
+
+
+def test_a_thread_driven_from_another_machine_is_busy_here(tmp_path: Path, workspace: Path, pg_url: str) -> None:
+    """Another machine's driver holds the thread's advisory lock: no file lock here can see it, the database does."""
+    import psycopg
+
+    from kasloop.checkpoints.postgres import advisory_key
+
+    script = write_script(tmp_path / "s.jsonl", [{"content": "", "tool_calls": [call("files_write", path="a.txt", content="a")]},
+                                                 {"content": "written"}])  # fmt: skip
+    cli = cli_runner(tmp_path)
+    common = ["--model", f"scripted:{script}", "--workspace", str(workspace), "--autonomy", "4", "--db", pg_url]
+    with psycopg.connect(pg_url, autocommit=True) as elsewhere:
+        elsewhere.execute("SELECT pg_advisory_lock(%s)", (advisory_key("thread:shared"),))
+        busy = cli("run", "write a.txt", "--thread", "shared", *common)
+        assert busy.code == 2 and "is being driven by another process" in busy.err, busy
+        assert not (workspace / "a.txt").exists()
+    ran = cli("run", "write a.txt", "--thread", "shared", *common)  # the other session ended: the lock went with it
+    assert ran.code == 0, ran
+    assert (workspace / "a.txt").read_text() == "a"

@@ -20,7 +20,6 @@ from kasloop.checkpoints.rules import RuleStore
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.errors import CheckpointError
 from kasloop.runtime import _beat, _register
-from pgserver import PgServer, pg_server, pg_url  # noqa: F401  (fixtures)
 
 
 def _kinds(url: str) -> list[str]:
@@ -194,3 +193,22 @@ async def test_long_term_memory_on_postgres_searches_by_keyword(pg_url: str) -> 
         assert await memory.delete(found[0].key) is True and await memory.get(found[0].key) is None
         other = await LongTermMemory.open(db, "other")
         assert await other.count() == 0 and await other.search("invoice") == []
+
+
+async def test_the_store_and_the_saver_share_one_connection_without_colliding(pg_url: str) -> None:
+    """LangGraph writes checkpoints in the background while a node reads the store: on one connection, in turn."""
+    from kasloop.checkpoints.store import open_store
+
+    async with open_database(pg_url) as db:
+        store = await open_store(db)
+
+        async def save(n: int) -> None:
+            await db.saver.aput(generate_config(f"t{n}"), generate_checkpoint(), generate_metadata(), {})
+
+        async def note(n: int) -> None:
+            await store.aput(("board",), f"k{n}", {"text": f"note {n}"})
+            assert await store.aget(("board",), f"k{n}") is not None
+
+        # Without the shared lock this fails ("another command is already in progress") or hangs: bounded.
+        await asyncio.wait_for(asyncio.gather(*(f(n) for n in range(40) for f in (save, note))), timeout=120)
+        assert len(await store.asearch(("board",), limit=100)) == 40

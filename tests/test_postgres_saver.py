@@ -12,7 +12,7 @@ from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
 from kasloop.checkpoints.postgres import KasloopPostgresSaver
-from pgserver import PgServer, pg_server, pg_url  # noqa: F401  (fixtures)
+from pgserver import PgServer
 
 
 async def test_the_server_fixture_gives_a_fresh_database_on_127_0_0_1(pg_server: PgServer) -> None:

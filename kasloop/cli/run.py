@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
         tools: Annotated[str | None, typer.Option("--tools", help="Comma list of tool families or tools, e.g. files.")] = None,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Budget: cycles per run.")] = None,
         team: Annotated[str | None, typer.Option("--team", help="Run as the manager of this team (`default` or a [team.NAME] of kasloop.toml).")] = None,
+        collaboration: Annotated[
+            str | None, typer.Option("--collaboration", help="Run as this collaboration of peers (a [collaboration.NAME] of kasloop.toml).")
+        ] = None,
         home: HomeOpt = None,
         db: DbOpt = None,
         config: ConfigOpt = None,
@@ -83,6 +86,7 @@ def register(app: typer.Typer) -> None:
         agent = make_agent(
             home=home, db=db, config_file=config,
             autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps, run_team=team,
+            run_collaboration=collaboration,
         )
         announce = f"model: {describe_model(resolve_model_specs(agent.config)[0])}"
         with LiveProgress(not json_out, announce) as progress:
