@@ -377,13 +377,17 @@ class Agent:
         if not goal.strip():
             raise UsageError("The goal is empty; say what the agent should achieve.")
         config = _absolute_policy(self.config, Path.cwd())
+        named = thread_id is not None
+        if not named:
+            build_for(config, tools=self.extra_tools)  # a new thread: validate model specs and tools before any write
         async with self._open() as db:
             threads = ThreadStore(db)
+            existing = await threads.get(thread_id) if thread_id is not None else None
             thread_id = thread_id or "t-" + uuid.uuid4().hex[:10]
-            existing = await threads.get(thread_id)
             goals: list[dict[str, Any]] = []
             if existing is None:
-                build_for(config, tools=self.extra_tools)  # validate model specs and tools before any write
+                if named:  # only now known to be new: an existing thread keeps its own stored policy instead
+                    build_for(config, tools=self.extra_tools)
                 await threads.create(thread_id, goal, config.thread_policy())
             else:
                 if await ApprovalStore(db).pending(thread_id):
