@@ -278,10 +278,33 @@ class PgConnection:
             raise sqlite3.IntegrityError(str(exc).splitlines()[0]) from exc
         return cur
 
-    def executescript(self, script: str) -> None:
-        """Run SQLite DDL (``CREATE ... IF NOT EXISTS``) translated by ``pg_schema``, one process at a time."""
+    def executescript(self, script: str, *, postgres_ddl: str = "") -> None:
+        """Run SQLite DDL (``CREATE ... IF NOT EXISTS``) translated by ``pg_schema``, then ``postgres_ddl``: once per
+        database and version of the script, one process at a time.
+
+        Once is not only faster: DDL locks tables even when it changes nothing (``CREATE INDEX IF NOT EXISTS``
+        takes a SHARE lock on the table first, ``ALTER TABLE ... IF NOT EXISTS`` an exclusive one), and taking
+        those locks while other sessions write several tables in one transaction deadlocks.
+        """
+        ddl = pg_schema(script) + postgres_ddl
+        version = hashlib.sha256(ddl.encode()).hexdigest()[:32]
+        if self._applied(version):
+            return
         self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-        self.raw.execute(pg_schema(script).encode())
+        if self._applied(version):  # another process applied it while we waited (read committed: a fresh snapshot)
+            return
+        self.raw.execute(ddl.encode())
+        self.raw.execute("CREATE TABLE IF NOT EXISTS kasloop_schema (version TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        self.raw.execute(
+            "INSERT INTO kasloop_schema (version, applied_at) VALUES (%s, extract(epoch FROM now())) ON CONFLICT DO NOTHING",
+            (version,),
+        )
+
+    def _applied(self, version: str) -> bool:
+        """Whether this version of a script is recorded (catalog and one-row reads: no lock on kasloop's tables)."""
+        if self.raw.execute("SELECT to_regclass('kasloop_schema')").fetchone()[0] is None:  # type: ignore[index]
+            return False
+        return self.raw.execute("SELECT 1 FROM kasloop_schema WHERE version = %s", (version,)).fetchone() is not None
 
     def commit(self) -> None:
         self.raw.commit()
@@ -318,10 +341,8 @@ class PgDatabase:
         from kasloop.checkpoints.sqlite import _ADDED_COLUMNS, _SCHEMA
 
         def create(conn: PgConnection) -> None:
-            conn.executescript(_SCHEMA)
-            conn.raw.execute(_PG_TRIGGERS)
-            for table, column, decl in _ADDED_COLUMNS:
-                conn.raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
+            added = "".join(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {decl};\n" for t, c, decl in _ADDED_COLUMNS)
+            conn.executescript(_SCHEMA, postgres_ddl=_PG_TRIGGERS + added)
 
         await self.call(lambda conn: conn.raw.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,)))
         try:

@@ -212,3 +212,24 @@ async def test_the_store_and_the_saver_share_one_connection_without_colliding(pg
         # Without the shared lock this fails ("another command is already in progress") or hangs: bounded.
         await asyncio.wait_for(asyncio.gather(*(f(n) for n in range(40) for f in (save, note))), timeout=120)
         assert len(await store.asearch(("board",), limit=100)) == 40
+
+
+async def test_opening_a_set_up_database_takes_no_table_lock(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer in the middle of a transaction must not stall (or deadlock) another process opening the database:
+    the DDL runs once per schema version, not on every open (CREATE INDEX IF NOT EXISTS locks the table even
+    when the index exists)."""
+    async with open_database(pg_url):
+        pass  # set up
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=20s")  # a regression fails with "lock timeout", not a hang
+    with psycopg.connect(pg_url) as writer:  # a transaction holding row locks on two tables, not committed
+        writer.execute("INSERT INTO kasloop_events (thread_id, ts, step, kind, data) VALUES ('w', 0, 0, 'x', '{}')")
+        writer.execute("INSERT INTO kasloop_inbox (thread_id, source, text, data, received_at) VALUES ('w', 's', 't', '{}', 0)")
+
+        async def open_and_use() -> None:
+            async with open_database(pg_url) as db:
+                await EventLog(db).append("other", 1, "perceive")
+                await db.flush()
+
+        await asyncio.wait_for(open_and_use(), timeout=60)
+        writer.rollback()
+    assert _kinds(pg_url) == ["perceive"]
