@@ -381,28 +381,34 @@ class Agent:
         if not named:
             build_for(config, tools=self.extra_tools)  # a new thread: validate model specs and tools before any write
         async with self._open() as db:
-            threads = ThreadStore(db)
-            existing = await threads.get(thread_id) if thread_id is not None else None
             thread_id = thread_id or "t-" + uuid.uuid4().hex[:10]
-            goals: list[dict[str, Any]] = []
-            if existing is None:
-                if named:  # only now known to be new: an existing thread keeps its own stored policy instead
-                    build_for(config, tools=self.extra_tools)
-                await threads.create(thread_id, goal, config.thread_policy())
-            else:
-                if await ApprovalStore(db).pending(thread_id):
-                    raise UsageError(
-                        f"Thread `{thread_id}` is waiting for approval; decide with `kasloop approvals` / `kasloop approve ID` first."
-                    )
-                config = self._thread_config(existing["policy"])
-                state = await self._graph(db, config).aget_state({"configurable": {"thread_id": thread_id}})
-                goals = list((state.values or {}).get("goals", []))
-            await EventLog(db).append(thread_id, 0, "goal", text=goal)
-            goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
-            payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task()}
-            if config.run_collaboration is not None:
-                payload["task"] = goal  # the collaboration's problem (its state has no goals list)
-            return await self._drive(db, thread_id, config, payload)
+            # Locked before the first write: a thread another process drives gets no goal row from this one.
+            async with self._thread_lock(db, thread_id):
+                return await self._start_goal(db, thread_id, goal, config, named)
+
+    async def _start_goal(self, db: Database, thread_id: str, goal: str, config: AgentConfig, named: bool) -> RunResult:
+        """Record ``goal`` on the thread (created if new) and drive it; the caller holds the thread lock."""
+        threads = ThreadStore(db)
+        existing = await threads.get(thread_id)
+        goals: list[dict[str, Any]] = []
+        if existing is None:
+            if named:  # only now known to be new: an existing thread keeps its own stored policy instead
+                build_for(config, tools=self.extra_tools)
+            await threads.create(thread_id, goal, config.thread_policy())
+        else:
+            if await ApprovalStore(db).pending(thread_id):
+                raise UsageError(
+                    f"Thread `{thread_id}` is waiting for approval; decide with `kasloop approvals` / `kasloop approve ID` first."
+                )
+            config = self._thread_config(existing["policy"])
+            state = await self._graph(db, config).aget_state({"configurable": {"thread_id": thread_id}})
+            goals = list((state.values or {}).get("goals", []))
+        await EventLog(db).append(thread_id, 0, "goal", text=goal)
+        goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
+        payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task()}
+        if config.run_collaboration is not None:
+            payload["task"] = goal  # the collaboration's problem (its state has no goals list)
+        return await self._drive_locked(db, thread_id, config, payload)
 
     async def resume(self, thread_id: str) -> RunResult:
         """Continue a thread where it stopped (after a crash, or once its approvals are decided)."""

@@ -91,6 +91,9 @@ def test_a_thread_driven_from_another_machine_is_busy_here(tmp_path: Path, works
         busy = cli("run", "write a.txt", "--thread", "shared", *common)
         assert busy.code == 2 and "is being driven by another process" in busy.err, busy
         assert not (workspace / "a.txt").exists()
+        assert query(pg_url, "SELECT count(*) FROM kasloop_threads") == [(0,)], "refused before its first write"
+        assert query(pg_url, "SELECT count(*) FROM kasloop_events") == [(0,)]
     ran = cli("run", "write a.txt", "--thread", "shared", *common)  # the other session ended: the lock went with it
     assert ran.code == 0, ran
     assert (workspace / "a.txt").read_text() == "a"
+    assert query(pg_url, "SELECT count(*) FROM kasloop_events WHERE kind = 'goal'") == [(1,)]
