@@ -27,7 +27,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +43,7 @@ from psycopg.adapt import Loader
 from psycopg.rows import dict_row
 
 from kasloop.checkpoints.saver import DeferredRows
-from kasloop.checkpoints.sqlite import display_db
+from kasloop.checkpoints.sqlite import display_db, flushed
 from kasloop.errors import CheckpointError
 
 __all__ = ["KasloopPostgresSaver", "KasloopPostgresStore", "PgDatabase", "advisory_key", "open_pg_database", "pg_schema"]
@@ -435,13 +435,8 @@ async def open_pg_database(url: str) -> AsyncIterator[PgDatabase]:
             await db.setup()
         except psycopg.Error as exc:
             raise CheckpointError(f"The kasloop database on PostgreSQL could not be set up: {exc}.") from None
-        try:
+        async with flushed(db, psycopg.Error):
             yield db
-        except BaseException:
-            with suppress(psycopg.Error):  # the deferred rows are best effort here; the error in flight is what matters
-                await db.flush()
-            raise
-        await db.flush()
     finally:
         await db.close()
 

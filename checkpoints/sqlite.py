@@ -24,7 +24,7 @@ import aiosqlite
 from kasloop.checkpoints.saver import KasloopSaver, in_worker, write_in_worker
 from kasloop.errors import CheckpointError
 
-__all__ = ["Database", "display_db", "is_postgres_url", "lock_base", "open_database", "sqlite_path"]
+__all__ = ["Database", "display_db", "flushed", "is_postgres_url", "lock_base", "open_database", "sqlite_path"]
 
 BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
@@ -237,6 +237,19 @@ class Database:
 
 
 @asynccontextmanager
+async def flushed(db: T, errors: type[Exception]) -> AsyncIterator[T]:
+    """Yield an open database, then commit its deferred rows (the event log's). If the block fails they are
+    committed best effort (``errors`` of the engine suppressed): the error in flight is what matters."""
+    try:
+        yield db
+    except BaseException:
+        with suppress(errors):
+            await db.flush()  # type: ignore[attr-defined]
+        raise
+    await db.flush()  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
 async def open_database(path: str | Path) -> AsyncIterator[Database]:
     """Open (and create if needed) the kasloop database at ``path`` (a file, ``sqlite:///PATH``, or a
     ``postgresql://`` URL: then the database is a ``PgDatabase`` with the same interface)."""
@@ -260,12 +273,7 @@ async def open_database(path: str | Path) -> AsyncIterator[Database]:
             await db.setup()
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(f"`{file}` is not a usable kasloop database: {exc}.") from None
-        try:
+        async with flushed(db, sqlite3.Error):
             yield db
-        except BaseException:
-            with suppress(sqlite3.Error):  # the deferred rows are best effort here; the error in flight is what matters
-                await db.flush()
-            raise
-        await db.flush()
     finally:
         await conn.close()

@@ -44,12 +44,11 @@ from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.config import AgentConfig, Specialist
 from kasloop.errors import ConfigError
-from kasloop.graphs.agent import build_graph, context_for
-from kasloop.graphs.team import specialist_context
+from kasloop.graphs.agent import context_for
+from kasloop.graphs.team import build_members, specialist_config, specialist_context
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
-from kasloop.tools.registry import select_tools
 
 __all__ = [
     "BLACKBOARD_TOOLS",
@@ -182,14 +181,7 @@ def blackboard_tools() -> tuple[Tool, Tool]:
 
 def peer_config(config: AgentConfig, name: str, peer: Specialist) -> AgentConfig:
     """A peer's config: the collaboration's, with the peer's tools and model, the blackboard, and a capped level."""
-    return config.model_copy(update={
-        "tools": [*peer.tools, *BLACKBOARD_TOOLS],
-        "autonomy": min(peer.autonomy or config.autonomy, config.autonomy),
-        "model": peer.model if peer.model is not None else config.model,
-        "system_prompt": PEER_PROMPT.format(name=name, description=peer.description),
-        "run_team": None,
-        "budgets": config.budgets.model_copy(update={"max_steps": peer.max_steps}),
-    })
+    return specialist_config(config, name, peer, prompt=PEER_PROMPT, extra_tools=BLACKBOARD_TOOLS)
 
 
 def _task(state: CollaborationState) -> str:
@@ -245,16 +237,10 @@ def build_collaboration_graph(
     order = tuple(peers)
     resources = resources or ToolResources()
     ledger, events, inbox, spend = ledger or MemoryLedger(), events or MemoryEventLog(), inbox or MemoryInbox(), spend or MemorySpend()
-    extra = (*tuple(tools), *blackboard_tools())
-    graphs: dict[str, Any] = {}
-    contexts: dict[str, tuple[AgentConfig, tuple[str, ...]]] = {}
-    for peer_name, peer in peers.items():
-        sub = peer_config(config, peer_name, peer)
-        contexts[peer_name] = (sub, tuple(select_tools(sub.tools, extra)))
-        graphs[peer_name] = build_graph(
-            sub, model=(models or {}).get(peer_name), tools=extra, ledger=ledger, events=events,
-            inbox=inbox, resources=resources, spend=spend, name=f"kasloop-{peer_name}",
-        )
+    graphs, configs, names = build_members(
+        peers, lambda name, peer: peer_config(config, name, peer), models=models, tools=(*tuple(tools), *blackboard_tools()),
+        ledger=ledger, events=events, inbox=inbox, resources=resources, spend=spend,
+    )
 
     async def turn(state: CollaborationState, config: RunnableConfig, runtime: Runtime[RunContext]) -> dict[str, Any]:
         """One peer's turn: its agent loop over the task and the blackboard, then its reply is posted."""
@@ -267,11 +253,11 @@ def build_collaboration_graph(
         store = await blackboard_store(resources)
         board = _render(await read_blackboard(store, thread))
         prompt = f"Problem: {task}\n\nThe blackboard so far:\n{board}\n\nIt is your turn, {who} (turn {n + 1} of {turn_limit})."
-        sub_config, names = contexts[who]
+        sub_config, tool_names = configs[who], names[who]
         used = state.get("usage") or empty_usage()
         top = runtime.context if isinstance(runtime.context, RunContext) else None
         # Under a run policy (kasloop.Agent), a peer gets only what is left of the collaboration's budgets.
-        ctx = specialist_context(top, used, sub_config, sub_thread, names) if top else context_for(sub_config, sub_thread, names)
+        ctx = specialist_context(top, used, sub_config, sub_thread, tool_names) if top else context_for(sub_config, sub_thread, tool_names)
         peer_turns = dict(state.get("peer_turns") or {})
         values = await graphs[who].ainvoke(
             {

@@ -26,7 +26,7 @@ Every decision inside a specialist is logged under the thread id
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -66,17 +66,50 @@ SPECIALIST_PROMPT = (
 )
 
 
-def specialist_config(manager: AgentConfig, name: str, member: Specialist) -> AgentConfig:
-    """The specialist's config: the manager's, with only the member's tools, model and a capped level."""
+def specialist_config(
+    manager: AgentConfig, name: str, member: Specialist, *, prompt: str = SPECIALIST_PROMPT, extra_tools: Iterable[str] = ()
+) -> AgentConfig:
+    """A member's config (a team's specialist, a collaboration's peer): the lead config with only the
+    member's tools (plus ``extra_tools``), its model, its ``prompt`` and a level capped at the lead's."""
     autonomy = min(member.autonomy or manager.autonomy, manager.autonomy)
     return manager.model_copy(update={
-        "tools": list(member.tools),
+        "tools": [*member.tools, *extra_tools],
         "autonomy": autonomy,
         "model": member.model if member.model is not None else manager.model,
-        "system_prompt": SPECIALIST_PROMPT.format(name=name, description=member.description),
+        "system_prompt": prompt.format(name=name, description=member.description),
         "run_team": None,
+        "run_collaboration": None,
         "budgets": manager.budgets.model_copy(update={"max_steps": member.max_steps}),
     })
+
+
+def build_members(
+    members: Mapping[str, Specialist],
+    config_for: Callable[[str, Specialist], AgentConfig],
+    *,
+    models: Mapping[str, BaseChatModel] | None,
+    tools: tuple[Tool, ...],
+    ledger: LedgerLike,
+    events: EventSink,
+    inbox: InboxLike,
+    resources: ToolResources,
+    spend: SpendLike,
+) -> tuple[dict[str, Any], dict[str, AgentConfig], dict[str, tuple[str, ...]]]:
+    """Each member's compiled agent loop, config and tool names (a team's specialists, a collaboration's peers).
+
+    Members share the ledger, event log, inbox, tool resources and spend log of the graph they run in.
+    """
+    graphs: dict[str, Any] = {}
+    configs: dict[str, AgentConfig] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    for name, member in members.items():
+        configs[name] = config_for(name, member)
+        names[name] = tuple(select_tools(configs[name].tools, tools))
+        graphs[name] = build_graph(
+            configs[name], model=(models or {}).get(name), tools=tools, ledger=ledger, events=events,
+            inbox=inbox, resources=resources, spend=spend, name=f"kasloop-{name}",
+        )
+    return graphs, configs, names
 
 
 def _left(limit: float | None, used: float) -> float | None:
@@ -213,17 +246,10 @@ def build_team_graph(
     inbox = inbox or MemoryInbox()
     spend = spend or MemorySpend()
     tools = tuple(tools)
-    graphs: dict[str, Any] = {}
-    names: dict[str, tuple[str, ...]] = {}
-    configs: dict[str, AgentConfig] = {}
-    for name, member in members.items():
-        sub_config = specialist_config(config, name, member)
-        configs[name] = sub_config
-        names[name] = tuple(select_tools(sub_config.tools, tools))
-        graphs[name] = build_graph(
-            sub_config, model=(specialist_models or {}).get(name), tools=tools, ledger=ledger, events=events,
-            inbox=inbox, resources=resources, spend=spend, name=f"kasloop-{name}",
-        )
+    graphs, configs, names = build_members(
+        members, lambda name, member: specialist_config(config, name, member), models=specialist_models, tools=tools,
+        ledger=ledger, events=events, inbox=inbox, resources=resources, spend=spend,
+    )
     delegate = delegate_tool(members, graphs, names, configs)
     manager = config.model_copy(update={"tools": [*config.tools, "delegate"]})
     return build_graph(

@@ -67,11 +67,13 @@ class CLIResult:
         return f"exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
 
 
-def cli_runner(folder: Path) -> Callable[..., CLIResult]:
-    """Run ``python -m kasloop ARGS`` in a fresh process, cwd = folder, home = folder/.kasloop."""
+def cli_runner(folder: Path, env: dict[str, str] | None = None) -> Callable[..., CLIResult]:
+    """Run ``python -m kasloop ARGS`` in a fresh process, cwd = folder, home = folder/.kasloop; ``env`` is added
+    to every command's environment (e.g. ``KASLOOP_DB``), a call's own ``env`` on top."""
+    common = env or {}
 
     def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> CLIResult:
-        full_env = {**os.environ, "KASLOOP_HOME": str(folder / ".kasloop"), "COLUMNS": "200", **(env or {})}
+        full_env = {**os.environ, "KASLOOP_HOME": str(folder / ".kasloop"), "COLUMNS": "200", **common, **(env or {})}
         proc = subprocess.run(
             [sys.executable, "-m", "kasloop", *args],
             cwd=cwd or folder, env=full_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
@@ -151,6 +153,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         url = server.create_database()
     monkeypatch.setenv("KASLOOP_TEST_DB", url)
     return url
+
+
+def assert_conformant(report: Any) -> None:
+    """A LangGraph checkpoint conformance report: all eight capabilities detected and passed, and more than 50 tests."""
+    from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+
+    results = report.results
+    assert set(results) == {c.value for c in ALL_CAPABILITIES}
+    problems = {name: (r.detected, r.failures) for name, r in results.items() if not (r.detected and r.passed)}
+    assert problems == {}
+    assert sum(r.tests_passed for r in results.values()) > 50
 
 
 def fingerprint(db: str | Path) -> list[str]:

@@ -146,8 +146,7 @@ async def test_kasloop_run_collaboration_from_the_config_with_an_approval_from_a
         f'[collaboration.review.peers.solver]\ndescription = "Solves."\ntools = ["files"]\nmodel = "{solver}"\n'
         f'[collaboration.review.peers.checker]\ndescription = "Checks."\ntools = ["files_read"]\nmodel = "{checker}"\n'
     )
-    runner = cli_runner(tmp_path)
-    cli = lambda *args: runner(*args, env={"KASLOOP_DB": db_url})  # noqa: E731
+    cli = cli_runner(tmp_path, env={"KASLOOP_DB": db_url})
 
     ran = cli("run", "What is six times seven?", "--collaboration", "review", "--thread", "c", "--json")
     assert ran.code == 10, ran

@@ -120,8 +120,7 @@ async def test_an_approval_inside_a_specialist_surfaces_with_its_path_and_is_app
         f'autonomy = 3\nmodel = "{manager}"\ntools = []\nworkspace = "{workspace}"\n'
         f'[team.crew.code]\ndescription = "Writes and deletes files."\ntools = ["files"]\nmodel = "{code}"\n'
     )
-    runner = cli_runner(tmp_path)
-    cli = lambda *args: runner(*args, env={"KASLOOP_DB": db_url})  # noqa: E731
+    cli = cli_runner(tmp_path, env={"KASLOOP_DB": db_url})
 
     ran = cli("run", "Clean up old.log", "--team", "crew", "--thread", "ops", "--json")
     assert ran.code == 10, ran
