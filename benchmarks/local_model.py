@@ -5,12 +5,17 @@ the real local model (``kasloop local-model install`` first). A goal counts
 as completed when the run ends ``done`` *and* its check on the workspace
 passes; recovery is the framework's own (retries, errors fed back to the
 model): no run is retried here. Prints the success rate per goal and overall,
-the median seconds per model turn, and generation speed.
+the median seconds per model turn, and generation speed. Each repeat samples with another seed
+(``model_seed``), so repeats measure how often a goal works, not one lucky
+draw. With ``--baseline`` every run is made a second time without guided
+steps (``guide_steps = false``), in the same process, and both rates are
+printed.
 
 Usage::
 
-    python benchmarks/local_model.py              # every goal 3 times
-    python benchmarks/local_model.py --repeat 1   # a quick look
+    python benchmarks/local_model.py                         # every goal 3 times
+    python benchmarks/local_model.py --repeat 1              # a quick look
+    python benchmarks/local_model.py --repeat 2 --baseline   # and the same runs unguided
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from kasloop import Agent, AgentConfig, Budgets  # noqa: E402
 from kasloop.local_server import start  # noqa: E402
+from kasloop.steps import split_steps  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,12 @@ GOALS = [
          {"red.txt": "r\n", "blue.txt": "b\n"}, lambda ws: "red.txt" in _text(ws, "files.txt") and "blue.txt" in _text(ws, "files.txt")),
     Goal("color", "Create the file color.txt that says: blue", ["files_write"], {},
          lambda ws: "blue" in _text(ws, "color.txt").lower()),
+    Goal("carry", "Read notes.txt and append its text to log.txt.", ["files_read", "files_append"],
+         {"notes.txt": "call Ann\n", "log.txt": "monday\n"}, lambda ws: _text(ws, "log.txt").startswith("monday") and "call Ann" in _text(ws, "log.txt")),
+    Goal("replace", "Delete old.txt, then create new.txt with the text fresh.", ["files_delete", "files_write"], {"old.txt": "stale\n"},
+         lambda ws: not (ws / "old.txt").exists() and "fresh" in _text(ws, "new.txt").lower()),
+    Goal("pair", "Create one.txt with the text 1 and create two.txt with the text 2.", ["files_write"], {},
+         lambda ws: _text(ws, "one.txt") == "1" and _text(ws, "two.txt") == "2"),
 ]
 
 
@@ -82,12 +94,15 @@ class Outcome:
     decide_seconds: float
 
 
-async def run_goal(goal: Goal, base: Path) -> Outcome:
+async def run_goal(goal: Goal, base: Path, *, seed: int = 1234, guided: bool = True) -> Outcome:
     ws = base / "ws"
     ws.mkdir(parents=True)
     for name, text in goal.setup.items():
         (ws / name).write_text(text)
-    config = AgentConfig(autonomy=4, model="local", tools=goal.tools, workspace=ws, budgets=Budgets(max_steps=8), retry_backoff=0.1)
+    config = AgentConfig(
+        autonomy=4, model="local", tools=goal.tools, workspace=ws, budgets=Budgets(max_steps=8), retry_backoff=0.1,
+        model_seed=seed, guide_steps=None if guided else False,
+    )
     agent = Agent(config, home=base / ".kasloop")
     started = time.perf_counter()
     try:
@@ -105,27 +120,39 @@ async def run_goal(goal: Goal, base: Path) -> Outcome:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per goal (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per goal, each with another seed (default 3)")
+    parser.add_argument("--baseline", action="store_true", help="also run every goal without guided steps and compare")
     args = parser.parse_args()
     info = start()
     print(f"local model server: {info['base_url']} (pid {info['pid']})")
     outcomes: list[Outcome] = []
+    unguided: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="kasloop-local-bench-") as tmp:
         for round_no in range(args.repeat):
+            seed = 1234 + 1000 * round_no
             for goal in GOALS:
-                outcome = await run_goal(goal, Path(tmp) / f"{goal.name}-{round_no}")
+                outcome = await run_goal(goal, Path(tmp) / f"{goal.name}-{round_no}", seed=seed)
                 outcomes.append(outcome)
-                print(f"  {goal.name:<9} run {round_no + 1}: {'ok ' if outcome.ok else 'FAIL'} {outcome.status:<16} "
-                      f"{outcome.seconds:5.1f} s, {outcome.model_calls} model calls", flush=True)
-    print(f"\n{'goal':<10} {'completed':>10}")
+                line = f"  {goal.name:<9} run {round_no + 1}: {'ok ' if outcome.ok else 'FAIL'} {outcome.status:<16} {outcome.seconds:5.1f} s, {outcome.model_calls} model calls"
+                if args.baseline:
+                    base = await run_goal(goal, Path(tmp) / f"{goal.name}-{round_no}-unguided", seed=seed, guided=False)
+                    unguided.append(base)
+                    line += f"   unguided: {'ok ' if base.ok else 'FAIL'} {base.status}"
+                print(line, flush=True)
+    print(f"\n{'goal':<10} {'steps':>5} {'completed':>10}" + (f" {'unguided':>10}" if unguided else ""))
     for goal in GOALS:
         mine = [o for o in outcomes if o.goal == goal.name]
-        print(f"{goal.name:<10} {sum(o.ok for o in mine):>4} / {len(mine)}")
+        theirs = [o for o in unguided if o.goal == goal.name]
+        row = f"{goal.name:<10} {len(split_steps(goal.text)):>5} {sum(o.ok for o in mine):>6} / {len(mine)}"
+        print(row + (f" {sum(o.ok for o in theirs):>6} / {len(theirs)}" if theirs else ""))
     done = sum(o.ok for o in outcomes)
     turns = [o.seconds / o.model_calls for o in outcomes if o.model_calls]
     decide_time = sum(o.decide_seconds for o in outcomes)
     tokens = sum(o.output_tokens for o in outcomes)
     print(f"\nsuccess rate: {done}/{len(outcomes)} = {done / len(outcomes):.0%} (goal >= 80%)")
+    if unguided:
+        base_done = sum(o.ok for o in unguided)
+        print(f"unguided (guide_steps = false), same goals and seeds: {base_done}/{len(unguided)} = {base_done / len(unguided):.0%}")
     print(f"median seconds per model turn (run wall time / model calls): {statistics.median(turns):.2f}")
     print(f"median seconds per run: {statistics.median(o.seconds for o in outcomes):.2f}")
     if decide_time:

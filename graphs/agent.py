@@ -2,7 +2,7 @@
 
 ```
 START → perceive → decide ─┬─ no tool call, goal met ──────────→ END
-                           ├─ every call refused ──────────────→ decide
+                           ├─ every call refused, or a step left → decide
                            ├─ needs approval → human_approval ─┬─ approve/edit → act
                            │                                   └─ reject/respond → decide
                            └─ allowed ─────────────────────────→ act
@@ -45,7 +45,7 @@ __all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide"
 PERCEIVE_EDGES = {"next decision": "decide", "budget spent": END}
 DECIDE_EDGES = {
     "allowed": "act",
-    "all refused": "decide",
+    "refused or step left": "decide",
     "needs approval": "human_approval",
     "model error": "self_diagnose",
     "goal met": END,
@@ -69,7 +69,8 @@ def route_after_decide(state: AgentState) -> str:
         return "goal met"
     pending = state.get("pending", [])
     if not pending:
-        return "all refused"  # the model reads why and decides again
+        # Every call was refused, or a guided model answered with steps left: it reads why and decides again.
+        return "refused or step left"
     if any(call.get("gate") == "ask" for call in pending):
         return "needs approval"
     return "allowed"

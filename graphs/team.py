@@ -157,7 +157,7 @@ def delegate_tool(members: dict[str, Specialist], graphs: dict[str, Any], tools:
         sub_ctx = specialist_context(manager, used, configs[name], sub_thread, tools[name])  # type: ignore[arg-type]
         turns = int((ctx.state.get("team_turns") or {}).get(name, 0))
         start = {
-            **new_task(), "messages": [HumanMessage(args.task)], "goals": [{"id": "g1", "text": args.task, "status": "open"}],
+            **new_task(args.task), "messages": [HumanMessage(args.task)], "goals": [{"id": "g1", "text": args.task, "status": "open"}],
             "model_turns": turns, "inherited_taint": ["the manager's task"] if ctx.state.get("tainted") else [],
         }
         values = await graphs[name].ainvoke(start, context=sub_ctx)

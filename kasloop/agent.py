@@ -405,7 +405,7 @@ class Agent:
             goals = list((state.values or {}).get("goals", []))
         await EventLog(db).append(thread_id, 0, "goal", text=goal)
         goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
-        payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task()}
+        payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task(goal)}
         if config.run_collaboration is not None:
             payload["task"] = goal  # the collaboration's problem (its state has no goals list)
         return await self._drive_locked(db, thread_id, config, payload)

@@ -254,6 +254,13 @@ class AgentConfig(_Frozen):
     (the OpenAI key and the variables tool settings name are always included)."""
     system_prompt: str | None = None
     """Replaces the built-in system prompt."""
+    model_seed: int = 1234
+    """Sampling seed of the embedded ``local`` model's first turn; each turn adds its number, so a
+    thread replays the same way and a retry (a new turn) samples anew."""
+    guide_steps: bool | None = None
+    """Show the model a goal of several steps one step at a time ("Step 2 of 2: ..."), and show it the
+    next step when it answers before all are done (see "Guided steps"). ``None``: on for the embedded
+    ``local`` model, off for others; ``true`` helps any small model."""
     max_messages: int = 40
     """Working memory, in messages: past it the oldest turns are folded into the running summary
     (never splitting a tool call from its result)."""

@@ -20,7 +20,7 @@ from kasloop.config import AgentConfig
 from kasloop.errors import ConfigError, KasloopError, ModelError
 from kasloop.scripted import ScriptedChatModel, load_script
 
-__all__ = ["DEFAULT_OPENAI_MODEL", "ModelChain", "build_model", "check_model_spec", "extract_tool_call", "invoke_model", "resolve_model_specs"]
+__all__ = ["DEFAULT_OPENAI_MODEL", "GUIDED_STEPS", "ModelChain", "build_model", "check_model_spec", "extract_tool_call", "invoke_model", "resolve_model_specs"]
 
 DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
 LOCAL_TEMPERATURE = 0.3
@@ -28,7 +28,8 @@ LOCAL_TEMPERATURE = 0.3
 
 
 LOCAL_MARK = "kasloop_local"
-LOCAL_SEED = 1234
+SEED_MARK = "kasloop_seed"
+"""Model metadata: the sampling seed of turn 0 (``model_seed``); each turn adds its number."""
 
 
 def _own_async_client(timeout: float) -> httpx.AsyncClient:
@@ -87,7 +88,7 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
         http_async_client=_own_async_client(config.openai.timeout),
         max_tokens=512,  # also capped on the server (-n)
         temperature=LOCAL_TEMPERATURE,
-        metadata={LOCAL_MARK: True, TOOLS_IN_PROMPT: True},
+        metadata={LOCAL_MARK: True, TOOLS_IN_PROMPT: True, GUIDED_STEPS: True, SEED_MARK: config.model_seed},
     )
 
 
@@ -177,10 +178,11 @@ async def invoke_model(
         messages = with_tool_listing(messages, tools)
     bound = model.bind_tools(tools) if tools and not in_prompt else model
     kwargs: dict[str, Any] = {"turn": turn, "purpose": purpose} if isinstance(model, ScriptedChatModel) else {}
-    if (model.metadata or {}).get(LOCAL_MARK):
+    seed = (model.metadata or {}).get(SEED_MARK)
+    if isinstance(seed, int):
         # Sampling seeded by the turn number: the same thread replays the same way (tests and bug
         # reports are reproducible), while a retry, being a new turn, samples anew.
-        kwargs["seed"] = LOCAL_SEED + turn
+        kwargs["seed"] = seed + turn
     try:
         reply = await bound.ainvoke(messages, **kwargs)
     except ModelError:
@@ -205,6 +207,9 @@ _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 MAX_LEAD_IN = 40
 """Characters of text a reply may have before the JSON object that makes it a call."""
+
+GUIDED_STEPS = "kasloop_guided_steps"
+"""Model metadata flag: the model is shown one step of a goal at a time unless ``guide_steps`` says otherwise."""
 
 TOOLS_IN_PROMPT = "kasloop_tools_in_prompt"
 """Model metadata flag: describe the tools in the system prompt and parse calls from the reply text."""

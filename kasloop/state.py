@@ -15,6 +15,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
 from kasloop.config import PolicyRule, Risk
+from kasloop.steps import Plan, new_plan
 
 __all__ = [
     "AgentState",
@@ -84,11 +85,12 @@ def empty_usage() -> Usage:
     return Usage(steps=0, tool_calls=0, model_calls=0, input_tokens=0, output_tokens=0, usd=0.0, seconds=0.0)
 
 
-def new_task() -> dict[str, Any]:
-    """State reset at the start of a new task on a thread (budgets count per task)."""
+def new_task(goal: str | None = None) -> dict[str, Any]:
+    """State reset at the start of a new task on a thread (budgets count per task); ``goal`` gives its steps."""
     return {
         "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
         "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
+        "plan": new_plan(goal) if goal else None,
     }
 
 
@@ -135,6 +137,9 @@ class AgentState(TypedDict, total=False):
     team_turns: dict[str, int]
     """Model turns each specialist of a team has used in this thread (a scripted specialist goes on
     from there the next time it is given a task)."""
+    plan: Plan | None
+    """The task's goal as steps and how far it got (see ``kasloop.steps``); a small model is shown the
+    current step, and a plain-text answer while steps are left shows it the next one."""
     inbox_seen: int
     """Id of the last inbox message perceive took into this thread. Saved with the checkpoint, so a
     message is delivered exactly once: a crash before the checkpoint delivers it again, after it never."""

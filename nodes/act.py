@@ -26,6 +26,7 @@ from kasloop.memory import DEFAULT_NAMESPACE, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
+from kasloop.steps import advanced
 from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
 
 __all__ = ["OUTCOME_UNKNOWN", "RECONCILED", "make_act", "reconcile"]
@@ -132,6 +133,7 @@ def make_act(deps: NodeDeps) -> Any:
         pending = list(state.get("pending", []))
         done_calls = list(state.get("done_calls", []))
         first_new: PendingCall | None = None
+        new_successes = 0
         team_turns = dict(state.get("team_turns") or {})
         for index, call in enumerate(pending):
             breach = tool_call_breach(ctx, usage)
@@ -167,8 +169,9 @@ def make_act(deps: NodeDeps) -> Any:
             if result.ok:
                 untrusted = deps.tools[call["tool"]].returns_untrusted or result.metadata.get("untrusted") is True
                 messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=untrusted))
-                if first_new is None and call["arg_hash"] not in done_calls:
-                    first_new = call
+                if call["arg_hash"] not in done_calls:
+                    first_new = first_new or call
+                    new_successes += 1
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
             else:
                 failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output}})
@@ -180,6 +183,8 @@ def make_act(deps: NodeDeps) -> Any:
         # Progress = a call that succeeded and was not done before in this task; decide stops K cycles without it.
         stalled = 0 if first_new is not None else state.get("stalled", 0) + 1
         update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls, "stalled": stalled, **update_recovering}
+        if new_successes and state.get("plan"):
+            update["plan"] = advanced(state["plan"], new_successes)  # a step is done when a new call succeeded in it
         if team_turns:
             update["team_turns"] = team_turns
         if failed:

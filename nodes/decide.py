@@ -23,6 +23,7 @@ from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usage
+from kasloop.steps import nudged, should_nudge, step_prompt
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 
 __all__ = ["SYSTEM_PROMPT", "make_decide"]
@@ -70,7 +71,7 @@ def approval_id_for(thread_id: str, turn: int, call_id: str) -> str:
     return "ap-" + hashlib.sha256(f"{thread_id}:{turn}:{call_id}".encode()).hexdigest()[:10]
 
 
-def _prompt(deps: NodeDeps, state: AgentState) -> list[BaseMessage]:
+def _prompt(deps: NodeDeps, state: AgentState, *, guided: bool) -> list[BaseMessage]:
     parts = [deps.config.system_prompt or SYSTEM_PROMPT]
     messages = state.get("messages", [])
     said = {m.content for m in messages if isinstance(m, HumanMessage)}
@@ -83,7 +84,9 @@ def _prompt(deps: NodeDeps, state: AgentState) -> list[BaseMessage]:
         parts.append("Learnings from earlier work (notes, not instructions):\n" + "\n".join(state["recalled"]))
     if state.get("diagnosis"):
         parts.append("Last problem: " + str(state["diagnosis"]))
-    return [SystemMessage("\n".join(parts)), *messages]
+    step = step_prompt(state.get("plan")) if guided else None
+    # The current step goes last, where a small model looks; it is never stored in the conversation.
+    return [SystemMessage("\n".join(parts)), *messages, *([HumanMessage(step)] if step else [])]
 
 
 def make_decide(deps: NodeDeps) -> Any:
@@ -103,7 +106,8 @@ def make_decide(deps: NodeDeps) -> Any:
         offered = deps.offered_tools(ctx)
         if state.get("stalled", 0) >= deps.config.stall_cycles:
             return await stuck(state, ctx, step, NO_PROGRESS.format(cycles=state["stalled"]), "no progress")
-        prompt = _prompt(deps, state)
+        guided = deps.guided(state)
+        prompt = _prompt(deps, state, guided=guided)
         size = prompt_tokens(prompt) + deps.schema_tokens(ctx)
         breach = await deps.model_budget(state, ctx, size)
         if breach is not None:
@@ -202,7 +206,12 @@ def make_decide(deps: NodeDeps) -> Any:
                 update["attempts"] = refused - 1  # self_diagnose counts this failure
                 update["last_error"] = {"kind": "denied", "message": f"every proposed call was refused {refused} times in a row", "source": "model"}
         text = str(reply.text)
-        if not reply.tool_calls:
+        plan = state.get("plan")
+        if not reply.tool_calls and guided and plan is not None and should_nudge(plan):
+            # Steps are left: the answer is kept in the conversation and the model is shown the next
+            # step (decide runs again); after NUDGES_PER_STEP answers for one step, an answer stands.
+            update["plan"] = nudged(plan)
+        elif not reply.tool_calls:
             update["status"] = "done"
             update["output"] = text
             update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
@@ -210,6 +219,9 @@ def make_decide(deps: NodeDeps) -> Any:
             ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=size,
             **costs,
         )
+        if "plan" in update:
+            plan = update["plan"]
+            await deps.events.append(ctx.thread_id, step, "step", index=plan["current"] + 1, of=len(plan["steps"]), nudge=plan["nudges"])
         return update
 
     return decide

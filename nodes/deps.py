@@ -20,7 +20,8 @@ from kasloop.checkpoints.ledger import LedgerEntry
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.budget import Breach, cost, model_call_breach, price_for, utc_day
 from kasloop.config import AgentConfig, ModelPrice
-from kasloop.models import ModelChain
+from kasloop.errors import ModelError
+from kasloop.models import GUIDED_STEPS, ModelChain
 from kasloop.secrets import Redactor
 from kasloop.state import AgentState, RunContext, Usage, empty_usage
 from kasloop.tools.base import Tool, ToolResources, openai_schema
@@ -86,6 +87,16 @@ class NodeDeps:
     def model_for(self, state: AgentState) -> BaseChatModel:
         """The thread's current model in the chain (raises ``ModelError`` if a fallback cannot be built)."""
         return self.models.get(state.get("model_index", 0))
+
+    def guided(self, state: AgentState) -> bool:
+        """Is the thread's current model shown a goal one step at a time (``guide_steps``, else the model's flag)?"""
+        if self.config.guide_steps is not None:
+            return self.config.guide_steps
+        try:
+            model = self.model_for(state)
+        except ModelError:
+            return False  # a fallback that cannot be built: decide's model call reports it
+        return bool((model.metadata or {}).get(GUIDED_STEPS))
 
     async def model_budget(self, state: AgentState, ctx: RunContext, prompt_tokens: int) -> Breach | None:
         """Would the next model call (of about ``prompt_tokens``) cross a budget? Day totals are read only when limited."""

@@ -108,7 +108,7 @@ def test_graph_svg_draws_every_node_and_edge_of_the_agent_loop() -> None:
     assert all(texts.count(n) == 1 for n in nodes), texts
     edges = [p for p in root.iter(f"{SVG_NS}path") if p.get("class") == "edge"]
     assert len(edges) == mermaid().count("-->") + mermaid().count(".->")  # one path per edge of the graph
-    for label in ("needs approval", "approve / edit", "reject / respond", "all refused", "transient: retry"):
+    for label in ("needs approval", "approve / edit", "reject / respond", "refused or step left", "transient: retry"):
         assert label in texts
     assert graph_svg() == svg  # deterministic: the same graph always gives the same picture
 

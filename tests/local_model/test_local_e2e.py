@@ -40,3 +40,15 @@ def test_level_3_high_risk_call_waits_for_approval_then_completes(
     assert second.code == 0, second
     assert second.json()["status"] == "done"
     assert not (workspace / "old.txt").exists()
+
+
+async def test_level_4_two_step_goal_is_guided_step_by_step(local_model: str, tmp_path: Path, workspace: Path) -> None:
+    """Read then write: unguided, the 0.5B model wrote b.txt at once with the task's own words."""
+    (workspace / "a.txt").write_text("apples and pears\n")
+    agent = Agent(AgentConfig(autonomy=4, model="local", tools=["files_read", "files_write"], workspace=workspace), home=tmp_path / ".kasloop")
+    result = await agent.run("Read a.txt and write the same text into b.txt.")
+    assert result.status == "done", result
+    assert (workspace / "b.txt").read_text().strip() == "apples and pears"
+    events = await agent.history(result.thread)
+    used = [e["tool"] for e in events if e["kind"] == "tool" and e["ok"]]
+    assert used[:2] == ["files_read", "files_write"], used

@@ -1,0 +1,142 @@
+"""Guided steps: a goal of several steps, shown to a small model one step at a time.
+
+Why: measured on the embedded 0.5B model (5 seeds each), "Read a.txt and write
+the same text into b.txt" made it write b.txt at once with the task's own
+words, and "List the files in the workspace and write their names into
+files.txt" made it list the files and then say it was done: 0 of 5 runs each.
+Shown the current step after the conversation ("Step 2 of 2: Write the same
+text into b.txt") it did each step right. Strong models plan on their own, so
+guidance is for small models: on for the embedded ``local`` model, and for any
+model when ``guide_steps = true``.
+
+The steps come from the goal's own text, deterministically: numbered or
+bulleted lines, or clauses joined by "then", ";" or "and" followed by an
+imperative verb ("... and write ..."). Quoted text and everything after a
+colon are content, never split. A goal that does not split is one step and
+gets no guidance.
+
+Progress is kept in the state (``plan``): a step is done when a call
+succeeds that was not done before in the task (act moves ``current`` on).
+A model that answers in plain text while steps are left is shown the next
+step again, at most :data:`NUDGES_PER_STEP` times for each step; then its
+answer stands.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypedDict
+
+__all__ = ["MAX_STEPS", "NUDGES_PER_STEP", "Plan", "advanced", "new_plan", "nudged", "should_nudge", "split_steps", "step_prompt"]
+
+MAX_STEPS = 8
+"""Steps at most: a longer goal is not a small model's job, and its tail stays one step."""
+NUDGES_PER_STEP = 2
+"""Plain-text answers given the next step again, per step, before the answer is taken as final."""
+
+DONE_TEMPLATE = "Done. Now answer the user in plain text, not JSON."
+
+STEP_VERBS = (
+    "add append ask calculate check copy count create delete download edit email extract fetch find get "
+    "list make move open post print put read remove rename replace reply report run save search send "
+    "store summarise summarize tell update upload write"
+).split()
+"""Imperative verbs that start a new step after "and" ("read a.txt and write ...")."""
+
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(\S.*)$")
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^'\s][^']*'|`[^`]*`|“[^”]*”")
+_LEAD_IN = re.compile(r"^\s*(?:and\s+)?(?:then|finally|after that|next),?\s+", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_JOINER = re.compile(
+    r"\s*;\s*(?:then\s+)?|,?\s+(?:and\s+)?then\s+|,?\s+and\s+(?=(?:" + "|".join(STEP_VERBS) + r")\b)",
+    re.IGNORECASE,
+)
+
+
+class Plan(TypedDict):
+    steps: list[str]
+    current: int
+    """Index of the first step not done yet (``len(steps)`` when all are)."""
+    nudges: int
+    """Plain-text answers given the current step again so far."""
+
+
+def _capitalised(text: str) -> str:
+    text = text.strip().rstrip(",;")
+    return text[:1].upper() + text[1:]
+
+
+def _split_sentence(sentence: str) -> list[str]:
+    """Clauses of one sentence; quoted text and the text after a colon are content and stay whole."""
+    head, colon, tail = sentence.partition(": ")
+    masked: list[str] = []
+
+    def mask(match: re.Match[str]) -> str:
+        masked.append(match.group(0))
+        return f"\x00{len(masked) - 1}\x00"
+
+    pieces = _JOINER.split(_QUOTED.sub(mask, head))
+    if colon:
+        pieces[-1] += colon + tail
+    unmask = re.compile(r"\x00(\d+)\x00")
+    clauses = [_LEAD_IN.sub("", unmask.sub(lambda m: masked[int(m.group(1))], p)) for p in pieces if p.strip()]
+    if any(len(clause.split()) < 2 for clause in clauses):
+        return [sentence]  # "Search and replace" is one action, not two
+    return clauses
+
+
+def split_steps(goal: str) -> list[str]:
+    """The steps of ``goal`` (``[goal]`` if it is one step).
+
+    >>> split_steps("Read a.txt and write the same text into b.txt.")
+    ['Read a.txt', 'Write the same text into b.txt.']
+    >>> split_steps("Create numbers.txt containing the numbers 1, 2 and 3, one per line.")
+    ['Create numbers.txt containing the numbers 1, 2 and 3, one per line.']
+    """
+    text = goal.strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    items = [m.group(1).strip() for m in map(_LIST_ITEM.match, lines) if m]
+    if len(items) >= 2:
+        steps = items
+    else:
+        steps = [_capitalised(clause) for sentence in _SENTENCE_END.split(" ".join(lines)) for clause in _split_sentence(sentence)]
+    steps = [s for s in steps if s]
+    if len(steps) > MAX_STEPS:
+        steps = [*steps[: MAX_STEPS - 1], " ".join(steps[MAX_STEPS - 1 :])]
+    return steps if len(steps) >= 2 else [text]
+
+
+def new_plan(goal: str) -> Plan:
+    return Plan(steps=split_steps(goal), current=0, nudges=0)
+
+
+def advanced(plan: Plan | None, calls: int = 1) -> Plan | None:
+    """``plan`` after ``calls`` new calls succeeded (one step each): the next step not done is current."""
+    if not plan or plan["current"] >= len(plan["steps"]):
+        return plan
+    return Plan(steps=plan["steps"], current=min(plan["current"] + calls, len(plan["steps"])), nudges=0)
+
+
+def step_prompt(plan: Plan | None) -> str | None:
+    """What the model is shown after the conversation for a goal of several steps; None for one step.
+
+    The wording is the one that measured best on the 0.5B model (16 of 16 right calls for a second
+    step, against 5 of 8 for "Step 1 (...) is done. Now do step 2 of 2: ..."). Once every step is
+    done it is told so: without that it went on calling the last tool with that tool's result (12 of
+    12 times); told "Done. Now answer the user in plain text", it answered (12 of 12).
+    """
+    if not plan or len(plan["steps"]) < 2:
+        return None
+    steps, current = plan["steps"], plan["current"]
+    if current >= len(steps):
+        return DONE_TEMPLATE
+    return f"Step {current + 1} of {len(steps)}: {steps[current]}"
+
+
+def should_nudge(plan: Plan) -> bool:
+    """A plain-text answer now leaves steps undone, and the current step has nudges left."""
+    return len(plan["steps"]) >= 2 and plan["current"] < len(plan["steps"]) and plan["nudges"] < NUDGES_PER_STEP
+
+
+def nudged(plan: Plan) -> Plan:
+    return Plan(steps=plan["steps"], current=plan["current"], nudges=plan["nudges"] + 1)
