@@ -66,23 +66,30 @@ def _capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _split_sentence(sentence: str) -> list[str]:
-    """Clauses of one sentence; quoted text and the text after a colon are content and stay whole."""
-    head, colon, tail = sentence.partition(": ")
+def _clauses(sentence: str) -> list[str]:
+    """The clauses of one (masked) sentence, or the sentence whole if a clause would be a lone word."""
+    clauses = [_LEAD_IN.sub("", piece) for piece in _JOINER.split(sentence) if piece.strip()]
+    if any(len(clause.split()) < 2 for clause in clauses):
+        return [sentence]  # "Search and replace" is one action, not two
+    return clauses
+
+
+def _split_text(text: str) -> list[str]:
+    """Sentences, then clauses; quoted text and everything after the first colon are content, never split."""
+    head, colon, tail = text.partition(": ")
     masked: list[str] = []
 
     def mask(match: re.Match[str]) -> str:
         masked.append(match.group(0))
         return f"\x00{len(masked) - 1}\x00"
 
-    pieces = _JOINER.split(_QUOTED.sub(mask, head))
-    if colon:
-        pieces[-1] += colon + tail
     unmask = re.compile(r"\x00(\d+)\x00")
-    clauses = [_LEAD_IN.sub("", unmask.sub(lambda m: masked[int(m.group(1))], p)) for p in pieces if p.strip()]
-    if any(len(clause.split()) < 2 for clause in clauses):
-        return [sentence]  # "Search and replace" is one action, not two
-    return clauses
+    masked_head = _QUOTED.sub(mask, head)
+    pieces = [_capitalised(unmask.sub(lambda m: masked[int(m.group(1))], clause))
+              for sentence in _SENTENCE_END.split(masked_head) for clause in _clauses(sentence)]
+    if colon:  # the content, as written, to the last character
+        pieces = [*pieces[:-1], (pieces[-1] if pieces else "") + colon + tail]
+    return pieces
 
 
 def split_steps(goal: str) -> list[str]:
@@ -96,11 +103,10 @@ def split_steps(goal: str) -> list[str]:
     text = goal.strip()
     lines = [line for line in text.splitlines() if line.strip()]
     items = [m.group(1).strip() for m in map(_LIST_ITEM.match, lines) if m]
-    if len(items) >= 2:
-        steps = items
-    else:
-        steps = [_capitalised(clause) for sentence in _SENTENCE_END.split(" ".join(lines)) for clause in _split_sentence(sentence)]
+    steps = items if len(items) >= 2 else _split_text(" ".join(lines))
     steps = [s for s in steps if s]
+    if any(len(step.split()) < 2 for step in steps):
+        return [text]  # "Hello. Create a.txt": a lone word is not a step of its own
     if len(steps) > MAX_STEPS:
         steps = [*steps[: MAX_STEPS - 1], " ".join(steps[MAX_STEPS - 1 :])]
     return steps if len(steps) >= 2 else [text]

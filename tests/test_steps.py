@@ -28,8 +28,11 @@ COPY_GOAL = "Read a.txt and write the same text into b.txt."
     # One step: "and" not followed by an imperative verb, quoted text, text after a colon, one-word clauses.
     ("Create numbers.txt containing the numbers 1, 2 and 3, one per line.", None),
     ("Create hello.txt with the content: Read me and write back", None),
+    ("Create x.txt with the content: Hello. Then delete y.txt.", None),
+    ('Write "Hi. Then read on" into q.txt and delete y.txt', ['Write "Hi. Then read on" into q.txt', "Delete y.txt"]),
     ('Write "read x and write y" into q.txt', None),
     ("Search and replace", None),
+    ("Hello. Create a.txt with the text hi.", None),
     ("Create the file docs/index.md with the title Docs.", None),
 ])
 def test_split_steps(goal: str, steps: list[str] | None) -> None:
@@ -160,3 +163,7 @@ async def test_a_thread_resumed_in_a_new_agent_goes_on_at_its_step(tmp_path: Pat
     assert result.status == "done" and (workspace / "b.txt").read_text() == "apples"
     assert later_log.tails == [DONE_TEMPLATE]
     assert (await state_of(later, result.thread))["plan"]["current"] == 2
+
+
+def test_content_after_a_colon_is_kept_to_the_last_character() -> None:
+    assert split_steps("Read a.txt and write b.txt with the content: x;") == ["Read a.txt", "Write b.txt with the content: x;"]
