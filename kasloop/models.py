@@ -27,7 +27,6 @@ LOCAL_TEMPERATURE = 0.3
 """Low, but not 0: a retry after a malformed reply must be able to come out differently."""
 
 
-LOCAL_MARK = "kasloop_local"
 SEED_MARK = "kasloop_seed"
 """Model metadata: the sampling seed of turn 0 (``model_seed``); each turn adds its number."""
 
@@ -88,7 +87,7 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
         http_async_client=_own_async_client(config.openai.timeout),
         max_tokens=512,  # also capped on the server (-n)
         temperature=LOCAL_TEMPERATURE,
-        metadata={LOCAL_MARK: True, TOOLS_IN_PROMPT: True, GUIDED_STEPS: True, SEED_MARK: config.model_seed},
+        metadata={TOOLS_IN_PROMPT: True, GUIDED_STEPS: True, SEED_MARK: config.model_seed},
     )
 
 

@@ -188,3 +188,13 @@ def query(db: str | Path, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+async def state_of(agent: Any, thread: str) -> dict[str, Any]:
+    """The values of ``thread``'s latest checkpoint, read through kasloop's saver (either backend)."""
+    from kasloop.checkpoints import open_database
+
+    async with open_database(agent.db_path) as db:
+        tup = await db.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    assert tup is not None
+    return dict(tup.checkpoint["channel_values"])

@@ -10,9 +10,8 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from kasloop import Agent, AgentConfig, ApprovalError
-from kasloop.checkpoints import open_database
 from kasloop.policy import arg_hash
-from conftest import call, fingerprint
+from conftest import call, fingerprint, state_of
 
 
 # Every test runs on both backends (``db_url``: a SQLite file, or a fresh database on the test PostgreSQL).
@@ -25,10 +24,7 @@ def make_agent(tmp_path: Path, workspace: Path, model: str, autonomy: int = 3) -
 
 
 async def tool_messages(agent: Agent, thread: str) -> list[ToolMessage]:
-    async with open_database(agent.db_path) as db:
-        tup = await db.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-    assert tup is not None
-    return [m for m in tup.checkpoint["channel_values"]["messages"] if isinstance(m, ToolMessage)]
+    return [m for m in (await state_of(agent, thread))["messages"] if isinstance(m, ToolMessage)]
 
 
 async def test_approve_runs_the_call_once(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:

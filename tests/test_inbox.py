@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from langchain_core.messages import HumanMessage
 
 from kasloop import Agent, AgentConfig
 from kasloop.checkpoints import Inbox, open_database
-from conftest import CLIResult, call, db_fingerprint
-
-
-async def state_of(agent: Agent, thread: str) -> dict[str, Any]:
-    async with open_database(agent.db_path) as db:
-        tup = await db.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-    assert tup is not None
-    return dict(tup.checkpoint["channel_values"])
+from conftest import CLIResult, call, db_fingerprint, state_of
 
 
 def agent_for(tmp_path: Path, workspace: Path, model: str, autonomy: int = 4) -> Agent:

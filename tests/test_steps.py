@@ -11,10 +11,9 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from kasloop import Agent, AgentConfig
-from kasloop.checkpoints import open_database
 from kasloop.models import GUIDED_STEPS, build_model
 from kasloop.steps import DONE_TEMPLATE, NUDGES_PER_STEP, split_steps
-from conftest import call
+from conftest import call, state_of
 
 COPY_GOAL = "Read a.txt and write the same text into b.txt."
 
@@ -59,13 +58,6 @@ class PromptLog(AsyncCallbackHandler):
 def guided_agent(tmp_path: Path, workspace: Path, model: str, log: PromptLog, **config: Any) -> Agent:
     cfg = AgentConfig(model=model, tools=["files"], workspace=workspace, **{"autonomy": 4, **config})
     return Agent(cfg, home=tmp_path / ".kasloop", callbacks=[log])
-
-
-async def state_of(agent: Agent, thread: str) -> dict[str, Any]:
-    async with open_database(agent.db_path) as db:
-        tup = await db.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-    assert tup is not None
-    return dict(tup.checkpoint["channel_values"])
 
 
 async def test_each_step_is_shown_and_an_early_answer_is_shown_the_next_step(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:

@@ -12,9 +12,8 @@ from langchain_core.messages import ToolMessage
 from pydantic import BaseModel
 
 from kasloop import Agent, AgentConfig, Budgets
-from kasloop.checkpoints import open_database
 from kasloop.tools import Tool, ToolContext, ToolFailure
-from conftest import call
+from conftest import call, state_of
 
 
 class NoArgs(BaseModel):
@@ -40,10 +39,7 @@ def agent_with(tmp_path: Path, workspace: Path, model: str, tool: Tool | None = 
 
 
 async def messages_of(agent: Agent, thread: str) -> list[object]:
-    async with open_database(agent.db_path) as db:
-        tup = await db.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-    assert tup is not None
-    return list(tup.checkpoint["channel_values"]["messages"])
+    return list((await state_of(agent, thread))["messages"])
 
 
 async def test_transient_tool_failure_is_retried_then_succeeds(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
