@@ -40,6 +40,7 @@ from kasloop.graphs.team import build_for, team_tools, tool_names_for
 from kasloop.locks import try_lock
 from kasloop.models import resolve_model_specs
 from kasloop.policy import arg_hash
+from kasloop.protected import protected_paths_for
 from kasloop.settings import resolve_home
 from kasloop.state import Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
@@ -156,6 +157,8 @@ class Agent:
         progress: called with (node name, update) after every node, e.g. for a live display.
         callbacks: LangChain callback handlers for every run (a tracer such as LangSmith's, your own logging):
             they see every node (chain) and every model call, specialists' included.
+        config_file: the config file this agent's settings came from: protected like the home (no tool may
+            touch it; ``./kasloop.toml`` and ``$KASLOOP_CONFIG`` always are).
     """
 
     def __init__(
@@ -167,6 +170,7 @@ class Agent:
         tools: Iterable[Tool] = (),
         progress: ProgressCallback | None = None,
         callbacks: list[BaseCallbackHandler] | None = None,
+        config_file: str | Path | None = None,
     ) -> None:
         self.config = config or AgentConfig()
         self.home = resolve_home(Path(home) if home is not None else None)
@@ -181,6 +185,11 @@ class Agent:
         self.stop_requested = False
         """Set (e.g. by a signal handler) to stop every run after its current node; resume continues it."""
         self._resources: weakref.WeakKeyDictionary[Database, ToolResources] = weakref.WeakKeyDictionary()
+        self.protected = protected_paths_for(
+            home=self.home, db_path=self.db_path, config_file=Path(config_file) if config_file is not None else None,
+            tool_settings=self.config.tool_settings, extra=self.config.protected_paths,
+        )
+        """kasloop's own files (home, database, config in use, setting and secret files): no tool touches them."""
         select_tools(self.config.tools, self.extra_tools)  # unknown tools and bad settings fail now, before any write
         team_tools(self.config, self.extra_tools)
         check_tool_settings(self.config.tool_settings, self.config.workspace)
@@ -192,7 +201,7 @@ class Agent:
     async def _open(self) -> AsyncIterator[Database]:
         """Open the database and the tools' shared resources (closed together, browser included)."""
         async with open_database(self.db_path) as db:
-            resources = ToolResources(home=self.home / "tools", database=db)
+            resources = ToolResources(home=self.home / "tools", database=db, protected=self.protected)
             self._resources[db] = resources
             try:
                 yield db

@@ -252,6 +252,9 @@ class AgentConfig(_Frozen):
     secret_env: list[str] = Field(default_factory=list)
     """More environment variables whose values are secrets, redacted everywhere kasloop records text
     (the OpenAI key and the variables tool settings name are always included)."""
+    protected_paths: list[Path] = Field(default_factory=list)
+    """More files or folders no tool may read, write, move or see from the sandbox (secret files, keys);
+    kasloop's home, database, config in use, model cache and every ``*_file`` setting always are."""
     system_prompt: str | None = None
     """Replaces the built-in system prompt."""
     model_seed: int = 1234

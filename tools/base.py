@@ -20,6 +20,8 @@ from typing import Any, Literal, TypeVar
 from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from kasloop.protected import ProtectedPaths
+
 __all__ = [
     "BAD_ARGS_TEMPLATE",
     "ReconcileFunc",
@@ -67,11 +69,14 @@ class ToolResources:
     Args:
         home: folder for tool state (process logs); a fresh temporary folder when omitted.
         database: the open kasloop ``Database`` (``None`` for a graph without one).
+        protected: paths no tool may touch (``kasloop.protected``); default: ``home`` itself.
     """
 
-    def __init__(self, *, home: Path | None = None, database: Any = None) -> None:
+    def __init__(self, *, home: Path | None = None, database: Any = None, protected: ProtectedPaths | None = None) -> None:
         self._home = home
         self.database = database
+        self.protected = protected if protected is not None else ProtectedPaths(() if home is None else (home,))
+        """kasloop's own files (home, database, config, secret files): no tool may touch them."""
         self._objects: dict[str, Any] = {}
         self._closers: list[tuple[str, Callable[[Any], Awaitable[None]]]] = []
         self._locks: dict[str, asyncio.Lock] = {}

@@ -22,4 +22,4 @@ def make_agent(
     *, home: Path | None, db: str | None, config_file: Path | None, progress: ProgressCallback | None = None, **flags: Any
 ) -> Agent:
     config = load_config(config_file, **flags)
-    return Agent(config, home=home, db=db, progress=progress)
+    return Agent(config, home=home, db=db, progress=progress, config_file=config_file)

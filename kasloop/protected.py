@@ -1,0 +1,178 @@
+"""kasloop's own state is never a tool's target: the protected paths of one agent.
+
+A model that can write ``kasloop.toml`` can raise its own autonomy next run; one
+that can write ``.kasloop/kasloop.db`` can wipe every pending approval. So the
+files kasloop reads its policy, state and secrets from are *protected paths*:
+every files tool, every path argument of every tool (see
+``Tool.path_args``) and the command sandbox refuse or hide them, whatever the
+workspace is (the default workspace ``.`` contains ``kasloop.toml`` and
+``.kasloop/``) and however a path is spelled.
+
+What is protected (:func:`protected_paths_for`):
+
+* the kasloop home folder (database, WAL, locks, tool state, process logs);
+* the database file and its ``-wal``/``-shm``/``-journal``/``.locks`` siblings
+  when it lives elsewhere;
+* the config file in use, ``./kasloop.toml`` and ``$KASLOOP_CONFIG``;
+* the local model's cache (``$KASLOOP_CACHE``, default ``~/.cache/kasloop``);
+* every file a tool setting points at (``*_file`` keys such as ``http.ca_file``:
+  a CA bundle the model could rewrite would make kasloop trust any server);
+* every path listed in ``protected_paths`` of the config (secret files, keys).
+
+How a path is matched (:meth:`ProtectedPaths.violation`): the path is resolved
+(``..``, symlinks anywhere on it), compared by prefix with each protected path
+(a protected folder protects everything in it), case-insensitively (so
+``KASLOOP.TOML`` is refused even where the file system tells case apart), and
+an existing file is also compared by device and inode, so a hard link to the
+database under another name is refused too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ProtectedPaths", "protected_paths_for", "setting_files"]
+
+DB_SIBLINGS = ("-wal", "-shm", "-journal", ".locks")
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute and resolved as far as it exists (a missing tail is kept as written)."""
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path.expanduser()))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _fold(path: Path) -> str:
+    return path.as_posix().casefold()
+
+
+@dataclass(frozen=True)
+class ProtectedPaths:
+    """A set of absolute paths no tool may read, write, move, list into or run in.
+
+    Args:
+        paths: files or folders (made absolute and resolved here).
+    """
+
+    paths: tuple[Path, ...] = ()
+    _folded: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _inodes: frozenset[tuple[int, int]] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        resolved: list[Path] = []
+        for raw in self.paths:
+            for candidate in {Path(os.path.abspath(Path(raw).expanduser())), _absolute(Path(raw))}:
+                if candidate not in resolved:
+                    resolved.append(candidate)
+        object.__setattr__(self, "paths", tuple(resolved))
+        object.__setattr__(self, "_folded", tuple(_fold(p) for p in resolved))
+        object.__setattr__(self, "_inodes", frozenset(i for i in (_identity(p) for p in resolved) if i is not None))
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def violation(self, target: Path, *, containing: bool = False) -> Path | None:
+        """The protected path ``target`` would touch, or None.
+
+        ``target`` is an absolute path (the tools pass what they resolved). It touches a protected
+        path when it is one or lies inside one; with ``containing`` (moving or deleting a folder,
+        running a command in it) also when it holds one: moving the folder that holds the database
+        is as bad as deleting the database. Listing or searching a folder that holds one is fine:
+        the protected entries are left out of what is shown.
+        """
+        candidates = {Path(os.path.abspath(target)), _absolute(target)}
+        for candidate in candidates:
+            folded = _fold(candidate)
+            for protected, protected_folded in zip(self.paths, self._folded, strict=True):
+                if _within(candidate, protected) or (containing and _within(protected, candidate)):
+                    return protected
+                if folded == protected_folded or folded.startswith(protected_folded + "/"):
+                    return protected
+                if containing and protected_folded.startswith(folded.rstrip("/") + "/"):
+                    return protected
+        if self._inodes:
+            identity = _identity(target)
+            if identity is not None and identity in self._inodes:
+                return next((p for p in self.paths if _identity(p) == identity), self.paths[0])
+        return None
+
+    def hidden_in(self, root: Path) -> list[Path]:
+        """The protected paths that exist inside ``root`` (for the sandbox to hide), outermost first."""
+        root = _absolute(root)
+        inside = sorted({p for p in self.paths if _within(p, root) and p.exists()}, key=lambda p: len(p.parts))
+        kept: list[Path] = []
+        for path in inside:
+            if not any(_within(path, outer) for outer in kept):
+                kept.append(path)
+        return kept
+
+    def existing(self) -> list[Path]:
+        """Every protected path that exists, outermost first, nested ones dropped."""
+        found = sorted({p for p in self.paths if p.exists()}, key=lambda p: len(p.parts))
+        kept: list[Path] = []
+        for path in found:
+            if not any(_within(path, outer) for outer in kept):
+                kept.append(path)
+        return kept
+
+    def merged(self, more: Iterable[Path]) -> ProtectedPaths:
+        return ProtectedPaths((*self.paths, *more))
+
+
+def setting_files(settings: Any) -> Iterable[Path]:
+    """Every path named by a ``*_file`` key in a (nested) tool-settings table."""
+    if isinstance(settings, Mapping):
+        for key, value in settings.items():
+            if isinstance(key, str) and key.endswith("_file") and isinstance(value, str) and value:
+                yield Path(value)
+            else:
+                yield from setting_files(value)
+    elif isinstance(settings, list):
+        for item in settings:
+            yield from setting_files(item)
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("KASLOOP_CACHE") or Path.home() / ".cache" / "kasloop")
+
+
+def protected_paths_for(
+    *,
+    home: Path,
+    db_path: str | Path | None = None,
+    config_file: Path | None = None,
+    tool_settings: Mapping[str, Any] | None = None,
+    extra: Iterable[Path] = (),
+    cwd: Path | None = None,
+) -> ProtectedPaths:
+    """The protected paths of an agent with this home, database, config file and settings (see the module)."""
+    cwd = cwd or Path.cwd()
+    paths: list[Path] = [home, cwd / "kasloop.toml", default_cache()]
+    if os.environ.get("KASLOOP_CONFIG"):
+        paths.append(Path(os.environ["KASLOOP_CONFIG"]))
+    if config_file is not None:
+        paths.append(config_file if config_file.is_absolute() else cwd / config_file)
+    if isinstance(db_path, Path):
+        paths.append(db_path)
+        paths.extend(db_path.with_name(db_path.name + suffix) for suffix in DB_SIBLINGS)
+    paths.extend(setting_files(dict(tool_settings or {})))
+    paths.extend(extra)
+    return ProtectedPaths(tuple(p if p.is_absolute() else cwd / p for p in paths))
