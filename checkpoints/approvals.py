@@ -18,7 +18,11 @@ __all__ = ["ApprovalRecord", "ApprovalStore", "Decision"]
 
 
 class Decision(TypedDict, total=False):
-    """A human's answer to one approval request."""
+    """A human's answer to one approval request, as stored and handed to the graph.
+
+    Made from a typed decision (``kasloop.approvals.Approve / Edit / Reject / Respond``) by
+    ``kasloop.approvals.check_decision``, the one check every channel's decision passes.
+    """
 
     decision: Literal["approve", "edit", "reject", "respond"]
     args: dict[str, Any]

@@ -3,6 +3,11 @@
 Rows are only ever inserted (a trigger refuses updates); ``kasloop history``
 reads them back in order.
 
+Every event's data is redacted (``kasloop.secrets.known_secrets``: every
+secret this process knows, in every encoding) before its row is built and
+before it is logged, whoever appends it: the graph's nodes, approvals,
+``Agent.run`` (the goal) and ``tell``, the channels.
+
 An append costs no round trip of its own: the row is deferred to the
 database's next unit of work (``Database.defer``), which for a node is the
 commit of its own writes, so the log says what a node did exactly when the
@@ -21,6 +26,7 @@ from typing import Any
 
 from kasloop.checkpoints.sqlite import Database
 from kasloop.logs import EVENTS_LOGGER, log_event
+from kasloop.secrets import known_secrets
 
 __all__ = ["EventLog", "event_row"]
 
@@ -31,8 +37,10 @@ def event_row(thread_id: str, step: int, kind: str, **data: Any) -> tuple[str, t
     """The insert of one event, for a caller that must commit it together with its own write.
 
     Every event passes here, so this is also where it goes to the ``kasloop.events`` logger
-    (a JSON line with ``kasloop.logs.configure()``; nothing when that logger is not enabled).
+    (a JSON line with ``kasloop.logs.configure()``; nothing when that logger is not enabled), and where
+    its data is redacted.
     """
+    data = known_secrets().deep(data)
     if _EVENTS.isEnabledFor(logging.INFO):
         log_event(thread_id, step, kind, data)
     return (

@@ -14,6 +14,11 @@ signal file next to the database (``kasloop.db.inbox``), and ``take`` skips
 the read while that file is unchanged since its last empty read, for at most
 :data:`RECHECK_EVERY` cycles (so a message written without the signal is
 still read soon).
+
+A message is redacted before its row is written (``kasloop.secrets``: every
+secret this process knows, in every encoding, plus the ``redactor`` given),
+whoever puts it (``tell``, the Telegram, email and webhook receivers): no
+row ever holds a secret, read or not.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kasloop.checkpoints.sqlite import Database
+from kasloop.secrets import Redactor, known_secrets, remember_secrets
 
 __all__ = ["RECHECK_EVERY", "Inbox", "InboxItem"]
 
@@ -55,8 +61,10 @@ def _item(row: sqlite3.Row) -> InboxItem:
 class Inbox:
     """Messages for threads, stored in the kasloop database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, redactor: Redactor | None = None) -> None:
         self.db = db
+        if redactor:
+            remember_secrets(redactor)  # known to every store of this process from now on
         self._quiet: dict[str, tuple[tuple[int, int, int] | None, int, int]] = {}
         """thread → (signal seen at the last empty read, ``after`` then, reads skipped since)."""
 
@@ -89,7 +97,9 @@ class Inbox:
             temp.unlink(missing_ok=True)
 
     async def put(self, thread_id: str, source: str, text: str, **data: Any) -> int:
-        """Append one message for ``thread_id``; returns its id."""
+        """Append one message for ``thread_id``, redacted; returns its id."""
+        redactor = known_secrets()
+        source, text, data = redactor.text(source), redactor.text(text), redactor.deep(data)
 
         def write(conn: sqlite3.Connection) -> int:
             cur = conn.execute(

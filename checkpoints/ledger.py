@@ -2,9 +2,10 @@
 
 This is what makes resume safe whatever the checkpoint durability: a call
 whose result is recorded is never executed again (the recorded result is
-reused); a call with an intent but no result crashed mid-way, and is re-run
-only if the tool is idempotent — otherwise its outcome is unknown and a
-human or self-diagnosis decides.
+reused, and only for the same tool and arguments: ``LedgerEntry.matches``);
+a call with an intent but no result crashed mid-way, and is re-run only if
+the tool is idempotent — otherwise its outcome is unknown and a human or
+self-diagnosis decides.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ __all__ = ["Ledger", "LedgerEntry", "idempotency_key"]
 
 
 def idempotency_key(thread_id: str, turn: int, call_id: str, attempt: int = 0) -> str:
-    """Stable key of one execution attempt of one tool call (also sent to far sides that support it)."""
+    """Stable key of one execution attempt of one tool call (also sent to far sides that support it).
+
+    ``call_id`` is the id kasloop gave the call (unique in its model turn), never the model's own id:
+    a model that gives two calls one id must not make them one ledger row.
+    """
     raw = json.dumps([thread_id, turn, call_id, attempt])
     return "ksl-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
@@ -33,6 +38,14 @@ class LedgerEntry:
     arg_hash: str
     idempotent: bool
     result: dict[str, Any] | None
+
+    def matches(self, tool: str, arg_hash: str) -> bool:
+        """Whether this entry was recorded for ``tool`` with these arguments: a row is reused only then.
+
+        A key names one call kasloop proposed; a row under it for other arguments means the key was
+        reused (a rewritten history, a bug): act reports a conflict instead of a result that never ran.
+        """
+        return self.tool == tool and self.arg_hash == arg_hash
 
 
 def _entry(row: Any) -> LedgerEntry:

@@ -74,6 +74,7 @@ class ProcessStoreProtocol(Protocol):
     async def find_by_key(self, thread_id: str, key: str) -> ProcessRecord | None: ...
     async def list(self, thread_id: str, *, limit: int = 50, active_only: bool = False) -> list[ProcessRecord]: ...
     async def mark_ended(self, process_id: str, stopped_at: float, exit_code: int | None) -> None: ...
+    async def threads_like(self, thread_id: str) -> list[str]: ...
 
 
 def _record(row: sqlite3.Row) -> ProcessRecord:
@@ -154,6 +155,16 @@ class ProcessStore:
         )
         return [_record(r) for r in rows]
 
+    async def threads_like(self, thread_id: str) -> list[str]:
+        """``thread_id`` and its specialists' threads (``<thread_id>/...``) that have recorded processes."""
+        await self._ensure()
+        prefix = thread_id + "/"
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT thread_id FROM kasloop_processes WHERE thread_id = ? OR substr(thread_id, 1, ?) = ?",
+            (thread_id, len(prefix), prefix),
+        )
+        return [row[0] for row in rows]
+
     async def mark_ended(self, process_id: str, stopped_at: float, exit_code: int | None) -> None:
         """Record the end; a known exit code is never replaced by an unknown one."""
         await self._ensure()
@@ -186,6 +197,10 @@ class MemoryProcessStore:
     async def list(self, thread_id: str, *, limit: int = 50, active_only: bool = False) -> list[ProcessRecord]:
         rows = [r for r in self._rows.values() if r.thread_id == thread_id and not (active_only and r.stopped_at is not None)]
         return list(reversed(rows))[:limit]  # insertion order = start order
+
+    async def threads_like(self, thread_id: str) -> list[str]:
+        prefix = thread_id + "/"
+        return sorted({r.thread_id for r in self._rows.values() if r.thread_id == thread_id or r.thread_id.startswith(prefix)})
 
     async def mark_ended(self, process_id: str, stopped_at: float, exit_code: int | None) -> None:
         row = self._rows.get(process_id)

@@ -4,6 +4,11 @@ The policy (autonomy, tools, rules, budgets, workspace, model) is written once
 when the thread starts and read back on every resume, so the limits a thread
 runs under cannot be changed by the process that resumes it, by the model or
 by a tool.
+
+The goal and the policy (config values) are redacted before they are written
+(``kasloop.secrets.known_secrets``): a secret pasted into a goal or a
+``system_prompt`` is stored as ``[redacted:NAME]``. Secrets belong in
+environment variables (``*_env`` settings), never in config values.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from typing import Any, TypedDict
 
 from kasloop.checkpoints.sqlite import Database
+from kasloop.secrets import known_secrets
 
 __all__ = ["ThreadRecord", "ThreadStore"]
 
@@ -39,9 +45,10 @@ class ThreadStore:
 
     async def create(self, thread_id: str, goal: str, policy: dict[str, Any]) -> None:
         now = time.time()
+        redactor = known_secrets()
         await self.db.execute(
             "INSERT INTO kasloop_threads (thread_id, goal, policy, status, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (thread_id, goal, json.dumps(policy), "running", now, now),
+            (thread_id, redactor.text(goal), json.dumps(redactor.deep(policy)), "running", now, now),
         )
 
     async def get(self, thread_id: str) -> ThreadRecord | None:
@@ -57,7 +64,8 @@ class ThreadStore:
         """Replace a thread's stored policy. Only a human action (``kasloop budget``, approving a
         budget request) calls this; nothing a model or tool says can reach it."""
         await self.db.execute(
-            "UPDATE kasloop_threads SET policy = ?, updated_at = ? WHERE thread_id = ?", (json.dumps(policy), time.time(), thread_id)
+            "UPDATE kasloop_threads SET policy = ?, updated_at = ? WHERE thread_id = ?",
+            (json.dumps(known_secrets().deep(policy)), time.time(), thread_id),
         )
 
     async def all(self) -> list[ThreadRecord]:

@@ -33,7 +33,9 @@ from kasloop.nodes import make_act, make_decide, make_human_approval, make_perce
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents, SpendLike
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
+from kasloop.protected import protected_paths_for
 from kasloop.secrets import Redactor, protect_logs
+from kasloop.settings import resolve_home
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools
@@ -139,7 +141,7 @@ def build_graph(
         inbox=inbox or MemoryInbox(),
         spend=spend or MemorySpend(),
         default_context=context_for(config, "default", selected),
-        resources=resources or ToolResources(),
+        resources=resources or standalone_resources(config),
         redactor=redactor,
     )
     builder = StateGraph(AgentState, context_schema=RunContext)
@@ -155,6 +157,13 @@ def build_graph(
     builder.add_conditional_edges("act", route_after_act, ACT_EDGES)
     builder.add_conditional_edges("self_diagnose", route_after_diagnosis, DIAGNOSE_EDGES)
     return builder.compile(checkpointer=checkpointer, name=name)
+
+
+def standalone_resources(config: AgentConfig) -> ToolResources:
+    """Tool resources for a graph built without an ``Agent`` (Studio, ``langgraph dev``, your own code):
+    kasloop's own files are protected all the same, with the home ``KASLOOP_HOME`` or ``./.kasloop``."""
+    protected = protected_paths_for(home=resolve_home(), tool_settings=config.tool_settings, extra=config.protected_paths)
+    return ToolResources(protected=protected)
 
 
 def __getattr__(name: str) -> Any:

@@ -44,7 +44,7 @@ from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.config import AgentConfig, Specialist
 from kasloop.errors import ConfigError
-from kasloop.graphs.agent import context_for
+from kasloop.graphs.agent import context_for, standalone_resources
 from kasloop.graphs.team import build_members, specialist_config, specialist_context
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.state import RunContext, Usage, empty_usage, new_task
@@ -235,7 +235,7 @@ def build_collaboration_graph(
     if turn_limit < 1:
         raise ConfigError(f"turn_limit must be at least 1, got {turn_limit}")
     order = tuple(peers)
-    resources = resources or ToolResources()
+    resources = resources or standalone_resources(config)
     ledger, events, inbox, spend = ledger or MemoryLedger(), events or MemoryEventLog(), inbox or MemoryInbox(), spend or MemorySpend()
     graphs, configs, names = build_members(
         peers, lambda name, peer: peer_config(config, name, peer), models=models, tools=(*tuple(tools), *blackboard_tools()),

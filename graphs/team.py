@@ -39,7 +39,7 @@ from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.budget import Breach
 from kasloop.config import AgentConfig, Specialist
-from kasloop.graphs.agent import build_graph, context_for
+from kasloop.graphs.agent import build_graph, context_for, standalone_resources
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
@@ -239,7 +239,7 @@ def build_team_graph(
         tools, ledger, events, inbox, resources, spend: as for ``build_graph``, shared by every member.
     """
     members = config.team_members()
-    resources = resources or ToolResources()
+    resources = resources or standalone_resources(config)
     # Members share one of each (in-process ones when the caller has no database).
     ledger = ledger or MemoryLedger()
     events = events or MemoryEventLog()

@@ -25,6 +25,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 from pydantic import ValidationError
 
+from kasloop.approvals import Approve, Reject, Respond, TypedDecision, check_decision, parse_decision, record_decision
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
 from kasloop.checkpoints.events import event_row
 from kasloop.checkpoints.pruning import prune_events, prune_thread
@@ -34,16 +35,19 @@ from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.checkpoints.sqlite import display_db, is_postgres_url, sqlite_path
 from kasloop.config import AgentConfig, PolicyRule, Specialist
-from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError
+from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError, check_text
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, team_tools, tool_names_for
 from kasloop.locks import try_lock
 from kasloop.models import resolve_model_specs
-from kasloop.policy import arg_hash
 from kasloop.protected import protected_paths_for
+from kasloop.secrets import Redactor, known_secrets, remember_secrets
 from kasloop.settings import resolve_home
 from kasloop.state import Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
+from kasloop.tools.process import stop_thread_processes
+from kasloop.tools.sandbox import reap_orphans
+from kasloop.tools.shell import SANDBOX_RECORDS
 from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
@@ -173,6 +177,9 @@ class Agent:
         config_file: str | Path | None = None,
     ) -> None:
         self.config = config or AgentConfig()
+        # Every store and log of this process redacts this agent's secrets, also before a graph is built
+        # (the daemon's inbox poll, a receiver app).
+        remember_secrets(Redactor.for_config(self.config))
         self.home = resolve_home(Path(home) if home is not None else None)
         self.db_path: str | Path = (
             self.home / "kasloop.db" if db is None else str(db) if is_postgres_url(db) else sqlite_path(db)
@@ -202,6 +209,9 @@ class Agent:
         """Open the database and the tools' shared resources (closed together, browser included)."""
         async with open_database(self.db_path) as db:
             resources = ToolResources(home=self.home / "tools", database=db, protected=self.protected)
+            # A shell_run sandbox whose kasloop was killed died with it (--die-with-parent); any that a
+            # record shows still running is ended here, before this agent runs anything.
+            reap_orphans(resources.home / SANDBOX_RECORDS)
             self._resources[db] = resources
             try:
                 yield db
@@ -383,8 +393,10 @@ class Agent:
             UsageError: the thread is waiting for an approval.
             ConfigError: the model spec or tools are invalid (nothing is written then).
         """
+        check_text(goal, "The goal")
         if not goal.strip():
             raise UsageError("The goal is empty; say what the agent should achieve.")
+        goal = _secrets_of(self.config).text(goal)  # before anything stores it: rows, events, checkpoints, logs
         config = _absolute_policy(self.config, Path.cwd())
         named = thread_id is not None
         if not named:
@@ -410,6 +422,7 @@ class Agent:
                     f"Thread `{thread_id}` is waiting for approval; decide with `kasloop approvals` / `kasloop approve ID` first."
                 )
             config = self._thread_config(existing["policy"])
+            goal = _secrets_of(config).text(goal)  # the thread's own secrets too (its stored secret_env)
             state = await self._graph(db, config).aget_state({"configurable": {"thread_id": thread_id}})
             goals = list((state.values or {}).get("goals", []))
         await EventLog(db).append(thread_id, 0, "goal", text=goal)
@@ -462,12 +475,19 @@ class Agent:
             ThreadNotFound: no such thread.
             UsageError: the text is empty.
         """
+        check_text(text, "The message")
         if not text.strip():
             raise UsageError("The message is empty; say what the agent should do.")
         async with self._open() as db:
-            if await ThreadStore(db).get(thread_id) is None:
+            record = await ThreadStore(db).get(thread_id)
+            if record is None:
                 raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
-            message_id = await Inbox(db).put(thread_id, source, text)
+            try:
+                configs = (self.config, self._thread_config(record["policy"]))
+            except ConfigError:  # resume reports a broken stored policy; the message is still kept, redacted
+                configs = (self.config,)
+            # Redacted before the inbox row is written (the inbox redacts again with every secret it knows).
+            message_id = await Inbox(db).put(thread_id, source, _secrets_of(*configs).text(text))
             await EventLog(db).append(thread_id, 0, "told", message_id=message_id, source=source)
             return message_id
 
@@ -495,7 +515,7 @@ class Agent:
     async def decide(
         self,
         approval_id: str,
-        decision: Decision,
+        decision: Decision | TypedDecision,
         *,
         by: str | None = None,
         channel: str = "python",
@@ -503,71 +523,35 @@ class Agent:
     ) -> RunResult:
         """Record one decision; once every request of that pause is decided, continue the thread.
 
+        ``decision`` is typed (``kasloop.approvals.Approve / Edit / Reject / Respond``) or the same as a
+        mapping (``{"decision": "approve"}``). Every way a human decides ends here, in the one check of
+        :func:`kasloop.approvals.check_decision`.
+
         Raises:
             ApprovalError: unknown, stale, expired or already-decided id, or invalid edited args.
                 Nothing is written in that case (an expired one is logged as ``approval_refused``).
         """
         async with self._open() as db:
-            store = ApprovalStore(db)
-            record = await store.get(approval_id)
-            if record is None:
-                raise ApprovalError(f"No approval `{approval_id}`; list pending ones with `kasloop approvals`.")
-            if record["status"] != "pending":
-                raise ApprovalError(f"Approval `{approval_id}` is {record['status']}, not pending; nothing to decide. List pending ones with `kasloop approvals`.")
-            thread = await ThreadStore(db).get(record["thread"])
-            if thread is None:
-                raise ApprovalError(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
-            config = self._thread_config(thread["policy"])
-            if record["kind"] == "budget":
-                return await self._decide_budget(db, record, dict(decision), by or getpass.getuser(), channel, resume)
-            if record["expires_at"] < time.time() and config.approval_expiry == "reject":
-                await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
-                raise ApprovalError(
-                    f"Approval `{approval_id}` expired at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['expires_at']))}; "
-                    f"`kasloop resume {record['thread']}` rejects it as the thread's policy says (approval_expiry)."
-                )
-            graph = self._graph(db, config)
-            snapshot = await graph.aget_state({"configurable": {"thread_id": record["thread"]}})
-            live = {i.id for i in snapshot.interrupts}
-            if record["batch_id"] not in live:
-                raise ApprovalError(f"Approval `{approval_id}` is stale: thread `{record['thread']}` is no longer waiting for it.")
-            decision = dict(decision)  # type: ignore[assignment]
-            kind = decision.get("decision")
-            if kind not in ("approve", "edit", "reject", "respond"):
-                raise ApprovalError(f"Decision `{kind}` is not one of approve, edit, reject, respond.")
-            if kind == "edit":
-                decision["args"] = self._checked_edit(config, record, decision.get("args"))
-                decision["arg_hash"] = arg_hash(record["tool"], decision["args"])
-            else:
-                decision["arg_hash"] = record["arg_hash"]
-            decision["by"] = by or getpass.getuser()
-            decision["channel"] = channel
-            step = (snapshot.values or {}).get("usage", empty_usage())["steps"]
-            event = event_row(
-                record["thread"], step, "approval_decision", approval_id=approval_id, decision=kind, by=decision["by"],
-                channel=channel, arg_hash=record["arg_hash"], new_arg_hash=decision["arg_hash"] if kind == "edit" else None,
-            )
-            if not await store.decide(approval_id, decision, by=decision["by"], channel=channel, event=event):  # type: ignore[arg-type]
-                raise ApprovalError(f"Approval `{approval_id}` was decided by someone else meanwhile; nothing changed.")
-            batch = await store.batch(record["batch_id"])
-            if not resume or any(r["status"] == "pending" for r in batch):
-                return await self._settle(db, graph, record["thread"], {"configurable": {"thread_id": record["thread"]}})
-            return await self._drive(db, record["thread"], config, Command(resume=_resume_value(batch)))
 
-    def _checked_edit(self, config: AgentConfig, record: ApprovalRecord, args: Any) -> dict[str, Any]:
-        if not isinstance(args, dict):
-            raise ApprovalError("Edited arguments must be a JSON object, e.g. '{\"path\": \"notes.md\"}'.")
-        tools = {**team_tools(config, self.extra_tools), **select_tools(config.tools, self.extra_tools)}
-        tool = tools.get(record["tool"])
-        if tool is None:
-            raise ApprovalError(f"Approval `{record['approval_id']}` is not a tool call; edit is only for tool calls.")
-        try:
-            tool.args_model.model_validate(args)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            raise ApprovalError(f"Edited arguments for `{tool.name}` are invalid: {where}: {first['msg']}.") from None
-        return args
+            async def pause(config: AgentConfig, thread_id: str) -> tuple[set[str], int]:
+                snapshot = await self._graph(db, config).aget_state({"configurable": {"thread_id": thread_id}})
+                return {i.id for i in snapshot.interrupts}, (snapshot.values or {}).get("usage", empty_usage())["steps"]
+
+            def tool_for(config: AgentConfig, name: str) -> Tool | None:
+                return {**team_tools(config, self.extra_tools), **select_tools(config.tools, self.extra_tools)}.get(name)
+
+            checked = await check_decision(
+                db, approval_id, decision, by=by or getpass.getuser(), channel=channel,
+                thread_config=self._thread_config, pause=pause, tool_for=tool_for,
+            )
+            record = checked.record
+            if record["kind"] == "budget":
+                return await self._decide_budget(db, record, checked.stored, checked.by, channel, resume)
+            await record_decision(db, checked)
+            batch = await ApprovalStore(db).batch(record["batch_id"])
+            if not resume or any(r["status"] == "pending" for r in batch):
+                return await self._settle(db, self._graph(db, checked.config), record["thread"], {"configurable": {"thread_id": record["thread"]}})
+            return await self._drive(db, record["thread"], checked.config, Command(resume=_resume_value(batch)))
 
     async def approve(
         self, approval_id: str, *, edit: dict[str, Any] | None = None, by: str | None = None, channel: str = "python", resume: bool = True,
@@ -577,16 +561,18 @@ class Agent:
 
         ``always=True`` also adds a standing ``allow`` rule for the tool (see :meth:`add_rule`), so it is not asked again.
         """
-        decision: Decision = {"decision": "edit", "args": edit} if edit is not None else {"decision": "approve"}
+        decision = parse_decision({"decision": "edit", "args": edit}) if edit is not None else Approve()
         return await self._decide_and_remember(approval_id, decision, "allow" if always else None, by, channel, resume)
 
     async def reject(
         self, approval_id: str, reason: str = "", *, by: str | None = None, channel: str = "python", resume: bool = True, never: bool = False,
     ) -> RunResult:
         """Refuse a pending call; the model is told ``reason`` and plans again. ``never=True`` adds a standing ``deny`` rule."""
-        return await self._decide_and_remember(approval_id, {"decision": "reject", "reason": reason}, "deny" if never else None, by, channel, resume)
+        return await self._decide_and_remember(approval_id, Reject(reason=reason), "deny" if never else None, by, channel, resume)
 
-    async def _decide_and_remember(self, approval_id: str, decision: Decision, action: str | None, by: str | None, channel: str, resume: bool) -> RunResult:
+    async def _decide_and_remember(
+        self, approval_id: str, decision: TypedDecision, action: str | None, by: str | None, channel: str, resume: bool,
+    ) -> RunResult:
         if action is None:
             return await self.decide(approval_id, decision, by=by, channel=channel, resume=resume)
         async with self._open() as db:
@@ -618,7 +604,7 @@ class Agent:
 
     async def respond(self, approval_id: str, text: str, *, by: str | None = None, channel: str = "python", resume: bool = True) -> RunResult:
         """Answer instead of running the call: ``text`` is given to the model as the result."""
-        return await self.decide(approval_id, {"decision": "respond", "text": text}, by=by, channel=channel, resume=resume)
+        return await self.decide(approval_id, Respond(text=text), by=by, channel=channel, resume=resume)
 
     async def status(self, thread_id: str | None = None) -> list[dict[str, Any]]:
         """Threads with their status, goal, usage and pending approvals."""
@@ -641,6 +627,37 @@ class Agent:
                     "approvals": [approval_json(p) for p in pending], "unread": await Inbox(db).unread(rec["thread"]),
                 })
             return out
+
+    async def delete_thread(self, thread_id: str) -> dict[str, Any]:
+        """Delete a thread for good: stop the background processes it (or its specialists) started, then
+        remove its checkpoints and every row kasloop keeps for it (approvals and their announcements,
+        events, ledger, inbox, process records). Day spend stays counted: it was spent.
+
+        Raises:
+            ThreadNotFound: no such thread.
+            ThreadBusy: a run, resume or the daemon drives it right now.
+        """
+        async with self._open() as db:
+            async with self._thread_lock(db, thread_id):
+                if await ThreadStore(db).get(thread_id) is None:
+                    raise ThreadNotFound(f"No thread `{thread_id}` in `{display_db(self.db_path)}`; list threads with `kasloop status`.")
+                stopped = await stop_thread_processes(db, thread_id)
+                prefix = thread_id + "/"
+                owned = "thread_id = ? OR substr(thread_id, 1, ?) = ?"
+                params = (thread_id, len(prefix), prefix)
+                members = {thread_id} | {row[0] for row in await db.fetchall(f"SELECT DISTINCT thread_id FROM kasloop_events WHERE {owned}", params)}
+                for member in sorted(members):
+                    await db.saver.adelete_thread(member)
+                await db.execute(
+                    f"DELETE FROM kasloop_announcements WHERE approval_id IN (SELECT approval_id FROM kasloop_approvals WHERE {owned})", params
+                )
+                rows = 0
+                for table in ("kasloop_approvals", "kasloop_events", "kasloop_ledger", "kasloop_inbox", "kasloop_processes", "kasloop_threads"):
+                    rows += await db.execute(f"DELETE FROM {table} WHERE {owned}", params)
+        return {"thread": thread_id, "processes_stopped": stopped, "checkpoint_threads": len(members), "rows": rows}
+
+    def delete_thread_sync(self, thread_id: str) -> dict[str, Any]:
+        return _run_sync(self.delete_thread(thread_id), "delete_thread")
 
     async def poll_approvals(self) -> int:
         """Take the decisions that arrived on this agent's approval channels (Telegram buttons, email replies).
@@ -702,6 +719,14 @@ class Agent:
 
     def respond_sync(self, approval_id: str, text: str, **kwargs: Any) -> RunResult:
         return _run_sync(self.respond(approval_id, text, **kwargs), "respond")
+
+
+def _secrets_of(*configs: AgentConfig) -> Redactor:
+    """The secrets of ``configs`` and every other secret this process knows (``run`` and ``tell`` redact
+    their text with it); remembered, so every table and log of this process redacts them too."""
+    for config in configs:
+        remember_secrets(Redactor.for_config(config))
+    return known_secrets()
 
 
 def _finished(snapshot: Any) -> bool:

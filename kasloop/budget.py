@@ -15,13 +15,13 @@ A breach pauses the thread with status ``paused_budget`` (exit 11). At levels
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from kasloop.approvals import approval_id
 from kasloop.config import AgentConfig, Budgets, ModelPrice
 from kasloop.errors import ApprovalError, ConfigError, UsageError
 from kasloop.state import RunContext, Usage
@@ -182,10 +182,10 @@ def budget_request(thread_id: str, breach: dict[str, Any], ttl: float) -> dict[s
     (same numbers) is the same request, while a new pause after a raise is a new one.
     """
     seed = f"{thread_id}:budget:{breach['limit']}:{breach['value']}:{breach['used']}"
-    approval_id = "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+    request_id = approval_id(thread_id, "budget", breach["limit"], breach["value"], breach["used"])
     now = time.time()
     return {
-        "approval_id": approval_id, "thread": thread_id, "batch_id": f"budget-{approval_id}", "call_id": "", "kind": "budget",
+        "approval_id": request_id, "thread": thread_id, "batch_id": f"budget-{request_id}", "call_id": "", "kind": "budget",
         "tool": "budget", "args": dict(breach), "risk": "high", "arg_hash": seed,
         "reason": f"budgets.{breach['limit']} = {breach['value']:g} ({LIMITS.get(breach['limit'], '')}) is used up ({breach['used']:g}). "
         f"Approve to raise it to {breach['proposed']:g} (or --edit '{{\"value\": N}}'), reject to leave the thread paused.",

@@ -141,30 +141,80 @@ class OpenAISettings(_Frozen):
 
 
 class TelegramApprovals(_Frozen):
-    """Approval requests as Telegram messages with Approve / Reject buttons (bot settings: ``tool_settings.telegram``)."""
+    """Approval requests as Telegram messages with Approve / Reject buttons, sent by kasloop's own approvals bot.
+
+    The approvals bot is not the tools' bot (``tool_settings.telegram``): its token is in its own
+    ``KASLOOP_APPROVAL_*`` variable, so no tool can send as it or read its button presses.
+    """
 
     chat_id: int | str
     """Where requests are posted."""
     approvers: list[int] = Field(min_length=1)
     """Telegram user ids whose button presses count; anyone else's are refused and logged."""
+    token_env: str = "KASLOOP_APPROVAL_TELEGRAM_TOKEN"
+    """Environment variable with the approvals bot's token (a ``KASLOOP_APPROVAL_*`` variable; never the tools' token)."""
+    base_url: str | None = None
+    """Bot API base URL of the approvals bot; default: ``tool_settings.telegram.base_url``, else Telegram's."""
+
+    @model_validator(mode="after")
+    def _own_secret(self) -> TelegramApprovals:
+        from kasloop.approvals import require_approval_secret
+
+        require_approval_secret("approval_channels.telegram.token_env", self.token_env)
+        return self
 
 
 class EmailApprovals(_Frozen):
-    """Approval requests by email, decided by replying (servers: ``tool_settings.email`` smtp and imap)."""
+    """Approval requests by email (sent with ``tool_settings.email.smtp``), decided by a reply read from the approvals' own mailbox."""
 
     to: str
     """Where requests are sent."""
     approvers: list[str] = Field(min_length=1)
     """Addresses whose replies count. A reply must also quote the request's one-time code."""
+    imap: dict[str, Any]
+    """The mailbox replies arrive in, with its own login (as ``tool_settings.email.imap``: ``host``, ``port``,
+    ``security``, ``username``, ``timeout``, ``ca_file``; password in ``password_env``, default
+    ``KASLOOP_APPROVAL_IMAP_PASSWORD``). Not the tools' mailbox: no email tool can read the replies."""
     folder: str = "INBOX"
     """IMAP folder the replies arrive in."""
 
+    @field_validator("imap")
+    @classmethod
+    def _mailbox(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from kasloop.tools.email import ImapSettings  # the tools import this module
+
+        mailbox = {"password_env": "KASLOOP_APPROVAL_IMAP_PASSWORD", **value}
+        checked = ImapSettings.model_validate(mailbox)
+        if not checked.username:
+            raise ValueError("the approvals mailbox needs a username (its password is in password_env)")
+        return mailbox
+
+    @model_validator(mode="after")
+    def _own_secret(self) -> EmailApprovals:
+        from kasloop.approvals import require_approval_secret
+
+        require_approval_secret("approval_channels.email.imap.password_env", str(self.imap["password_env"]))
+        return self
+
 
 class WebhookApprovals(_Frozen):
-    """Approval requests POSTed (HMAC-signed) to ``url``; decisions come back as signed callbacks."""
+    """Approval requests POSTed (HMAC-signed) to ``url``; decisions come back as signed callbacks to kasloop's receiver.
+
+    Both directions are signed with the approval channel's own secret (``secret_env``), never with
+    the webhook tools' secret: nothing a tool can sign is a valid decision.
+    """
 
     url: str
-    """Receiver of the requests (gated by ``tool_settings.webhook``; secret from its ``secret_env``)."""
+    """Receiver of the requests (gated by ``tool_settings.webhook``)."""
+    secret_env: str = "KASLOOP_APPROVAL_WEBHOOK_SECRET"
+    """Environment variable with the HMAC secret shared with the approvers' side (a ``KASLOOP_APPROVAL_*`` variable)."""
+
+    @model_validator(mode="after")
+    def _own_secret(self) -> WebhookApprovals:
+        from kasloop.approvals import require_approval_secret
+
+        require_approval_secret("approval_channels.webhook.secret_env", self.secret_env)
+        return self
 
 
 class ApprovalChannels(_Frozen):
@@ -173,6 +223,20 @@ class ApprovalChannels(_Frozen):
     telegram: TelegramApprovals | None = None
     email: EmailApprovals | None = None
     webhook: WebhookApprovals | None = None
+    receivers: list[str] = Field(default_factory=list)
+    """``host:port`` of every server that takes decisions for kasloop (where ``approvals_app`` is served,
+    a LangGraph dev server): no tool (http, webhook, browser) may reach them, whatever ``allow_private`` says.
+    Receivers kasloop serves itself (``serve_approvals``) are refused without being listed."""
+
+    @field_validator("receivers")
+    @classmethod
+    def _receivers(cls, value: list[str]) -> list[str]:
+        from kasloop.channels.receivers import declare, parse_address
+
+        for entry in value:
+            host, port = parse_address(entry)  # ValueError names the entry
+            declare(host, port, "approvals receiver (approval_channels.receivers)")
+        return value
 
 
 class Specialist(_Frozen):

@@ -21,6 +21,10 @@ process boundaries.
 
 Signals that steer a run (a call needs approval, a tool asks to be retried)
 are not errors and do not live here.
+
+Text is UTF-8 everywhere: :func:`check_text` turns a string that holds bytes
+which were not UTF-8 (Python keeps them as lone surrogates, e.g. from the
+command line) into a ``UsageError`` that shows them escaped.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ __all__ = [
     "ThreadBusy",
     "ThreadNotFound",
     "UsageError",
-]
+]  # only the exceptions; the helpers below are imported by name
 
 
 class KasloopError(Exception):
@@ -115,3 +119,30 @@ class BudgetExceeded(KasloopError):
     """The next step or call would cross a hard budget."""
 
     exit_code = 11
+
+
+def escaped(text: str) -> str:
+    """``text`` printable: bytes that were not UTF-8 (lone surrogates) as ``\\xNN``, everything else as is."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _not_utf8(text) else text
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_text(text: str, what: str) -> str:
+    """``text`` unchanged if it is valid Unicode text, else a ``UsageError`` naming ``what`` (exit 2).
+
+    A string decoded with ``surrogateescape`` (command-line arguments, environment variables, file
+    names) keeps bytes that were not UTF-8 as lone surrogates, which no database, JSON file or terminal
+    can store; they are refused where they come in, with the bytes shown escaped.
+    """
+    if _not_utf8(text):
+        shown = escaped(text)
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"
+        raise UsageError(f"{what} is not valid UTF-8 text (`{shown}`); pass it as UTF-8.")
+    return text

@@ -14,8 +14,10 @@ line's own keys. Other ``extra=`` values a caller passes appear at the top level
 ``extra=`` may not overwrite, so the thread id travels as ``extra={"thread_id": ...}``
 and is written as ``thread``.
 
-Event data reaches this module after the event sink redacted secrets; the
-formatter itself does not redact.
+Every line is redacted as a whole before it is written
+(``kasloop.secrets.known_secrets``: every secret this process knows, in every
+encoding): the message, the event's data, ``extra=`` values of any type and
+tracebacks, whatever logger the record came from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from kasloop.errors import ConfigError
+from kasloop.secrets import known_secrets
 
 __all__ = ["EVENTS_LOGGER", "JsonFormatter", "configure", "log_event"]
 
@@ -74,6 +77,9 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
+        redactor = known_secrets()
+        if redactor:  # through JSON first: values of any type become the strings that will be written
+            line = redactor.deep(json.loads(json.dumps(line, ensure_ascii=False, default=str)))
         return _text(json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":")))
 
 

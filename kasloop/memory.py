@@ -15,8 +15,22 @@ LangGraph ``BaseStore`` whose ``asearch(ns, query=...)`` is keyword-ranked
 model and finds an exact learning among thousands.
 
 For perceive: ``await relevant_learnings(memory, text)`` (the same as
-``memory.search(text, kinds=["learning"], limit=3)``); an empty or
-stopword-only text gives ``[]``.
+``memory.search(text, kinds=["learning"], limit=3, trusted_only=True)``); an
+empty or stopword-only text gives ``[]``.
+
+An item may be marked ``untrusted``: written from outside content (a learning
+made while an error page or a channel message was in the thread's context).
+It is kept, listed, exported and found by ``search``, shown as
+``[learning 1a2b3c4d untrusted]``, but never recalled into a prompt by perceive
+(``relevant_learnings``), so no thread takes it as an instruction. The mark
+sticks: adding the same text again never clears it (``kasloop memory delete``
+does, with the item).
+
+act runs every tool call inside :func:`memory_trust`: while the thread has
+outside content in context, whatever that call adds to memory (``remember``,
+any user tool) is marked untrusted; and a call that reads an untrusted item
+(``recall``, ``search``, ``list``, ``get``) has its result treated as outside
+content (it taints the thread), whatever tool made the call.
 """
 
 from __future__ import annotations
@@ -26,7 +40,9 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
@@ -37,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.checkpoints.store import KasloopStore, fts_query, open_store
 from kasloop.errors import KasloopError, UsageError
+from kasloop.secrets import known_secrets
 
 if TYPE_CHECKING:
     from kasloop.checkpoints.sqlite import Database
@@ -49,7 +66,9 @@ __all__ = [
     "LongTermMemory",
     "MemoryItem",
     "MemoryKind",
+    "MemoryTrust",
     "fts_query",
+    "memory_trust",
     "relevant_learnings",
     "shared_memory",
 ]
@@ -61,6 +80,44 @@ NAMESPACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_TEXT_CHARS = 20_000
 MAX_TAGS = 20
 FORMATS = ("json", "markdown")
+
+# --------------------------------------------------------------------------- trust of one tool call
+
+
+@dataclass
+class MemoryTrust:
+    """What one tool call did with outside content, as far as memory is concerned."""
+
+    outside: bool
+    """The calling thread has outside content in context: items added now are marked untrusted."""
+    read_untrusted: bool = False
+    """An item marked untrusted was returned to the call (its result quotes outside content)."""
+
+
+_TRUST: ContextVar[MemoryTrust | None] = ContextVar("kasloop_memory_trust", default=None)
+
+
+@contextmanager
+def memory_trust(outside: bool) -> Iterator[MemoryTrust]:
+    """Run one tool call in this block (act does): see the module docstring."""
+    trust = MemoryTrust(outside=outside)
+    token = _TRUST.set(trust)
+    try:
+        yield trust
+    finally:
+        _TRUST.reset(token)
+
+
+def _written_untrusted(untrusted: bool) -> bool:
+    trust = _TRUST.get()
+    return untrusted or (trust is not None and trust.outside)
+
+
+def _seen(items: Sequence[MemoryItem]) -> None:
+    trust = _TRUST.get()
+    if trust is not None and any(item.untrusted for item in items):
+        trust.read_untrusted = True
+
 
 # --------------------------------------------------------------------------- items
 
@@ -78,20 +135,26 @@ class MemoryItem:
     updated_at: float = 0.0
     score: float | None = field(default=None, compare=False)
     """bm25 relevance from ``search`` (higher is better); ``None`` elsewhere."""
+    untrusted: bool = False
+    """Written from outside content: never recalled into a prompt (see the module docstring)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "key": self.key, "kind": self.kind, "text": self.text, "tags": list(self.tags), "source": self.source,
             "created_at": self.created_at, "updated_at": self.updated_at,
         }
+        if self.untrusted:
+            data["untrusted"] = True
+        return data
 
     def line(self, width: int = 300) -> str:
-        """One line for a model or a terminal: ``[learning 1a2b3c4d] text (tags: a, b)``."""
+        """One line for a model or a terminal: ``[learning 1a2b3c4d] text (tags: a, b)`` (``untrusted`` after the key if so)."""
         text = " ".join(self.text.split())
         if len(text) > width:
             text = text[: width - 1] + "…"
         tags = f" (tags: {', '.join(self.tags)})" if self.tags else ""
-        return f"[{self.kind} {self.key[:8]}] {text}{tags}"
+        mark = " untrusted" if self.untrusted else ""
+        return f"[{self.kind} {self.key[:8]}{mark}] {text}{tags}"
 
 
 def _normalise_text(text: str) -> str:
@@ -116,6 +179,7 @@ class _Entry(BaseModel):
     source: str | None = Field(default=None, max_length=500)
     created_at: float | None = Field(default=None, ge=0)
     updated_at: float | None = Field(default=None, ge=0)
+    untrusted: bool = False
 
     @field_validator("text")
     @classmethod
@@ -148,6 +212,7 @@ def _item_from_value(key: str, value: dict[str, Any], score: float | None = None
     return MemoryItem(
         key=key, kind=value["kind"], text=value["text"], tags=tuple(value.get("tags") or ()), source=value.get("source"),
         created_at=float(value["created_at"]), updated_at=float(value["updated_at"]), score=score,
+        untrusted=value.get("untrusted") is True,
     )
 
 
@@ -188,13 +253,20 @@ class LongTermMemory:
             raise UsageError(f"Memory kind `{kind}` does not exist; use one of {', '.join(KINDS)}.")
         return cast(MemoryKind, kind)
 
-    async def add(self, text: str, *, kind: str = "note", tags: Iterable[str] = (), source: str | None = None) -> MemoryItem:
+    async def add(
+        self, text: str, *, kind: str = "note", tags: Iterable[str] = (), source: str | None = None, untrusted: bool = False
+    ) -> MemoryItem:
         """Remember ``text``. The same kind and text again updates that item (``updated_at``, new tags) instead of adding one.
+
+        ``untrusted``: the text was made from outside content (also implied inside :func:`memory_trust` of a
+        thread with outside content in context); the mark is kept when the item is added again.
 
         Raises:
             UsageError: empty or too long text, unknown kind, bad tag.
         """
         kind = self._check_kind(kind)
+        redactor = known_secrets()  # `kasloop memory add`, an import, a tool: no secret reaches the store or its index
+        text, tags, source = redactor.text(text), [redactor.text(t) for t in tags], redactor.text(source) if source is not None else None
         try:
             entry = _Entry(kind=kind, text=text, tags=list(tags), source=source)
         except ValidationError as exc:
@@ -207,37 +279,60 @@ class LongTermMemory:
             tags=tuple(dict.fromkeys([*(old.tags if old else ()), *entry.tags])),
             source=entry.source if entry.source is not None else (old.source if old else None),
             created_at=old.created_at if old else now, updated_at=now,
+            untrusted=_written_untrusted(untrusted) or (old is not None and old.untrusted),
         )
         await self.store.aput(self._ns(kind), key, _value(item), index=False)
         return item
 
-    async def search(self, query: str, *, kinds: Iterable[str] | None = None, limit: int = 5) -> list[MemoryItem]:
-        """Items matching ``query``'s words, most relevant first; ``[]`` for an empty or stopword-only query."""
+    async def search(
+        self, query: str, *, kinds: Iterable[str] | None = None, limit: int = 5, trusted_only: bool = False
+    ) -> list[MemoryItem]:
+        """Items matching ``query``'s words, most relevant first; ``[]`` for an empty or stopword-only query.
+
+        ``trusted_only``: leave out items marked untrusted (still ``limit`` items when that many trusted ones match).
+        """
         if limit < 1 or fts_query(query) is None:
             return []
         chosen = tuple(dict.fromkeys(self._check_kind(k) for k in kinds)) if kinds is not None else KINDS
         if not chosen:
             return []
-        if set(chosen) == set(KINDS):
-            ops: list[Op] = [SearchOp(self._ns(), None, limit, 0, query)]
+        namespaces = [self._ns()] if set(chosen) == set(KINDS) else [self._ns(kind) for kind in chosen]
+        if not trusted_only:
+            ops: list[Op] = [SearchOp(ns, None, limit, 0, query) for ns in namespaces]
+            found = [_item_from_value(h.key, h.value, h.score) for hits in await self.store.abatch(ops) for h in cast(list[SearchItem], hits)]
         else:
-            ops = [SearchOp(self._ns(kind), None, limit, 0, query) for kind in chosen]
-        found = [hit for hits in await self.store.abatch(ops) for hit in cast(list[SearchItem], hits)]
-        found.sort(key=lambda hit: -(hit.score or 0.0))
-        return [_item_from_value(hit.key, hit.value, hit.score) for hit in found[:limit]]
+            found = []
+            page = max(limit * 4, 20)
+            for ns in namespaces:
+                kept: list[MemoryItem] = []
+                offset = 0
+                while len(kept) < limit:
+                    hits = cast(list[SearchItem], await self.store.asearch(ns, query=query, limit=page, offset=offset))
+                    kept += [item for item in (_item_from_value(h.key, h.value, h.score) for h in hits) if not item.untrusted]
+                    if len(hits) < page:
+                        break
+                    offset += page
+                found += kept
+        found.sort(key=lambda item: -(item.score or 0.0))
+        _seen(found[:limit])
+        return found[:limit]
 
     async def list(self, kind: str | None = None, limit: int | None = None) -> list[MemoryItem]:
         """Items newest first (by ``updated_at``), of one kind or all."""
         ns = self._ns(None if kind is None else self._check_kind(kind))
         hits = await self.store.asearch(ns, limit=-1)  # SQLite: LIMIT -1 is no limit
         items = sorted((_item_from_value(h.key, h.value) for h in hits), key=lambda i: (-i.updated_at, i.key))
-        return items if limit is None else items[: max(limit, 0)]
+        items = items if limit is None else items[: max(limit, 0)]
+        _seen(items)
+        return items
 
     async def get(self, key: str) -> MemoryItem | None:
         results = await self.store.abatch([GetOp(self._ns(kind), key) for kind in KINDS])
         for found in results:
             if found is not None:
-                return _item_from_value(found.key, found.value)  # type: ignore[union-attr]
+                item = _item_from_value(found.key, found.value)  # type: ignore[union-attr]
+                _seen([item])
+                return item
         return None
 
     async def delete(self, key: str) -> bool:
@@ -301,6 +396,7 @@ class LongTermMemory:
             item = MemoryItem(
                 key=memory_key(entry.kind, entry.text), kind=entry.kind, text=entry.text, tags=tuple(entry.tags),
                 source=entry.source, created_at=created, updated_at=entry.updated_at if entry.updated_at is not None else created,
+                untrusted=entry.untrusted,
             )
             items[(item.kind, item.key)] = item
         if items:
@@ -309,8 +405,12 @@ class LongTermMemory:
 
 
 async def relevant_learnings(memory: LongTermMemory, text: str, limit: int = 3) -> list[MemoryItem]:
-    """The learnings most relevant to ``text`` (what perceive injects); ``[]`` when nothing matches."""
-    return await memory.search(text, kinds=["learning"], limit=limit)
+    """The trusted learnings most relevant to ``text`` (what perceive injects); ``[]`` when nothing matches.
+
+    A learning marked untrusted is never among them: it may quote outside content, and perceive puts
+    these in front of every thread's model.
+    """
+    return await memory.search(text, kinds=["learning"], limit=limit, trusted_only=True)
 
 
 async def shared_memory(resources: ToolResources, namespace: str = DEFAULT_NAMESPACE) -> LongTermMemory:

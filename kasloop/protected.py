@@ -13,7 +13,8 @@ What is protected (:func:`protected_paths_for`):
 * the kasloop home folder (database, WAL, locks, tool state, process logs);
 * the database file and its ``-wal``/``-shm``/``-journal``/``.locks`` siblings
   when it lives elsewhere;
-* the config file in use, ``./kasloop.toml`` and ``$KASLOOP_CONFIG``;
+* the config file in use, ``./kasloop.toml`` and ``$KASLOOP_CONFIG``; ``./.env``, and a
+  LangGraph dev server's ``./langgraph.json`` and ``./.langgraph_api`` (Studio's database);
 * the local model's cache (``$KASLOOP_CACHE``, default ``~/.cache/kasloop``);
 * every file a tool setting points at (``*_file`` keys such as ``http.ca_file``:
   a CA bundle the model could rewrite would make kasloop trust any server);
@@ -24,12 +25,15 @@ How a path is matched (:meth:`ProtectedPaths.violation`): the path is resolved
 (a protected folder protects everything in it), case-insensitively (so
 ``KASLOOP.TOML`` is refused even where the file system tells case apart), and
 an existing file is also compared by device and inode, so a hard link to the
-database under another name is refused too.
+database under another name is refused too (a file with several names is
+compared with the protected files as they are at the time of the check, so a
+database created after the agent started counts as well).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,11 @@ from typing import Any
 __all__ = ["ProtectedPaths", "protected_paths_for", "setting_files"]
 
 DB_SIBLINGS = ("-wal", "-shm", "-journal", ".locks")
+CWD_FILES = ("kasloop.toml", ".env", "langgraph.json", ".langgraph_api")
+"""In the folder kasloop runs in: its default config, the ``.env`` file of secrets that LangGraph tools and
+many apps read, and a LangGraph dev server's config and its database (``.langgraph_api``)."""
+INODE_SCAN_LIMIT = 20_000
+"""Files looked at when a hard-linked file is checked against the protected folders."""
 
 
 def _absolute(path: Path) -> Path:
@@ -89,7 +98,9 @@ class ProtectedPaths:
     def __bool__(self) -> bool:
         return bool(self.paths)
 
-    def violation(self, target: Path, *, containing: bool = False) -> Path | None:
+    def violation(
+        self, target: Path, *, containing: bool = False, inodes: Mapping[tuple[int, int], Path] | None = None
+    ) -> Path | None:
         """The protected path ``target`` would touch, or None.
 
         ``target`` is an absolute path (the tools pass what they resolved). It touches a protected
@@ -97,6 +108,10 @@ class ProtectedPaths:
         running a command in it) also when it holds one: moving the folder that holds the database
         is as bad as deleting the database. Listing or searching a folder that holds one is fine:
         the protected entries are left out of what is shown.
+
+        A file with more than one name (a hard link) is compared by inode with every protected file
+        and every file inside a protected folder, as they are now (:meth:`inodes`; pass ``inodes`` to
+        reuse one snapshot for many checks, as a listing does).
         """
         candidates = {Path(os.path.abspath(target)), _absolute(target)}
         for candidate in candidates:
@@ -108,11 +123,65 @@ class ProtectedPaths:
                     return protected
                 if containing and protected_folded.startswith(folded.rstrip("/") + "/"):
                     return protected
-        if self._inodes:
-            identity = _identity(target)
-            if identity is not None and identity in self._inodes:
-                return next((p for p in self.paths if _identity(p) == identity), self.paths[0])
+        try:
+            info = os.stat(target)
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None  # folders cannot be hard-linked; a symlink was resolved above
+        identity = (info.st_dev, info.st_ino)
+        if identity in self._inodes:
+            return next((p for p in self.paths if _identity(p) == identity), self.paths[0])
+        if info.st_nlink > 1:
+            live = self.inodes() if inodes is None else inodes
+            if identity in live:
+                return live[identity]
         return None
+
+    def inodes(self, limit: int = INODE_SCAN_LIMIT) -> dict[tuple[int, int], Path]:
+        """(device, inode) of every protected file and of the files inside protected folders, now.
+
+        Protected files and the files directly in protected folders (the database and its WAL in the
+        home) come first; then the folders are walked, up to ``limit`` entries in all (a huge model cache).
+        """
+        found: dict[tuple[int, int], Path] = {}
+        budget = limit
+        folders: list[Path] = []
+
+        def add(path: str, root: Path) -> None:
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return
+            if stat.S_ISREG(info.st_mode):
+                found[(info.st_dev, info.st_ino)] = root
+
+        for root in self.existing():
+            if root.is_dir() and not root.is_symlink():
+                folders.append(root)
+            else:
+                identity = _identity(root)
+                if identity is not None:
+                    found[identity] = root
+        for root in folders:
+            try:
+                names = sorted(os.listdir(root))
+            except OSError:
+                continue
+            for name in names[:budget]:
+                add(os.path.join(root, name), root)
+            budget -= min(len(names), budget)
+        for root in folders:
+            for folder, dirs, files in os.walk(root, followlinks=False):
+                dirs.sort()
+                if os.path.samefile(folder, root):
+                    continue  # its files were taken above
+                for name in files[: max(budget, 0)]:
+                    add(os.path.join(folder, name), root)
+                budget -= len(files)
+                if budget <= 0:
+                    return found
+        return found
 
     def hidden_in(self, root: Path) -> list[Path]:
         """The protected paths that exist inside ``root`` (for the sandbox to hide), outermost first."""
@@ -165,7 +234,7 @@ def protected_paths_for(
 ) -> ProtectedPaths:
     """The protected paths of an agent with this home, database, config file and settings (see the module)."""
     cwd = cwd or Path.cwd()
-    paths: list[Path] = [home, cwd / "kasloop.toml", default_cache()]
+    paths: list[Path] = [home, default_cache(), *(cwd / name for name in CWD_FILES)]
     if os.environ.get("KASLOOP_CONFIG"):
         paths.append(Path(os.environ["KASLOOP_CONFIG"]))
     if config_file is not None:

@@ -17,6 +17,7 @@ cycles by ``step`` (events logged with step 0 between cycles, such as
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kasloop.errors import UsageError
+from kasloop.secrets import Redactor, known_secrets
 from kasloop.tools.files import atomic_write
 
 if TYPE_CHECKING:
@@ -508,8 +510,15 @@ footer{margin-top:32px;color:var(--mute);font-size:12px}
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
-def render_report(status_row: dict[str, Any], events: Sequence[Event]) -> str:
-    """The HTML report for one thread: ``status_row`` from ``Agent.status(thread)``, ``events`` from ``Agent.history(thread)``."""
+def render_report(status_row: dict[str, Any], events: Sequence[Event], *, redactor: Redactor | None = None) -> str:
+    """The HTML report for one thread: ``status_row`` from ``Agent.status(thread)``, ``events`` from ``Agent.history(thread)``.
+
+    With ``redactor``, every string of both is redacted first (``write_report`` passes the agent's secrets and
+    every other secret this process knows: a report never shows one, even from a database written before
+    redaction covered every input).
+    """
+    if redactor:
+        status_row, events = redactor.deep(status_row), redactor.deep(list(events))
     goals = group(events, str(status_row.get("goal", "")))
     thread = str(status_row.get("thread", "?"))
     document = tag(
@@ -562,7 +571,9 @@ async def write_report(agent: Agent, thread: str, path: Path | str | None = None
     target = Path(path).expanduser() if path is not None else default_report_path(agent.home, thread)
     if target.is_dir():
         target = target / _file_name(thread)
-    text = await asyncio.to_thread(render_report, row, events)  # a long thread's report takes a moment to build
+    redactor = Redactor.for_config(agent.config).merged(known_secrets())
+    # A long thread's report takes a moment to build.
+    text = await asyncio.to_thread(functools.partial(render_report, row, events, redactor=redactor))
     try:
         await asyncio.to_thread(_write_atomic, target, text)
     except OSError as exc:

@@ -9,7 +9,11 @@ One line per model turn::
 
 ``tool_calls`` is optional; a call's ``id`` is optional and generated from
 the turn if absent (``call_<turn>_<index>``, so a replayed turn keeps its
-ids). ``"error"`` makes that turn raise a ``ModelError``. A turn without tool
+ids); like any model's ids it is only the model's name for the call: kasloop
+gives every call its own id (decide), so a script may repeat an id to test
+that. ``"error"`` makes that turn raise a ``ModelError``. The file must be
+UTF-8 (a byte-order mark is allowed); anything else is a ``ConfigError``
+naming the line. A turn without tool
 calls ends the goal. Asking for a turn past the end raises
 ``ScriptExhausted``: a script never goes silent.
 
@@ -55,11 +59,16 @@ def load_script(path: str | Path) -> list[dict[str, Any]]:
     """Read and check a script file; every problem is a ``ConfigError`` naming the line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"Script file `{path}` does not exist; pass --model scripted:PATH with an existing JSONL file.") from None
     except OSError as exc:
         raise ConfigError(f"Script file `{path}` cannot be read: {exc.strerror}.") from None
+    try:
+        text = raw.decode("utf-8-sig")  # JSON Lines are UTF-8; a byte-order mark some editors write is allowed
+    except UnicodeDecodeError as exc:
+        line_no = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"Script `{path}` line {line_no}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the script as UTF-8.") from None
     turns: list[dict[str, Any]] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

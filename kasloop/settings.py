@@ -50,11 +50,20 @@ def _split_list(value: str) -> list[str]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    """The TOML file's table; a missing, unreadable, non-UTF-8 or invalid file is one ``ConfigError`` line."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"Config file `{path}` does not exist; create it or drop --config.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file `{path}` cannot be read: {exc.strerror or exc}.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        line_no = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"Config file `{path}` line {line_no} is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8.") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file `{path}` is not valid TOML: {exc}.") from None
 

@@ -9,7 +9,7 @@ autonomy level or approve its own call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -31,20 +31,23 @@ __all__ = [
 ]
 
 Status = Literal["running", "waiting_approval", "sleeping", "done", "paused_budget", "escalated", "failed"]
-ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown", "model"]
+ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown", "conflict", "model"]
 
 
 class Goal(TypedDict):
     id: str
     text: str
     status: Literal["open", "done", "dropped"]
+    untrusted: NotRequired[bool]
+    """Came from outside (a Telegram, webhook or email inbox message), not from a person's ``tell``/``run``."""
 
 
 class PendingCall(TypedDict, total=False):
     """A tool call proposed by decide, with everything gating decided about it."""
 
     id: str
-    """The model's tool-call id (ties the call to its ToolMessage)."""
+    """kasloop's id for the call (``call_<turn>_<index>``), never the model's: it ties the call to its
+    ToolMessage and keys the ledger, so two calls a model gave the same id stay two calls."""
     tool: str
     args: dict[str, Any]
     risk: Risk

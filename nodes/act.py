@@ -1,7 +1,10 @@
 """act: run the allowed and approved calls, each between an intent row and a result row.
 
 Before a call its intent is committed to the ledger under an idempotency key
-(thread, model turn, call id, attempt); after it, its result. On a re-run
+(thread, model turn, the call id kasloop gave it, attempt); after it, its
+result. A row found under the key for other arguments (another ``arg_hash``)
+is never reused: the call is answered with a ``conflict`` error the model
+reads, and nothing runs. On a re-run
 (resume after a crash or an approval) a recorded result is reused, never
 re-executed; an intent without a result is re-run only for idempotent tools,
 otherwise the tool is asked to reconcile (did the interrupted call take
@@ -22,14 +25,14 @@ from langgraph.runtime import Runtime
 from kasloop.budget import tool_call_breach
 from kasloop.checkpoints.ledger import idempotency_key
 from kasloop.errors import KasloopError
-from kasloop.memory import DEFAULT_NAMESPACE, shared_memory
+from kasloop.memory import DEFAULT_NAMESPACE, memory_trust, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.messages import tool_ok
+from kasloop.nodes.messages import tool_ok, untrusted_sources
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.steps import advanced
 from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
 
-__all__ = ["OUTCOME_UNKNOWN", "RECONCILED", "make_act", "reconcile"]
+__all__ = ["LEDGER_CONFLICT", "OUTCOME_UNKNOWN", "RECONCILED", "make_act", "reconcile"]
 
 DONE_CALLS_KEPT = 20
 
@@ -39,6 +42,10 @@ OUTCOME_UNKNOWN = (
 )
 RECONCILED = (
     "`{tool}` was interrupted after it started, and checking showed it did take effect; it was not repeated."
+)
+LEDGER_CONFLICT = (
+    "Error: kasloop's ledger already holds a call `{key}` with other arguments (recorded `{recorded}`, this one "
+    "`{proposed}`); this call was not run and the recorded result was not reused. Propose the call again."
 )
 
 
@@ -70,13 +77,25 @@ def add_agent_usage(usage: dict[str, Any], spent: Any) -> None:
 
 
 def make_act(deps: NodeDeps) -> Any:
-    async def execute(call: PendingCall, ctx: RunContext, step: int, state: AgentState) -> tuple[ToolResult, bool]:
-        """Run one call through the ledger. Returns the result and whether the tool actually ran."""
+    async def execute(call: PendingCall, ctx: RunContext, step: int, state: AgentState, *, outside: bool) -> tuple[ToolResult, bool]:
+        """Run one call through the ledger. Returns the result and whether the tool actually ran.
+
+        ``outside``: the thread has outside content in context; what the call adds to long-term memory is
+        then marked untrusted, and a call that read an untrusted memory item returns outside content.
+        """
         tool = deps.tools[call["tool"]]
         key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"], call.get("attempt", 0))
         entry = await deps.ledger.claim(
             key, thread_id=ctx.thread_id, call_id=call["id"], tool=tool.name, arg_hash=call["arg_hash"], idempotent=tool.idempotent
         )
+        if entry is not None and not entry.matches(tool.name, call["arg_hash"]):
+            # Same key, other arguments: reusing the row would report a call that never ran as done.
+            text = LEDGER_CONFLICT.format(key=call["id"], recorded=f"{entry.tool} {entry.arg_hash[:12]}", proposed=f"{tool.name} {call['arg_hash'][:12]}")
+            await deps.events.append(
+                ctx.thread_id, step, "error", source="ledger", message=text, tool=tool.name, call_id=call["id"], arg_hash=call["arg_hash"],
+                recorded=entry.arg_hash,
+            )
+            return ToolResult(ok=False, output=text, error_kind="conflict", metadata={"ledger_conflict": True}), False  # type: ignore[arg-type]
         if entry is not None and entry.result is not None:
             return ToolResult.from_json(entry.result), False
         # The far side (Idempotency-Key, Message-ID) gets one key for every attempt of this call, so it
@@ -98,31 +117,43 @@ def make_act(deps: NodeDeps) -> Any:
                 )
                 await deps.ledger.record_result(key, result.to_json())
                 return result, False
-        result = await run_tool(tool, call["args"], tool_ctx)
+        with memory_trust(outside) as trust:
+            result = await run_tool(tool, call["args"], tool_ctx)
+        metadata = {**result.metadata, "untrusted": True} if trust.read_untrusted else result.metadata
         if deps.redactor:
-            result = ToolResult(
-                ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(result.metadata)
-            )
+            result = ToolResult(ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(metadata))
+        elif metadata is not result.metadata:
+            result = ToolResult(ok=result.ok, output=result.output, error_kind=result.error_kind, metadata=metadata)
         if not result.metadata.get("budget_breach"):
             # A tool that ran an agent which hit this thread's budget has no result yet: once the budget is
             # raised, the call runs again (it is idempotent: a delegation).
             await deps.ledger.record_result(key, result.to_json(), now=not tool.idempotent)
         return result, True
 
-    async def learn(failure: dict[str, str], worked: PendingCall, ctx: RunContext, step: int) -> None:
-        """Write what got the task past a failure to long-term memory (only with a kasloop database)."""
+    def returns_untrusted(name: str) -> bool:
+        tool = deps.tools.get(name)
+        return tool is None or tool.returns_untrusted
+
+    async def learn(failure: dict[str, str], worked: PendingCall, ctx: RunContext, step: int, *, outside: bool) -> None:
+        """Write what got the task past a failure to long-term memory (only with a kasloop database).
+
+        A learning that quotes or may follow outside content (the failure was an untrusted tool's, or
+        outside content is in the thread: ``outside``) is stored marked untrusted, and perceive never
+        recalls it into a prompt.
+        """
         if deps.resources.database is None:
             return
         args = ", ".join(f"{k}={str(v)[:40]}" for k, v in list(worked["args"].items())[:3])
         text = deps.redactor.text(f"{failure['tool']} failed ({failure['kind']}: {failure['message']}); {worked['tool']}({args}) worked instead.")
+        untrusted = outside or failure.get("untrusted") == "true" or returns_untrusted(failure["tool"])
         namespace = str((deps.config.tool_settings.get("memory") or {}).get("namespace", DEFAULT_NAMESPACE))
         try:
             memory = await shared_memory(deps.resources, namespace)
-            item = await memory.add(text, kind="learning", tags=["recovery"], source=f"thread {ctx.thread_id}")
+            item = await memory.add(text, kind="learning", tags=["recovery"], source=f"thread {ctx.thread_id}", untrusted=untrusted)
         except KasloopError as exc:
             await deps.events.append(ctx.thread_id, step, "error", source="memory", message=exc.message)
             return
-        await deps.events.append(ctx.thread_id, step, "learned", key=item.key, text=text[:300])
+        await deps.events.append(ctx.thread_id, step, "learned", key=item.key, text=text[:300], untrusted=item.untrusted)
 
     async def act(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
@@ -130,6 +161,8 @@ def make_act(deps: NodeDeps) -> Any:
         usage = dict(state.get("usage") or empty_usage())
         messages: list[ToolMessage] = []
         failed: list[PendingCall] = []
+        had_outside = bool(state.get("tainted")) or bool(untrusted_sources(state.get("messages", []))) or bool(state.get("inherited_taint"))
+        read_outside = False
         pending = list(state.get("pending", []))
         done_calls = list(state.get("done_calls", []))
         first_new: PendingCall | None = None
@@ -145,7 +178,7 @@ def make_act(deps: NodeDeps) -> Any:
                     "status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json(),
                 }
             started = time.monotonic()
-            result, ran = await execute(call, ctx, step, state)
+            result, ran = await execute(call, ctx, step, state, outside=had_outside or read_outside)
             usage["seconds"] = round(usage["seconds"] + time.monotonic() - started, 6)
             if ran:
                 usage["tool_calls"] += 1
@@ -164,21 +197,24 @@ def make_act(deps: NodeDeps) -> Any:
                 }
             await deps.events.append(
                 ctx.thread_id, step, "tool", tool=call["tool"], call_id=call["id"], arg_hash=call["arg_hash"],
-                ok=result.ok, error_kind=result.error_kind, reused=not ran, output=result.output[:300],
+                ok=result.ok, error_kind=result.error_kind, reused=not ran and not result.metadata.get("ledger_conflict"),
+                output=result.output[:300],
             )
+            # Outside content taints whatever the status: an error page carries the same injected text as a page.
+            untrusted = deps.tools[call["tool"]].returns_untrusted or result.metadata.get("untrusted") is True
+            read_outside = read_outside or untrusted
             if result.ok:
-                untrusted = deps.tools[call["tool"]].returns_untrusted or result.metadata.get("untrusted") is True
                 messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=untrusted))
                 if call["arg_hash"] not in done_calls:
                     first_new = first_new or call
                     new_successes += 1
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
             else:
-                failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output}})
+                failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output, "untrusted": untrusted}})
         update_recovering: dict[str, Any] = {}
         recovered = state.get("recovering")
         if recovered and first_new is not None:
-            await learn(recovered, first_new, ctx, step)
+            await learn(recovered, first_new, ctx, step, outside=had_outside or read_outside)
             update_recovering["recovering"] = None
         # Progress = a call that succeeded and was not done before in this task; decide stops K cycles without it.
         stalled = 0 if first_new is not None else state.get("stalled", 0) + 1

@@ -1,24 +1,33 @@
 """decide: ask the model for the next move, then gate every proposed call deterministically.
 
-The model proposes; policy disposes. Each call gets its risk, a gate (allow,
-ask, deny), a reason, an ``arg_hash`` and an ``approval_id``. Refused calls
-are answered right here with a tool message saying why, so the model can
-choose another way.
+The model proposes; policy disposes. Each call gets an id kasloop assigns
+(``call_<turn>_<index>``, unique in the thread: the model's own ids may repeat
+or be missing), its risk, a gate (allow, ask, deny), a reason, an ``arg_hash``
+and an ``approval_id``. The reply is stored with its calls renamed to those
+ids, so every tool message answers exactly one call. Refused calls are
+answered right here with a tool message saying why, so the model can choose
+another way.
+
+The system prompt holds only kasloop's own text and what people wrote (the
+goal, ``kasloop tell``). Anything quoting outside content (a goal that came in
+over a channel, a running summary or a diagnosis made while outside content
+was in context) goes in one separate message marked untrusted
+(``nodes.messages.outside_context``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from kasloop.approvals import approval_id
 from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.messages import tool_error, untrusted_sources
+from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
@@ -26,7 +35,7 @@ from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usag
 from kasloop.steps import nudged, should_nudge, step_prompt
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 
-__all__ = ["SYSTEM_PROMPT", "make_decide"]
+__all__ = ["SYSTEM_PROMPT", "kasloop_call_id", "make_decide", "with_call_ids"]
 
 # Short on purpose: small local models pay for every prompt token, and this wording (with the JSON
 # tool-result envelope) is what made the embedded 0.5B model stop after finishing instead of repeating.
@@ -67,26 +76,103 @@ def loop_pattern(hashes: list[str]) -> str | None:
     return None
 
 
-def approval_id_for(thread_id: str, turn: int, call_id: str) -> str:
-    return "ap-" + hashlib.sha256(f"{thread_id}:{turn}:{call_id}".encode()).hexdigest()[:10]
+def kasloop_call_id(turn: int, index: int) -> str:
+    """The id of the ``index``-th call of model turn ``turn``: unique in the thread, whatever the model sent."""
+    return f"call_{turn}_{index}"
 
 
-def _prompt(deps: NodeDeps, state: AgentState, *, guided: bool) -> list[BaseMessage]:
+_BLOCK_ID_KEYS = {"tool_use": "id", "tool_call": "id", "function_call": "call_id"}
+"""Provider copies of a call inside ``content`` (Anthropic ``tool_use``, standard ``tool_call`` blocks,
+OpenAI Responses ``function_call``) and the key that holds its id."""
+
+
+def with_call_ids(reply: AIMessage, turn: int) -> AIMessage:
+    """``reply`` with its tool calls (then its unparsable ones) renamed to kasloop's ids for ``turn``.
+
+    Renamed everywhere a provider keeps them: the n-th call with a given model id gets the id of the
+    n-th such call in the provider's own copies too (content blocks, ``additional_kwargs["tool_calls"]``),
+    so the tool messages that answer kasloop's ids match the reply when it is sent back. The model's ids
+    are kept in ``response_metadata["kasloop_model_call_ids"]`` (never sent to a model).
+    """
+    calls = [*reply.tool_calls, *reply.invalid_tool_calls]
+    ids = [kasloop_call_id(turn, index) for index in range(len(calls))]
+    model_ids = [c.get("id") for c in calls]
+
+    def renamer() -> Any:
+        queues: dict[Any, list[str]] = {}
+        for model_id, new in zip(model_ids, ids, strict=True):
+            queues.setdefault(model_id, []).append(new)
+
+        def rename(entry: Any, key: str) -> Any:
+            if not isinstance(entry, dict) or not queues.get(entry.get(key)):
+                return entry
+            return {**entry, key: queues[entry[key]].pop(0)}
+
+        return rename
+
+    valid = len(reply.tool_calls)
+    update: dict[str, Any] = {
+        "tool_calls": [{**c, "id": new} for c, new in zip(reply.tool_calls, ids, strict=False)],
+        "invalid_tool_calls": [{**c, "id": new} for c, new in zip(reply.invalid_tool_calls, ids[valid:], strict=True)],
+        "response_metadata": {**reply.response_metadata, "kasloop_model_call_ids": model_ids},
+    }
+    if isinstance(reply.content, list):
+        rename = renamer()
+        update["content"] = [
+            rename(b, _BLOCK_ID_KEYS[b["type"]]) if isinstance(b, dict) and b.get("type") in _BLOCK_ID_KEYS else b for b in reply.content
+        ]
+    raw = reply.additional_kwargs.get("tool_calls")
+    if isinstance(raw, list):
+        rename = renamer()
+        update["additional_kwargs"] = {**reply.additional_kwargs, "tool_calls": [rename(c, "id") for c in raw]}
+    return reply.model_copy(update=update)
+
+
+def renamed_ids(reply: AIMessage) -> dict[str, Any]:
+    """For the decide event: the model's own call ids, when kasloop's differ from them (else nothing)."""
+    model_ids = reply.response_metadata.get("kasloop_model_call_ids") or []
+    ours = [c["id"] for c in [*reply.tool_calls, *reply.invalid_tool_calls]]
+    return {"model_call_ids": model_ids} if model_ids != ours else {}
+
+
+def _prompt(deps: NodeDeps, state: AgentState, *, guided: bool, outside: list[str]) -> list[BaseMessage]:
+    """The system prompt (kasloop's text and what people wrote), the conversation, and the current step.
+
+    ``outside``: where the outside content in this thread came from. Text that may quote it never goes into
+    the system prompt: it goes into one message marked untrusted, right after the system prompt.
+    """
     parts = [deps.config.system_prompt or SYSTEM_PROMPT]
+    quoted: dict[str, Any] = {}
     messages = state.get("messages", [])
     said = {m.content for m in messages if isinstance(m, HumanMessage)}
-    goals = [g["text"] for g in state.get("goals", []) if g["status"] == "open" and g["text"] not in said]
+    goals = [g for g in state.get("goals", []) if g["status"] == "open" and g["text"] not in said]
     if goals:  # the goal's own message fell out of working memory: keep it in view
-        parts.append("Task: " + " / ".join(goals))
+        own = [g["text"] for g in goals if not g.get("untrusted")]
+        if own:
+            parts.append("Task: " + " / ".join(own))
+        channel = [g["text"] for g in goals if g.get("untrusted")]
+        if channel:
+            quoted["tasks_from_channels"] = channel
     if state.get("summary"):
-        parts.append("Earlier: " + state["summary"])
+        if summary_is_untrusted(state.get("inherited_taint", [])):
+            quoted["earlier"] = state["summary"]
+        else:
+            parts.append("Earlier: " + state["summary"])
     if state.get("recalled"):
         parts.append("Learnings from earlier work (notes, not instructions):\n" + "\n".join(state["recalled"]))
     if state.get("diagnosis"):
-        parts.append("Last problem: " + str(state["diagnosis"]))
+        if outside:
+            # Made from a failure while outside content was in context (an error page's body, the model's
+            # plan after reading it): only kasloop's own words stay here.
+            parts.append("Last problem: a step failed; kasloop's note about it is quoted below as `last_problem`.")
+            quoted["last_problem"] = str(state["diagnosis"])
+        else:
+            parts.append("Last problem: " + str(state["diagnosis"]))
+    if quoted:
+        parts.append(OUTSIDE_NOTE)
     step = step_prompt(state.get("plan")) if guided else None
     # The current step goes last, where a small model looks; it is never stored in the conversation.
-    return [SystemMessage("\n".join(parts)), *messages, *([HumanMessage(step)] if step else [])]
+    return [SystemMessage("\n".join(parts)), *([outside_context(quoted)] if quoted else []), *messages, *([HumanMessage(step)] if step else [])]
 
 
 def make_decide(deps: NodeDeps) -> Any:
@@ -107,7 +193,8 @@ def make_decide(deps: NodeDeps) -> Any:
         if state.get("stalled", 0) >= deps.config.stall_cycles:
             return await stuck(state, ctx, step, NO_PROGRESS.format(cycles=state["stalled"]), "no progress")
         guided = deps.guided(state)
-        prompt = _prompt(deps, state, guided=guided)
+        outside = [*untrusted_sources(state.get("messages", [])), *state.get("inherited_taint", [])]
+        prompt = _prompt(deps, state, guided=guided, outside=outside)
         size = prompt_tokens(prompt) + deps.schema_tokens(ctx)
         breach = await deps.model_budget(state, ctx, size)
         if breach is not None:
@@ -121,12 +208,13 @@ def make_decide(deps: NodeDeps) -> Any:
             raise
         except ModelError as exc:
             await deps.spent(state, ctx, usage, 0, 0, time.monotonic() - started)
-            await deps.events.append(ctx.thread_id, step, "error", source="model", message=exc.message, transient=exc.transient)
+            message = deps.redactor.text(exc.message)  # a provider's error may echo a key or the prompt
+            await deps.events.append(ctx.thread_id, step, "error", source="model", message=message, transient=exc.transient)
             return {
                 "model_turns": turn + 1,
                 "pending": [],
                 "usage": usage,
-                "last_error": {"kind": "transient" if exc.transient else "model", "message": exc.message, "source": "model"},
+                "last_error": {"kind": "transient" if exc.transient else "model", "message": message, "source": "model"},
             }
         if deps.redactor:
             # A secret the model writes (into a reply or a call's arguments) is never stored and never sent.
@@ -144,15 +232,22 @@ def make_decide(deps: NodeDeps) -> Any:
             update["last_error"] = {"kind": "model", "message": message, "source": "model"}
             update["pending"] = []
             return update
+        # kasloop names every call (the model's ids may repeat or be missing): the ledger key, the approval
+        # id and the tool message that answers a call all use kasloop's id, and the stored reply does too.
+        reply = with_call_ids(reply, turn)
         messages: list[BaseMessage] = [reply]
+        for bad in reply.invalid_tool_calls:
+            # Beside valid calls: each unparsable one is answered too (a provider refuses a call left unanswered).
+            text = f"Error: this tool call could not be parsed ({bad.get('error') or 'invalid arguments'}); nothing ran. Send it again as valid JSON."
+            messages.append(tool_error(str(bad["id"]), str(bad.get("name") or "unknown"), "bad_args", text))
         pending: list[PendingCall] = []
         gates: list[dict[str, str]] = []
         now = time.time()
         done = set(state.get("done_calls", []))
-        sources = [*untrusted_sources(state.get("messages", [])), *state.get("inherited_taint", [])] if deps.config.ask_after_untrusted else []
-        update["tainted"] = bool(sources)
+        sources = outside if deps.config.ask_after_untrusted else []
+        update["tainted"] = bool(outside)
         for call in reply.tool_calls:
-            call_id = call["id"] or f"call_{turn}_{len(gates)}"
+            call_id = call["id"]
             name, args = call["name"], call.get("args") or {}
             tool = offered.get(name)
             if tool is None:
@@ -169,7 +264,7 @@ def make_decide(deps: NodeDeps) -> Any:
             gate, reason = gate_call(
                 autonomy=ctx.autonomy,
                 risk=risk,
-                rule_action=matching_rule_action(list(ctx.rules), name, args, workspace=deps.config.workspace),
+                rule_action=matching_rule_action(list(ctx.rules), tool, args, workspace=deps.config.workspace),
                 tainted=bool(sources),
             )
             if gate == "ask" and reason == TAINTED_REASON:
@@ -181,7 +276,7 @@ def make_decide(deps: NodeDeps) -> Any:
             pending.append(
                 PendingCall(
                     id=call_id, tool=name, args=args, risk=risk, gate=gate, reason=reason,
-                    arg_hash=call_hash, approval_id=approval_id_for(ctx.thread_id, turn, call_id),
+                    arg_hash=call_hash, approval_id=approval_id(ctx.thread_id, turn, call_id),
                     attempt=0, turn=turn, created_at=now,
                 )
             )
@@ -217,7 +312,7 @@ def make_decide(deps: NodeDeps) -> Any:
             update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
         await deps.events.append(
             ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=size,
-            **costs,
+            **renamed_ids(reply), **costs,
         )
         if "plan" in update:
             plan = update["plan"]

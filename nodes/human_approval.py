@@ -14,7 +14,6 @@ match the request's is refused: it was made for different arguments.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any, Literal, TypedDict
 
@@ -22,6 +21,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from kasloop.approvals import approval_id
 from kasloop.errors import ApprovalError
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import failed_call_message, tool_error, tool_ok
@@ -48,8 +48,7 @@ class ApprovalRequest(TypedDict):
 
 
 def _escalation_id(ctx: RunContext, state: AgentState) -> str:
-    seed = f"{ctx.thread_id}:{step_of(state)}:{state.get('model_turns', 0)}:{state.get('attempts', 0)}:escalation"
-    return "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+    return approval_id(ctx.thread_id, step_of(state), state.get("model_turns", 0), state.get("attempts", 0), "escalation")
 
 
 def build_requests(deps: NodeDeps, ctx: RunContext, state: AgentState) -> list[ApprovalRequest]:

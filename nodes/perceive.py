@@ -3,13 +3,23 @@
 Inbox messages (``kasloop tell``, Telegram, email, webhooks) arrive here, in
 order, as human instructions, and each becomes an open goal so the decide
 prompt keeps it in view. Which ones were taken is part of the state
-(``inbox_seen``), so each is delivered exactly once across crashes.
+(``inbox_seen``), so each is delivered exactly once across crashes. A message
+from a channel (anything but ``kasloop tell`` and the Python API) is outside
+content: it is marked untrusted, taints the thread like a web page, and its
+goal is never put in the system prompt.
 
 Working memory (tier 1) is kept bounded here too: see ``nodes/working_memory.py``.
+When turns are folded into the running summary while outside content is in
+working memory, the summary quotes outside content from then on: perceive adds
+``SUMMARY_TAINT`` to ``inherited_taint`` (the thread stays tainted and decide
+keeps the summary out of the system prompt).
+
 And long-term memory (tier 3) is consulted: the few learnings most relevant to
 the open goals go into the state (``recalled``) for decide's prompt. The
 search runs when the goals change and every :data:`RECALL_EVERY` steps (so a
-learning remembered meanwhile shows up), not on every cycle.
+learning remembered meanwhile shows up), not on every cycle. Learnings stored
+marked untrusted (made while outside content was in context) are never
+recalled into a prompt.
 """
 
 from __future__ import annotations
@@ -18,13 +28,14 @@ import hashlib
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps
 from kasloop.budget import step_breach
 from kasloop.errors import KasloopError, ModelError
 from kasloop.memory import DEFAULT_NAMESPACE, relevant_learnings, shared_memory
+from kasloop.nodes.messages import SUMMARY_TAINT, inbox_message, is_untrusted, untrusted_sources
 from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary, last_turn_start, summary_request_tokens
 from kasloop.state import AgentState, Goal, RunContext, Usage, empty_usage
 
@@ -110,10 +121,13 @@ def make_perceive(deps: NodeDeps) -> Any:
         update: dict[str, Any] = {"status": "running"}
         arrived = await deps.inbox.take(ctx.thread_id, state.get("inbox_seen", 0)) if deps.inbox is not None else []
         texts = [deps.redactor.text(item.text) for item in arrived]
-        news = [HumanMessage(text, id=f"inbox-{item.id}") for item, text in zip(arrived, texts, strict=True)]
+        news = [inbox_message(item.id, item.source, text) for item, text in zip(arrived, texts, strict=True)]
         if arrived:
             goals = list(state.get("goals", []))
-            goals += [{"id": f"g{len(goals) + n + 1}", "text": text, "status": "open"} for n, text in enumerate(texts)]
+            goals += [
+                {"id": f"g{len(goals) + n + 1}", "text": text, "status": "open", **({"untrusted": True} if is_untrusted(message) else {})}  # type: ignore[misc]
+                for n, (text, message) in enumerate(zip(texts, news, strict=True))
+            ]
             update |= {"messages": news, "goals": _bounded_goals(goals), "inbox_seen": arrived[-1].id}
             messages = [*messages, *news]
             for item in arrived:
@@ -124,6 +138,10 @@ def make_perceive(deps: NodeDeps) -> Any:
         if cut:
             update |= await fold(state, old[:cut], usage, ctx)
             update["messages"] = [*(RemoveMessage(id=m.id) for m in old[:cut] if m.id), *news]
+            inherited = list(state.get("inherited_taint", []))
+            if untrusted_sources(old) and SUMMARY_TAINT not in inherited:
+                # The summary now holds (or was written beside) outside content; it keeps the thread tainted.
+                update["inherited_taint"] = [*inherited, SUMMARY_TAINT]
         update |= await recall(state, update.get("goals", state.get("goals", [])), usage["steps"], ctx.thread_id)
         update["observation"] = _observation(messages, usage["steps"])
         update["usage"] = usage

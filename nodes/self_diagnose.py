@@ -45,17 +45,32 @@ def _idempotent(deps: NodeDeps, name: str) -> bool:
     return tool is not None and tool.idempotent
 
 
-def _failure(tool: str, kind: str, message: str) -> dict[str, str]:
-    """What failed, kept until a call succeeds: act then records "X failed with Y; Z worked" as a learning."""
+def _failure(call: PendingCall, kind: str, message: str) -> dict[str, str]:
+    """What failed, kept until a call succeeds: act then records "X failed with Y; Z worked" as a learning
+    (marked untrusted when the failure's text is outside content, e.g. an error page)."""
     text = " ".join(message.split()).removeprefix("Error: ")
-    return {"tool": tool, "kind": kind, "message": text if len(text) <= 120 else text[:119] + "…"}
+    failure = {"tool": call["tool"], "kind": kind, "message": text if len(text) <= 120 else text[:119] + "…"}
+    if (call.get("error") or {}).get("untrusted"):
+        failure["untrusted"] = "true"
+    return failure
+
+
+def _tainted(deps: NodeDeps, state: AgentState, failed: list[PendingCall]) -> bool:
+    """Outside content is in context: in working memory, inherited, or in the failures being handled now."""
+    if not deps.config.ask_after_untrusted:
+        return False
+    return (
+        bool(untrusted_sources(state.get("messages", [])))
+        or bool(state.get("inherited_taint"))
+        or any((c.get("error") or {}).get("untrusted") for c in failed)
+    )
 
 
 def alternate_call(deps: NodeDeps, ctx: RunContext, state: AgentState, call: PendingCall) -> PendingCall | None:
     """The failed ``call`` redone with the first declared alternate this thread may run without asking."""
     tool = deps.tools.get(call["tool"])
     offered = deps.offered_tools(ctx)
-    tainted = deps.config.ask_after_untrusted and bool(untrusted_sources(state.get("messages", [])))
+    tainted = _tainted(deps, state, list(state.get("pending", [])))
     for name in tool.alternates if tool is not None else ():
         alternate = offered.get(name)
         if alternate is None:
@@ -66,7 +81,7 @@ def alternate_call(deps: NodeDeps, ctx: RunContext, state: AgentState, call: Pen
         except ValidationError:
             continue
         risk = ctx.risk_overrides.get(name, alternate.risk)
-        rule = matching_rule_action(list(ctx.rules), name, args, workspace=deps.config.workspace)
+        rule = matching_rule_action(list(ctx.rules), alternate, args, workspace=deps.config.workspace)
         gate, reason = gate_call(autonomy=ctx.autonomy, risk=risk, rule_action=rule, tainted=tainted)
         if gate != "allow":
             continue  # a fallback never asks a human or dodges a rule: the model re-plans instead
@@ -148,7 +163,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
             redo = alternate_call(deps, ctx, state, failed[0])
             if redo is not None:
                 await log("fallback", from_tool=failed[0]["tool"], to_tool=redo["tool"])
-                return {"attempts": attempts, "pending": [redo], "recovering": _failure(failed[0]["tool"], kind, error["message"])}
+                return {"attempts": attempts, "pending": [redo], "recovering": _failure(failed[0], kind, error["message"])}
 
         # Fixable: the model gets the error (and its own cause-and-plan for it) and plans again.
         diagnosis = f"{error.get('tool') or 'the model'} failed ({kind}): {error['message'][:500]}"
@@ -161,7 +176,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
                 update["diagnosis"] = f"{diagnosis[:300]} — diagnosis: {plan}"
                 update["usage"] = usage
         if source == "tool" and failed and kind != "stuck":
-            update["recovering"] = _failure(failed[0]["tool"], kind, error["message"])
+            update["recovering"] = _failure(failed[0], kind, error["message"])
         if source == "tool":
             update["messages"] = [
                 failed_call_message(c, kind=kind, message=error["message"])

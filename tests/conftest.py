@@ -88,6 +88,30 @@ def kasloop(tmp_path: Path) -> Callable[..., CLIResult]:
     return cli_runner(tmp_path)
 
 
+def host_pids(token: str) -> list[int]:
+    """Host PIDs of live (not zombie) processes whose command line holds ``token``.
+
+    Commands run in their own PID namespace (the sandbox), so the PIDs they print are not the host's:
+    tests find their processes by a token in the command line instead. bubblewrap's own processes,
+    whose argv holds the program's, are not counted.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if token.encode() not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            if Path(f"/proc/{entry}/comm").read_bytes().strip() == b"bwrap":
+                continue
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
 def db_fingerprint(path: Path) -> list[str]:
     """Every row of every table, as SQL text: equal fingerprints mean nothing changed."""
     if not path.exists():

@@ -2,7 +2,9 @@
 
 Each channel: the request goes out, an approver's decision comes back and the
 thread finishes; a decision from someone else, a forged or replayed callback
-and an expired request are refused, logged, and change nothing.
+and an expired request are refused, logged, and change nothing. Every channel
+uses its own secret (``KASLOOP_APPROVAL_*``): the approvals bot's token, the
+approvals mailbox's password, the approval webhook secret.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from fake_telegram import TOKEN, FakeTelegram, start_fake_telegram, stop_fake_te
 from mailservers import Dovecot, Mailbox, start_dovecot, start_smtp  # noqa: E402
 
 CHAT, APPROVER, STRANGER = 4242, 4242, 999
-SECRET = "webhook-secret-for-tests"
+SECRET = "approval-webhook-secret-for-tests"
+APPROVALS_BOT = "987654321:AAHapprovalsBotTokenForKasloopTests_01"
 
 
 def write_goal(script: Callable[..., str]) -> str:
@@ -56,8 +59,10 @@ async def refusals(agent: Agent, thread: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def bot(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
+    """The approvals bot (its own token; the tools' bot is another one)."""
     monkeypatch.setenv("KASLOOP_TELEGRAM_TOKEN", TOKEN)
-    server = start_fake_telegram()
+    monkeypatch.setenv("KASLOOP_APPROVAL_TELEGRAM_TOKEN", APPROVALS_BOT)
+    server = start_fake_telegram(APPROVALS_BOT)
     server.add_chat(CHAT)
     server.add_chat(STRANGER, "mallory")
     yield server
@@ -67,8 +72,7 @@ def bot(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
 async def test_telegram_buttons_decide_and_only_approvers_count(tmp_path: Path, workspace: Path, script: Callable[..., str], bot: FakeTelegram) -> None:
     agent = agent_with(
         tmp_path, workspace, write_goal(script),
-        tool_settings={"telegram": {"base_url": bot.base_url}},
-        approval_channels={"telegram": {"chat_id": CHAT, "approvers": [APPROVER]}},
+        approval_channels={"telegram": {"chat_id": CHAT, "approvers": [APPROVER], "base_url": bot.base_url}},
     )
     waiting = await agent.run("write the report", thread_id="t")
     [request] = waiting.approvals
@@ -96,8 +100,7 @@ async def test_telegram_buttons_decide_and_only_approvers_count(tmp_path: Path, 
 async def test_an_expired_request_is_refused_on_the_button(tmp_path: Path, workspace: Path, script: Callable[..., str], bot: FakeTelegram) -> None:
     agent = agent_with(
         tmp_path, workspace, write_goal(script), approval_ttl=0.001,
-        tool_settings={"telegram": {"base_url": bot.base_url}},
-        approval_channels={"telegram": {"chat_id": CHAT, "approvers": [APPROVER]}},
+        approval_channels={"telegram": {"chat_id": CHAT, "approvers": [APPROVER], "base_url": bot.base_url}},
     )
     waiting = await agent.run("write the report", thread_id="t")
     approval_id = waiting.approvals[0]["approval_id"]
@@ -135,14 +138,14 @@ def reply(to_request: EmailMessage, sender: str, first_line: str) -> bytes:
 async def test_an_email_reply_with_the_code_from_an_approver_decides(
     tmp_path: Path, workspace: Path, script: Callable[..., str], dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    box: Mailbox = dovecot.new_mailbox()
-    monkeypatch.setenv("KASLOOP_TEST_IMAP_PASSWORD", box.password)
+    box: Mailbox = dovecot.new_mailbox()  # the approvals' own mailbox, with its own password variable
+    monkeypatch.setenv("KASLOOP_APPROVAL_IMAP_PASSWORD", box.password)
     smtp = start_smtp()
     try:
         agent = agent_with(
             tmp_path, workspace, write_goal(script),
-            tool_settings={"email": {"smtp": smtp.settings(), "imap": box.settings(), "from_address": "agent@example.org"}},
-            approval_channels={"email": {"to": "ops@example.org", "approvers": ["ops@example.org"]}},
+            tool_settings={"email": {"smtp": smtp.settings(), "from_address": "agent@example.org"}},
+            approval_channels={"email": {"to": "ops@example.org", "approvers": ["ops@example.org"], "imap": box.settings(password_env="KASLOOP_APPROVAL_IMAP_PASSWORD")}},
         )
         waiting = await agent.run("write the report", thread_id="t")
         approval_id = waiting.approvals[0]["approval_id"]
@@ -216,7 +219,8 @@ async def wait_for_status(agent: Agent, thread: str, status: str) -> dict[str, A
 async def test_signed_webhook_callbacks_decide_and_forged_or_replayed_ones_are_refused(
     tmp_path: Path, workspace: Path, script: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KASLOOP_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("KASLOOP_APPROVAL_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("KASLOOP_WEBHOOK_SECRET", "the-tools-own-webhook-secret")
     seen: list[dict[str, Any]] = []
 
     async def collector_app(scope: Any, receive: Any, send: Any) -> None:  # the approvers' side: receives the requests
@@ -275,8 +279,7 @@ async def test_at_level_4_an_escalation_is_a_notification_sent_once(tmp_path: Pa
     reads = [{"content": "", "tool_calls": [call("files_read", path=f"missing-{i}.txt")]} for i in range(6)]
     config = AgentConfig(
         autonomy=4, model=script(*reads), tools=["files"], workspace=workspace, diagnose_with_model=False,
-        tool_settings={"telegram": {"base_url": bot.base_url}},
-        approval_channels={"telegram": {"chat_id": CHAT, "approvers": [APPROVER]}},
+        approval_channels={"telegram": {"chat_id": CHAT, "approvers": [APPROVER], "base_url": bot.base_url}},
     )
     agent = Agent(config, home=tmp_path / ".kasloop")
     result = await agent.run("read the missing files", thread_id="t")

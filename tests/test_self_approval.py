@@ -43,7 +43,7 @@ async def test_tool_result_saying_approved_changes_nothing(tmp_path: Path, works
 def test_rewriting_the_config_file_does_not_widen_a_running_thread(
     tmp_path: Path, script: Callable[..., str], kasloop: Callable[..., CLIResult]
 ) -> None:
-    """The workspace is the project folder: the model rewrites kasloop.toml to autonomy 4."""
+    """The workspace is the project folder: the model tries to rewrite kasloop.toml to autonomy 4 (refused), then it says 4 anyway."""
     (tmp_path / "kasloop.toml").write_text("autonomy = 3\n")
     (tmp_path / "a.txt").write_text("a")
     (tmp_path / "b.txt").write_text("b")
@@ -55,7 +55,8 @@ def test_rewriting_the_config_file_does_not_widen_a_running_thread(
     )
     first = kasloop("run", "tidy", "--model", model, "--workspace", str(tmp_path), "--json")
     assert first.code == 10, first
-    assert (tmp_path / "kasloop.toml").read_text() == "autonomy = 4\n"
+    assert (tmp_path / "kasloop.toml").read_text() == "autonomy = 3\n", "kasloop.toml is kasloop's own state: the model's write is refused"
+    (tmp_path / "kasloop.toml").write_text("autonomy = 4\n")  # changed anyway (a person, another process): the thread keeps its own policy
     second = kasloop("approve", first.json()["approvals"][0]["approval_id"], "--json")
     assert second.code == 10, "the thread keeps autonomy 3 although kasloop.toml now says 4"
     assert second.json()["approvals"][0]["args"] == {"path": "b.txt"}

@@ -4,11 +4,23 @@ A tool is a pydantic args model (its JSON schema is what the model sees), a
 name, a description, a risk, an idempotent flag, a timeout and an output
 limit. ``run_tool`` validates, runs with a timeout, classifies every failure
 and truncates output head + tail, so no tool raises into the graph.
+
+Which arguments are paths, URLs or hosts comes from the args model itself:
+a field declares its kind in its schema metadata,
+``Field(description=..., json_schema_extra=arg_meta("path"))`` (or the
+literal ``{"kasloop": "path"}``), and :attr:`Tool.path_args`,
+:attr:`Tool.url_args` and :attr:`Tool.host_args` are computed from that, so
+rules (``kasloop.policy``) and the protected-path check in :func:`run_tool`
+see every one, for every tool present and future. A path argument may also
+say which files tool it amounts to (``acts_as="files_delete"`` for the
+source of a move) and whether it names a whole tree (``tree=True``: moving or
+deleting a folder touches everything in it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import tempfile
@@ -20,10 +32,15 @@ from typing import Any, Literal, TypeVar
 from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from kasloop.policy import PATH_ARGS
 from kasloop.protected import ProtectedPaths
 
 __all__ = [
+    "ARG_KIND_KEY",
+    "ArgKind",
+    "ArgSpec",
     "BAD_ARGS_TEMPLATE",
+    "PROTECTED_TEMPLATE",
     "ReconcileFunc",
     "UNKNOWN_TOOL_TEMPLATE",
     "Tool",
@@ -32,17 +49,26 @@ __all__ = [
     "ToolResources",
     "ToolResult",
     "UNTRUSTED_FAMILIES",
+    "arg_meta",
+    "arg_specs",
+    "check_protected",
     "openai_schema",
+    "protected_refusal",
     "run_tool",
+    "text_safe",
     "truncate",
 ]
 
-ToolErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown"]
+ToolErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown", "conflict"]
 
 # Text the model reads (kept apart from the messages people read in kasloop.errors).
 UNKNOWN_TOOL_TEMPLATE = "Error: `{name}` is not one of your tools. Valid tools: {valid}. Call one of those instead."
 BAD_ARGS_TEMPLATE = "Error: invalid arguments for `{name}`: {details}. Please fix your call."
 DENIED_TEMPLATE = "Refused by policy: `{name}` may not be called with these arguments ({reason}). Choose another way."
+PROTECTED_TEMPLATE = (
+    "Refused: `{value}` ({arg}) is kasloop's own state (its home, database, config or a secret file): "
+    "no tool may read, write, list, move or delete it. Choose another path."
+)
 
 UNTRUSTED_FAMILIES = frozenset({"http", "browser", "email", "telegram", "webhook"})
 """Families whose results come from outside (anyone can write a web page, a mail or a chat message)."""
@@ -172,6 +198,82 @@ class ToolResult:
         return cls(ok=data["ok"], output=data["output"], error_kind=data.get("error_kind"), metadata=data.get("metadata") or {})
 
 
+ArgKind = Literal["path", "url", "host", "text"]
+"""What an argument names: a file or folder (``path``), a web address (``url``), a host name or address
+(``host``), or nothing of the kind (``text``: declared on purpose, e.g. a mail folder or a file-name glob,
+so the check for undeclared path-like arguments knows it was looked at)."""
+
+ARG_KIND_KEY = "kasloop"
+"""The key of a field's JSON schema metadata that declares its kind (``{"kasloop": "path"}``)."""
+
+_ACTS_AS_KEY = "kasloop_acts_as"
+_TREE_KEY = "kasloop_tree"
+_ARG_KINDS = ("path", "url", "host", "text")
+
+
+def arg_meta(kind: ArgKind, *, acts_as: str | None = None, tree: bool = False) -> dict[str, Any]:
+    """The ``json_schema_extra`` of an argument of this kind, for ``Field(..., json_schema_extra=arg_meta("path"))``.
+
+    Args:
+        kind: ``path``, ``url``, ``host`` or ``text`` (see :data:`ArgKind`).
+        acts_as: for a path: the files tool this argument amounts to for rules (``files_delete`` for the
+            source of a move, ``files_write`` for its destination or a screenshot, ``files_read`` for an
+            attachment): a rule that denies or asks for that tool on that path applies to this call too.
+        tree: for a path: the call acts on the whole tree at that path (moving or deleting a folder), so a
+            folder that *contains* a protected path is refused too.
+    """
+    if kind not in _ARG_KINDS:
+        raise ValueError(f"argument kind must be one of {', '.join(_ARG_KINDS)}, got {kind!r}")
+    meta: dict[str, Any] = {ARG_KIND_KEY: kind}
+    if acts_as:
+        meta[_ACTS_AS_KEY] = acts_as
+    if tree:
+        meta[_TREE_KEY] = True
+    return meta
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One declared argument: its name in the call (the alias, as the model sends it) and its kind."""
+
+    name: str
+    kind: ArgKind
+    acts_as: str | None = None
+    tree: bool = False
+
+
+@functools.cache
+def arg_specs(args_model: type[BaseModel]) -> tuple[ArgSpec, ...]:
+    """The declared arguments of an args model, read from its JSON schema (top-level properties)."""
+    try:
+        properties = args_model.model_json_schema().get("properties", {})
+    except Exception:  # noqa: BLE001 - a model without a JSON schema declares nothing
+        return ()
+    specs: list[ArgSpec] = []
+    for name, prop in properties.items():
+        kind = prop.get(ARG_KIND_KEY) if isinstance(prop, dict) else None
+        if kind not in _ARG_KINDS:
+            continue
+        specs.append(ArgSpec(name=name, kind=kind, acts_as=prop.get(_ACTS_AS_KEY) or None, tree=bool(prop.get(_TREE_KEY))))
+    return tuple(specs)
+
+
+def _strip_meta(schema: dict[str, Any]) -> None:
+    """Remove kasloop's declarations from a JSON schema's properties (the model does not need them;
+    small models pay per token)."""
+    models = [schema, *(d for d in schema.get("$defs", {}).values() if isinstance(d, dict))]
+    for model in models:
+        for prop in model.get("properties", {}).values():
+            if isinstance(prop, dict):
+                for key in (ARG_KIND_KEY, _ACTS_AS_KEY, _TREE_KEY):
+                    prop.pop(key, None)
+
+
+def _field_names(args_model: type[BaseModel]) -> list[str]:
+    """Argument names as the model sends them (aliases where a field has one)."""
+    return [info.alias or name for name, info in args_model.model_fields.items()]
+
+
 ToolFunc = Callable[[Any, ToolContext], Awaitable["str | ToolResult"]]
 ReconcileFunc = Callable[[Any, ToolContext], Awaitable["bool | None"]]
 """``async (args, ctx) -> True | False | None``: after a crash, did the call with this idempotency key take effect?"""
@@ -217,8 +319,56 @@ class Tool:
 
     @property
     def returns_untrusted(self) -> bool:
-        """Results are outside content: at level 3 a side effect while one is in context needs approval."""
-        return self.untrusted if self.untrusted is not None else self.family in UNTRUSTED_FAMILIES
+        """Results are outside content: at level 3 a side effect while one is in context needs approval.
+
+        A tool that says nothing (``untrusted=None``) is untrusted when its family reads from outside,
+        and when it has no family at all: kasloop cannot know where a user tool's text comes from.
+        """
+        if self.untrusted is not None:
+            return self.untrusted
+        return not self.family or self.family in UNTRUSTED_FAMILIES
+
+    @property
+    def declares_args(self) -> bool:
+        """Whether the args model declares the kind of any argument (see :func:`arg_meta`)."""
+        return bool(arg_specs(self.args_model))
+
+    @property
+    def arg_specs(self) -> tuple[ArgSpec, ...]:
+        """The path, URL, host (and declared plain-text) arguments, from the args model's schema.
+
+        A tool that declares nothing (a user tool written before declarations existed) gets its arguments
+        named like paths (``kasloop.policy.PATH_ARGS``) treated as paths.
+        """
+        declared = arg_specs(self.args_model)
+        if declared:
+            return declared
+        return tuple(ArgSpec(name=name, kind="path") for name in _field_names(self.args_model) if name in PATH_ARGS)
+
+    @property
+    def path_args(self) -> tuple[str, ...]:
+        """Arguments that name files or folders: rules match them as paths, protected paths are refused."""
+        return tuple(spec.name for spec in self.arg_specs if spec.kind == "path")
+
+    @property
+    def url_args(self) -> tuple[str, ...]:
+        """Arguments that are web addresses (a rule's ``url`` key matches any of them, ``host`` their host)."""
+        return tuple(spec.name for spec in self.arg_specs if spec.kind == "url")
+
+    @property
+    def host_args(self) -> tuple[str, ...]:
+        """Arguments that are host names or addresses (a rule's ``host`` key matches any of them)."""
+        return tuple(spec.name for spec in self.arg_specs if spec.kind == "host")
+
+    @property
+    def path_acts_as(self) -> dict[str, str]:
+        """Path argument → the files tool it amounts to for rules (``files_move``: source → files_delete)."""
+        return {spec.name: spec.acts_as for spec in self.arg_specs if spec.kind == "path" and spec.acts_as}
+
+    @property
+    def tree_args(self) -> tuple[str, ...]:
+        """Path arguments whose whole tree the call acts on (a folder holding a protected path is refused)."""
+        return tuple(spec.name for spec in self.arg_specs if spec.kind == "path" and spec.tree)
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -230,6 +380,7 @@ class Tool:
 def openai_schema(tool: Tool) -> dict[str, Any]:
     """The OpenAI function schema the model sees, generated from the args model."""
     params = tool.args_model.model_json_schema()
+    _strip_meta(params)
     params.pop("title", None)
     for prop in params.get("properties", {}).values():
         prop.pop("title", None)
@@ -258,25 +409,134 @@ def _validation_details(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def text_safe(text: str) -> str:
+    """``text`` with every lone surrogate written out, so it can be stored as UTF-8 (JSON, checkpoints).
+
+    A file name that is not valid UTF-8 reaches Python as surrogate escapes (``os.fsdecode``); its bytes are
+    shown as ``\\xNN``, any other lone surrogate as ``\\uNNNN``.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _safe_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` as it is when it is storable as UTF-8 JSON, else with every string made :func:`text_safe`."""
+    try:
+        json.dumps(metadata, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return _safe_value(metadata)  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        pass  # not JSON at all: the ledger's own serialisation decides
+    return metadata
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return text_safe(value)
+    if isinstance(value, dict):
+        return {_safe_value(k): _safe_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe_value(v) for v in value]
+    return value
+
+
+def _path_values(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
+
+
+def _shown(value: str) -> str:
+    shown = text_safe(value)
+    return shown if len(shown) <= 200 else shown[:199] + "…"
+
+
+def check_protected(tool: Tool, args: Mapping[str, Any], ctx: ToolContext) -> ToolResult | None:
+    """The refusal of a call that names one of kasloop's protected paths, or None.
+
+    Every path argument of ``tool`` (:attr:`Tool.path_args`) is resolved as the tool would resolve it:
+    against ``ctx.workspace`` (absolute paths as they are), ``..`` and symlinks followed; the lexical and
+    the resolved spelling are both checked, case-insensitively, and an existing file by inode (a hard link).
+    A path argument with ``tree`` (moving or deleting a folder) is also refused when it *holds* a protected
+    path. This runs for every tool, whether or not its paths are jailed to the workspace.
+    """
+    protected = ctx.resources.protected
+    if not protected:
+        return None
+    tree = set(tool.tree_args)
+    for name in tool.path_args:
+        for value in _path_values(args.get(name)):
+            if "\x00" in value:
+                continue  # the tool refuses it as bad arguments
+            try:
+                candidate = Path(value)
+                target = candidate if candidate.is_absolute() else Path(ctx.workspace) / candidate
+                hit = protected.violation(target, containing=name in tree)
+            except (OSError, ValueError):
+                continue
+            if hit is not None:
+                return protected_refusal(value, f"argument `{name}`")
+    return None
+
+
+def protected_refusal(value: str, where: str) -> ToolResult:
+    """The ``denied`` result for a call that would touch kasloop's own state at ``value`` (``where``: which argument)."""
+    message = PROTECTED_TEMPLATE.format(value=_shown(value), arg=where)
+    return ToolResult(ok=False, output=message, error_kind="denied", metadata={"protected": True})
+
+
+def _finish(result: ToolResult, limit: int) -> ToolResult:
+    return ToolResult(
+        ok=result.ok, output=truncate(text_safe(result.output), limit), error_kind=result.error_kind, metadata=_safe_metadata(result.metadata)
+    )
+
+
 async def run_tool(tool: Tool, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    """Validate, run with a timeout, classify failures, truncate output. Never raises a tool's error."""
+    """Validate, refuse protected paths, run with a timeout, classify failures, truncate output.
+
+    Never raises a tool's error; the output is always storable as UTF-8 (see :func:`text_safe`).
+    """
     try:
         parsed = tool.args_model.model_validate(args)
     except ValidationError as exc:
-        return ToolResult(ok=False, output=BAD_ARGS_TEMPLATE.format(name=tool.name, details=_validation_details(exc)), error_kind="bad_args")
+        details = text_safe(_validation_details(exc))
+        return ToolResult(ok=False, output=BAD_ARGS_TEMPLATE.format(name=tool.name, details=details), error_kind="bad_args")
+    try:
+        values = parsed.model_dump(by_alias=True)
+    except Exception:  # noqa: BLE001 - an exotic args model: check what the model sent
+        values = dict(args)
+    refused = check_protected(tool, values, ctx)
+    if refused is not None:
+        return refused
+    limit = tool.output_limit
     try:
         outcome = await asyncio.wait_for(tool.func(parsed, ctx), timeout=tool.timeout)
     except GraphBubbleUp:
         raise
     except ToolFailure as exc:
-        return ToolResult(ok=False, output=truncate(f"Error: {exc.message}", tool.output_limit), error_kind=exc.kind)
+        return _finish(ToolResult(ok=False, output=f"Error: {exc.message}", error_kind=exc.kind), limit)
     except TimeoutError:
         return ToolResult(ok=False, output=f"Error: `{tool.name}` timed out after {tool.timeout:g} s.", error_kind="timeout")
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        return ToolResult(ok=False, output=f"Error: {type(exc).__name__}: {exc}", error_kind="transient")
+        return _finish(ToolResult(ok=False, output=f"Error: {type(exc).__name__}: {exc}", error_kind="transient"), limit)
     except Exception as exc:  # noqa: BLE001 - a tool's bug must not crash the loop
-        return ToolResult(ok=False, output=truncate(f"Error: {type(exc).__name__}: {exc}", tool.output_limit), error_kind="permanent")
+        return _finish(ToolResult(ok=False, output=f"Error: {type(exc).__name__}: {exc}", error_kind="permanent"), limit)
     if isinstance(outcome, ToolResult):
-        return ToolResult(ok=outcome.ok, output=truncate(outcome.output, tool.output_limit), error_kind=outcome.error_kind, metadata=outcome.metadata)
+        return _finish(outcome, limit)
     text = outcome if isinstance(outcome, str) else json.dumps(outcome, default=str)
-    return ToolResult(ok=True, output=truncate(text, tool.output_limit), metadata={"chars": len(text)})
+    return _finish(ToolResult(ok=True, output=text, metadata={"chars": len(text)}), limit)

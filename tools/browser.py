@@ -25,7 +25,9 @@ request is let through only if
    sub-resources stay inside the page and pass; ``file:``, ``chrome:`` and
    every other scheme are refused);
 2. its host (and port) matches ``browser.allow_domains`` when that list is set;
-3. every address the host resolves to passes the http family's address check
+3. no address the host resolves to is one of kasloop's own receivers
+   (:mod:`kasloop.channels.receivers`), whatever ``allow_private`` says;
+4. every address the host resolves to passes the http family's address check
    (:func:`kasloop.tools.http.address_blocked`): loopback, private, link-local
    and other non-public addresses are refused unless allowed.
 
@@ -82,6 +84,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import atomic_write, resolve_in_workspace
+from kasloop.channels.receivers import Receiver, known_receivers
+from kasloop.channels.receivers import refusal as receiver_refusal
 from kasloop.tools.http import AllowPrivate, IPNetwork, address_blocked, private_networks, status_kind
 
 __all__ = ["BROWSER_ARGS", "BROWSER_TOOLS", "BrowserPolicy", "BrowserSettings", "SiteRule"]
@@ -207,16 +211,18 @@ class BrowserPolicy:
     rules: tuple[SiteRule, ...] = ()
     allow_private: bool = False
     private_networks: tuple[IPNetwork, ...] = ()
+    receivers: tuple[Receiver, ...] = ()
+    """kasloop's receivers from the database (this process's are always checked): refused whatever else allows."""
 
     @classmethod
-    def from_settings(cls, settings: BrowserSettings) -> BrowserPolicy:
+    def from_settings(cls, settings: BrowserSettings, receivers: tuple[Receiver, ...] = ()) -> BrowserPolicy:
         rules = tuple(SiteRule.parse(e) for e in settings.allow_domains)
         networks: list[IPNetwork] = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
         private = settings.allow_private
         if isinstance(private, list):
             networks += private_networks(private)
             private = False
-        return cls(rules=rules, allow_private=private, private_networks=tuple(networks))
+        return cls(rules=rules, allow_private=private, private_networks=tuple(networks), receivers=receivers)
 
     async def refusal(self, url: str) -> str | None:
         """Why the browser may not request ``url`` (one line naming the fix), or ``None``."""
@@ -239,6 +245,9 @@ class BrowserPolicy:
         for ip in await _resolve(host, port):
             if ip is None:
                 return f"host `{host}` cannot be resolved"
+            mine = receiver_refusal(ip, port, self.receivers)
+            if mine is not None:  # even with allow_private: approvals come only from humans
+                return f"host `{where}` resolves to a refused address ({mine})"
             if self.allow_private:
                 continue
             reason = address_blocked(ip, allow=self.private_networks)
@@ -458,7 +467,7 @@ async def _session(ctx: ToolContext, settings: BrowserSettings) -> BrowserSessio
     if not session.alive:
         await ctx.resources.discard(RESOURCE_KEY)
         session = await ctx.resources.shared(RESOURCE_KEY, lambda: _launch(settings), _close)
-    session.policy = BrowserPolicy.from_settings(settings)
+    session.policy = BrowserPolicy.from_settings(settings, await known_receivers(ctx))
     return session
 
 
@@ -642,7 +651,7 @@ def _tidy(text: str) -> str:
 
 
 class OpenArgs(BaseModel):
-    url: str = Field(description="http:// or https:// URL.")
+    url: str = Field(description="http:// or https:// URL.", json_schema_extra={"kasloop": "url"})
 
 
 class SelectorArgs(BaseModel):
@@ -664,7 +673,7 @@ class TextArgs(BaseModel):
 
 
 class ScreenshotArgs(BaseModel):
-    path: str = Field(description="PNG path relative to the workspace root.")
+    path: str = Field(description="PNG path relative to the workspace root.", json_schema_extra={"kasloop": "path", "kasloop_acts_as": "files_write"})
     full_page: bool = Field(default=False, description="Capture the whole page, not just the window.")
 
 
@@ -679,7 +688,7 @@ async def _open(args: OpenArgs, ctx: ToolContext) -> ToolResult:
     scheme = urlsplit(args.url.strip()).scheme.lower()
     if scheme not in ("http", "https"):
         raise ToolFailure("bad_args", f"`{args.url}` is not an http(s) URL; only http:// and https:// pages can be opened")
-    reason = await BrowserPolicy.from_settings(settings).refusal(args.url.strip())
+    reason = await BrowserPolicy.from_settings(settings, await known_receivers(ctx)).refusal(args.url.strip())
     if reason is not None:  # refused before the browser even starts
         raise ToolFailure("denied", reason)
     session = await _session(ctx, settings)

@@ -42,7 +42,8 @@ Reading (IMAP; the id of a message is its UID in the folder):
 
 Secrets are never config values: ``password_env`` names the environment
 variable holding the password, read at call time; no password appears in an
-error, an output or metadata.
+error, an output or metadata. ``KASLOOP_APPROVAL_*`` variables are refused: the
+approvals mailbox is kasloop's (``approval_channels.email.imap``), never a tool's.
 
 Config (``ToolContext.extra["email"]``, i.e. ``[tool_settings.email]``; see :class:`EmailSettings`):
 
@@ -199,6 +200,18 @@ class EmailSettings(BaseModel, extra="forbid"):
             raise ValueError("inbox_thread needs inbox_senders (address globs like `*@example.com`): mail comes from strangers")
         return self
 
+    @model_validator(mode="after")
+    def _not_approvals(self) -> EmailSettings:
+        from kasloop.approvals import APPROVAL_ENV_PREFIX
+
+        for section, server in (("smtp", self.smtp), ("imap", self.imap)):
+            if server is not None and server.password_env.startswith(APPROVAL_ENV_PREFIX):
+                raise ValueError(
+                    f"{section}.password_env `{server.password_env}`: {APPROVAL_ENV_PREFIX}* variables hold approval channels' secrets, "
+                    "which no tool may use; name another variable"
+                )
+        return self
+
     @field_validator("from_address")
     @classmethod
     def _valid_sender(cls, value: str | None) -> str | None:
@@ -236,6 +249,11 @@ def _password(server: _ServerSettings, section: str) -> str | None:
             "permanent",
             f"environment variable {server.password_env} (email.{section}.password_env) is not set; set it to the {section.upper()} password",
         )
+    from kasloop.approvals import tool_secret_problem
+
+    problem = tool_secret_problem(f"email.{section}.password_env", server.password_env)
+    if problem is not None:  # the approvals mailbox is kasloop's, never a tool's
+        raise ToolFailure("denied", problem)
     return value
 
 
@@ -1045,7 +1063,7 @@ class SendArgs(BaseModel):
     subject: str = Field(max_length=500, description="Subject line.")
     body: str = Field(max_length=1_000_000, description="Plain-text body.")
     cc: str | None = Field(default=None, max_length=5000, description="Cc address(es), comma-separated.")
-    attachments: list[str] | None = Field(default=None, max_length=20, description="Workspace paths of files to attach.")
+    attachments: list[str] | None = Field(default=None, max_length=20, description="Workspace paths of files to attach.", json_schema_extra={"kasloop": "path", "kasloop_acts_as": "files_read"})
 
     @field_validator("to", "cc")
     @classmethod
@@ -1060,20 +1078,20 @@ class SendArgs(BaseModel):
 
 class SearchArgs(BaseModel):
     query: str = Field(max_length=1000, description="Words to find; from:, to:, subject: prefixes allowed.")
-    folder: str = Field(default="INBOX", max_length=200, description="Mail folder.")
+    folder: str = Field(default="INBOX", max_length=200, description="Mail folder.", json_schema_extra={"kasloop": "text"})
     limit: int = Field(default=10, ge=1, le=100, description="Most recent matches to list.")
     unseen_only: bool = Field(default=False, description="Only unread messages.")
 
 
 class IdArgs(BaseModel):
     id: int = Field(ge=1, description="Message id from email_search.")
-    folder: str = Field(default="INBOX", max_length=200, description="Mail folder.")
+    folder: str = Field(default="INBOX", max_length=200, description="Mail folder.", json_schema_extra={"kasloop": "text"})
 
 
 class MarkArgs(BaseModel):
     id: int = Field(ge=1, description="Message id from email_search.")
     seen: bool = Field(default=True, description="true: mark read; false: mark unread.")
-    folder: str = Field(default="INBOX", max_length=200, description="Mail folder.")
+    folder: str = Field(default="INBOX", max_length=200, description="Mail folder.", json_schema_extra={"kasloop": "text"})
 
 
 EMAIL_TOOLS: tuple[Tool, ...] = (

@@ -7,6 +7,15 @@ rename, fsync of the folder), so a crash never leaves a half-written file.
 it points to. ``files_search`` walks without following symlinked folders
 and reads only regular files inside the workspace, at most
 :data:`MAX_FILE_BYTES` each and :data:`MAX_SEARCH_FILES` in all.
+
+kasloop's own state (its home with the database, the config in use, secret
+files: ``ctx.resources.protected``) is never a target: ``run_tool`` refuses
+any path argument that names it (every argument here is declared a path with
+``arg_meta``), and ``files_list``/``files_search`` leave it out of what they
+show, so listing the default workspace ``.`` works and shows neither
+``.kasloop/`` nor ``kasloop.toml``. A file name that is not valid UTF-8 is
+shown with its bad bytes escaped (``\\xNN``), never passed on as raw
+surrogates.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from kasloop.tools.base import Tool, ToolContext, ToolFailure
+from kasloop.protected import ProtectedPaths
+from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, arg_meta, protected_refusal, text_safe
 
-__all__ = ["FILES_TOOLS", "atomic_write", "resolve_in_workspace"]
+__all__ = ["FILES_TOOLS", "atomic_write", "resolve_in_workspace", "shown_name"]
 
 MAX_FILE_BYTES = 1_000_000
 MAX_LIST_ENTRIES = 500
@@ -76,20 +86,24 @@ def _check_size(content: str) -> bytes:
     return data
 
 
-class PathArgs(BaseModel):
-    path: str = Field(description="Path relative to the workspace root.")
+class ReadArgs(BaseModel):
+    path: str = Field(description="Path relative to the workspace root.", json_schema_extra=arg_meta("path", acts_as="files_read"))
+
+
+class DeleteArgs(BaseModel):
+    path: str = Field(description="Path relative to the workspace root.", json_schema_extra=arg_meta("path", acts_as="files_delete", tree=True))
 
 
 class WriteArgs(BaseModel):
-    path: str = Field(description="Path relative to the workspace root.")
+    path: str = Field(description="Path relative to the workspace root.", json_schema_extra=arg_meta("path", acts_as="files_write"))
     content: str = Field(description="Text to write.")
 
 
 class ListArgs(BaseModel):
-    path: str = Field(default=".", description="Folder relative to the workspace root; `.` is the root.")
+    path: str = Field(default=".", description="Folder relative to the workspace root; `.` is the root.", json_schema_extra=arg_meta("path"))
 
 
-async def _read(args: PathArgs, ctx: ToolContext) -> str:
+async def _read(args: ReadArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if not target.is_file():
         raise ToolFailure("bad_args", f"`{args.path}` is not a file in the workspace; see what exists with files_list (path `.` is the root)")
@@ -127,12 +141,38 @@ async def _append(args: WriteArgs, ctx: ToolContext) -> str:
     return f"Appended {len(data)} bytes to {args.path}."
 
 
+def shown_name(name: str) -> str:
+    """A file name as the model sees it: bytes that are not UTF-8 written as ``\\xNN`` (storable as JSON)."""
+    return text_safe(name)
+
+
+def _visible(entries: list[Path], protected: ProtectedPaths) -> list[Path]:
+    """``entries`` without kasloop's own state (home, database, config, secret files)."""
+    if not protected:
+        return entries
+    inodes = protected.inodes() if any(_linked(p) for p in entries) else {}
+    return [p for p in entries if protected.violation(p, inodes=inodes) is None]
+
+
+def _linked(path: Path) -> bool:
+    try:
+        return path.stat().st_nlink > 1 and path.is_file()
+    except OSError:
+        return False
+
+
+def _list_entries(target: Path, protected: ProtectedPaths) -> list[Path]:
+    return sorted(_visible(list(target.iterdir()), protected), key=lambda p: os.fsencode(p.name))
+
+
 async def _list(args: ListArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if not target.is_dir():
         raise ToolFailure("bad_args", f"`{args.path}` is not a folder in the workspace; the workspace root itself is `.`")
-    entries = sorted(target.iterdir(), key=lambda p: p.name)
-    lines = [f"{p.name}/" if p.is_dir() else f"{p.name} ({p.lstat().st_size} bytes)" for p in entries[:MAX_LIST_ENTRIES]]
+    entries = await asyncio.to_thread(_list_entries, target, ctx.resources.protected)
+    lines = [
+        f"{shown_name(p.name)}/" if p.is_dir() else f"{shown_name(p.name)} ({p.lstat().st_size} bytes)" for p in entries[:MAX_LIST_ENTRIES]
+    ]
     if len(entries) > MAX_LIST_ENTRIES:
         lines.append(f"[... {len(entries) - MAX_LIST_ENTRIES} more entries]")
     return "\n".join(lines) if lines else "(empty folder)"
@@ -152,7 +192,7 @@ def _entry(workspace: Path, path: str) -> Path:
     return resolve_in_workspace(workspace, os.path.dirname(normalised) or ".") / name
 
 
-async def _delete(args: PathArgs, ctx: ToolContext) -> str:
+async def _delete(args: DeleteArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if target == ctx.workspace.resolve():
         raise ToolFailure("denied", "refusing to delete the workspace root")
@@ -168,12 +208,16 @@ async def _delete(args: PathArgs, ctx: ToolContext) -> str:
 
 
 class MoveArgs(BaseModel):
-    source: str = Field(description="File or folder to move, relative to the workspace root.")
-    destination: str = Field(description="New path, or an existing folder to move it into.")
+    source: str = Field(
+        description="File or folder to move, relative to the workspace root.", json_schema_extra=arg_meta("path", acts_as="files_delete", tree=True)
+    )
+    destination: str = Field(
+        description="New path, or an existing folder to move it into.", json_schema_extra=arg_meta("path", acts_as="files_write")
+    )
     overwrite: bool = Field(default=False, description="Replace an existing destination file.")
 
 
-async def _move(args: MoveArgs, ctx: ToolContext) -> str:
+async def _move(args: MoveArgs, ctx: ToolContext) -> str | ToolResult:
     source = _entry(ctx.workspace, args.source)
     if not source.is_symlink() and not source.exists():
         raise ToolFailure("bad_args", f"`{args.source}` does not exist in the workspace; see what exists with files_list")
@@ -184,6 +228,9 @@ async def _move(args: MoveArgs, ctx: ToolContext) -> str:
         destination = _entry(ctx.workspace, args.destination)
     if destination == source:
         return f"{args.source} is already at {args.destination}."
+    landing = destination.relative_to(ctx.workspace.resolve()).as_posix()
+    if ctx.resources.protected.violation(destination) is not None:  # `sub/kasloop.toml` moved into `.` lands on the config
+        return protected_refusal(landing, "argument `destination`")
     if source.is_dir() and not source.is_symlink() and (destination == source or source in destination.parents):
         raise ToolFailure("bad_args", f"cannot move the folder `{args.source}` into itself")
     if destination.exists() or destination.is_symlink():
@@ -191,27 +238,41 @@ async def _move(args: MoveArgs, ctx: ToolContext) -> str:
             raise ToolFailure("bad_args", f"`{args.destination}` already exists; pass overwrite=true to replace a file, or choose another name")
     destination.parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(os.replace, source, destination)
-    return f"Moved {args.source} to {destination.relative_to(ctx.workspace.resolve())}."
+    return f"Moved {args.source} to {landing}."
 
 
 class SearchArgs(BaseModel):
-    pattern: str = Field(default="*", description="File name glob, e.g. `*.md`; `**/` is implied.")
-    text: str = Field(default="", description="Only files containing this text (case-insensitive); lines are shown.")
-    path: str = Field(default=".", description="Folder to search, relative to the workspace root.")
+    pattern: str = Field(default="*", description="File name glob, e.g. `*.md`; `**/` is implied.", json_schema_extra=arg_meta("text"))
+    text: str = Field(
+        default="", description="Only files containing this text (case-insensitive); lines are shown.", json_schema_extra=arg_meta("text")
+    )
+    path: str = Field(default=".", description="Folder to search, relative to the workspace root.", json_schema_extra=arg_meta("path"))
 
 
-def _search(root: Path, start: Path, pattern: str, text: str) -> list[str]:
-    """Walk ``start`` without following symlinks; return matching paths or ``path:line: text`` hits."""
+def _search(root: Path, start: Path, pattern: str, text: str, protected: ProtectedPaths | None = None) -> list[str]:
+    """Walk ``start`` without following symlinks; return matching paths or ``path:line: text`` hits.
+
+    Protected paths (kasloop's own state) are neither entered nor read nor shown.
+    """
+    protected = protected or ProtectedPaths()
+    inodes: dict[tuple[int, int], Path] | None = None
     needle = text.lower() or None
     hits: list[str] = []
     scanned = 0
     for folder, dirs, files in os.walk(start, followlinks=False):
+        if protected:
+            dirs[:] = [d for d in dirs if protected.violation(Path(folder) / d) is None]
         dirs.sort()
         for name in sorted(files):
             file = Path(folder) / name
-            rel = file.relative_to(root).as_posix()
+            rel = shown_name(file.relative_to(root).as_posix())
             if not (fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern)) or file.is_symlink():
                 continue
+            if protected:
+                if inodes is None and _linked(file):
+                    inodes = protected.inodes()
+                if protected.violation(file, inodes=inodes or {}) is not None:
+                    continue
             scanned += 1
             if scanned > MAX_SEARCH_FILES or len(hits) >= MAX_SEARCH_MATCHES:
                 return [*hits[:MAX_SEARCH_MATCHES], SEARCH_STOPPED]
@@ -225,7 +286,7 @@ def _search(root: Path, start: Path, pattern: str, text: str) -> list[str]:
                 continue
             for number, line in enumerate(data.decode(errors="replace").splitlines(), 1):
                 if needle in line.lower():
-                    hits.append(f"{rel}:{number}: {line.strip()[:200]}")
+                    hits.append(f"{rel}:{number}: {text_safe(line.strip()[:200])}")
                     if len(hits) > MAX_SEARCH_MATCHES:
                         return [*hits[:MAX_SEARCH_MATCHES], SEARCH_STOPPED]
     return hits
@@ -236,16 +297,16 @@ async def _search_files(args: SearchArgs, ctx: ToolContext) -> str:
     start = resolve_in_workspace(ctx.workspace, args.path)
     if not start.is_dir():
         raise ToolFailure("bad_args", f"`{args.path}` is not a folder in the workspace; the workspace root itself is `.`")
-    hits = await asyncio.to_thread(_search, root, start, args.pattern, args.text)
+    hits = await asyncio.to_thread(_search, root, start, args.pattern, args.text, ctx.resources.protected)
     return "\n".join(hits) if hits else "(no matches)"
 
 
 FILES_TOOLS: tuple[Tool, ...] = (
-    Tool(name="files_read", description="Read a text file from the workspace.", args_model=PathArgs, func=_read, risk="read", idempotent=True, family="files"),
+    Tool(name="files_read", description="Read a text file from the workspace.", args_model=ReadArgs, func=_read, risk="read", idempotent=True, family="files"),
     Tool(name="files_write", description="Create or replace a file in the workspace.", args_model=WriteArgs, func=_write, risk="low", idempotent=True, family="files"),
     Tool(name="files_append", description="Append text to a file in the workspace.", args_model=WriteArgs, func=_append, risk="low", idempotent=False, family="files"),
     Tool(name="files_list", description="List the files in a folder of the workspace (default: the root).", args_model=ListArgs, func=_list, risk="read", idempotent=True, family="files"),
     Tool(name="files_search", description="Find files by name glob and/or containing a text.", args_model=SearchArgs, func=_search_files, risk="read", idempotent=True, family="files"),
     Tool(name="files_move", description="Move or rename a file or folder in the workspace.", args_model=MoveArgs, func=_move, risk="low", idempotent=False, family="files"),
-    Tool(name="files_delete", description="Delete a file from the workspace.", args_model=PathArgs, func=_delete, risk="high", idempotent=True, family="files"),
+    Tool(name="files_delete", description="Delete a file from the workspace.", args_model=DeleteArgs, func=_delete, risk="high", idempotent=True, family="files"),
 )

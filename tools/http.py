@@ -10,7 +10,11 @@ gate before any connection is made:
    unspecified, shared (100.64/10) addresses, and IPv6 forms that embed a
    blocked IPv4 one (``::ffff:127.0.0.1``, 6to4, NAT64, Teredo), are refused
    with ``denied`` unless allowed (see :func:`address_blocked`);
-4. the request is sent **to the checked address itself**: the URL's host is
+4. kasloop's own receivers (the approvals receiver and any address in
+   ``approval_channels.receivers``, see :mod:`kasloop.channels.receivers`) are
+   refused at every hop **even when** ``allow_private`` or ``allow_domains``
+   would let the address through: approvals come only from humans;
+5. the request is sent **to the checked address itself**: the URL's host is
    replaced by the IP, the ``Host`` header keeps the name, and for HTTPS the
    name is given to TLS as ``sni_hostname`` (httpcore uses it for SNI and for
    certificate verification). A DNS answer that changes between the check and
@@ -58,6 +62,7 @@ Config (``ToolContext.extra["http"]``, all optional):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -74,6 +79,8 @@ from urllib.parse import urljoin
 import httpx
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from kasloop.channels.receivers import Receiver, known_receivers
+from kasloop.channels.receivers import refusal as receiver_refusal
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 
 __all__ = [
@@ -266,6 +273,8 @@ class HttpPolicy:
     """Seconds per connect, read and write."""
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     ca_file: str | None = None
+    receivers: tuple[Receiver, ...] = ()
+    """kasloop's receivers from the database (this process's are always checked): refused whatever else allows."""
 
     @classmethod
     def from_context(cls, ctx: ToolContext) -> HttpPolicy:
@@ -309,6 +318,17 @@ class HttpPolicy:
     def check_host(self, host: str, port: int) -> None:
         if self.allow_domains and not any(rule.matches(host, port) for rule in self.allow_domains):
             raise ToolFailure("denied", f"host `{host}:{port}` is not on the http allowlist (http.allow_domains)")
+
+    def check_receiver(self, ip: IPAddress, port: int) -> None:
+        """Refuse kasloop's own receivers (``kasloop.channels.receivers``), even when private addresses are allowed."""
+        reason = receiver_refusal(ip, port, self.receivers)
+        if reason is not None:
+            raise ToolFailure("denied", reason)
+
+    async def with_receivers(self, ctx: ToolContext) -> HttpPolicy:
+        """This policy knowing the receivers recorded in the call's database too."""
+        found = await known_receivers(ctx)
+        return dataclasses.replace(self, receivers=found) if found else self
 
     def check_address(self, ip: IPAddress) -> None:
         if self.allow_private:
@@ -557,6 +577,7 @@ async def resolve(host: str, port: int, policy: HttpPolicy) -> list[IPAddress]:
         raise ToolFailure("permanent", f"`{host}` resolves to no address")
     for ip in addresses:
         try:
+            policy.check_receiver(ip, port)
             policy.check_address(ip)
         except ToolFailure as exc:
             raise ToolFailure("denied", f"host `{host}` resolves to a refused address: {exc.message}") from None
@@ -679,7 +700,7 @@ def _check_headers(headers: dict[str, str] | None) -> dict[str, str]:
 
 
 async def _request(method: str, url: str, ctx: ToolContext, *, headers: dict[str, str] | None = None, content: bytes | None = None) -> ToolResult:
-    policy = HttpPolicy.from_context(ctx)
+    policy = await HttpPolicy.from_context(ctx).with_receivers(ctx)
     sent = _check_headers(headers)
     if method != "GET" and ctx.idempotency_key:
         sent["Idempotency-Key"] = ctx.idempotency_key
@@ -730,14 +751,14 @@ Headers = Annotated[dict[str, str] | None, BeforeValidator(_header_values)]
 
 
 class UrlArgs(BaseModel):
-    url: str = Field(description="http:// or https:// URL.")
+    url: str = Field(description="http:// or https:// URL.", json_schema_extra={"kasloop": "url"})
     headers: Headers = Field(default=None, description="Extra request headers.")
 
 
 class BodyArgs(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    url: str = Field(description="http:// or https:// URL.")
+    url: str = Field(description="http:// or https:// URL.", json_schema_extra={"kasloop": "url"})
     json_body: Any = Field(default=None, alias="json", description="JSON body to send.")
     data: str | dict[str, str] | None = Field(default=None, description="Raw text body, or form fields (not with json).")
     headers: Headers = Field(default=None, description="Extra request headers.")

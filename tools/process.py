@@ -63,6 +63,15 @@ configured under ``shell``):
 ``kill_grace``       seconds between SIGTERM and SIGKILL on stop (5, at most 30).
 ``log_limit_bytes``  disk kept per process log, both files together (1 MiB;
                      4 KiB .. 1 GiB); older output is dropped.
+``max_lifetime``     seconds a process may run; past it the relay sends its
+                     group SIGTERM, then SIGKILL after ``kill_grace`` (none).
+
+**The sandbox.** Each program runs inside its own bubblewrap sandbox
+(:mod:`kasloop.tools.sandbox`: read-only root, only the workspace writable,
+kasloop's own files hidden, no network unless ``shell.network``, its own PID
+namespace); the recorded PID is the sandbox's, and stopping it ends every
+process inside. The relay starts the sandbox with ``--die-with-parent``, so a
+program never outlives its relay (which records its exit).
 """
 
 from __future__ import annotations
@@ -86,7 +95,8 @@ from kasloop.checkpoints.processes import MemoryProcessStore, ProcessConflict, P
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import resolve_in_workspace
 from kasloop.tools.procfs import GONE_STATES, ProcStat, proc_stat, session_members, signal_quietly
-from kasloop.tools.shell import ShellPolicy, check_command, child_env, split_command
+from kasloop.tools.sandbox import sandbox_shells
+from kasloop.tools.shell import ShellPolicy, check_command, child_env, sandboxed_command, split_command
 
 __all__ = [
     "PROCESS_TOOLS",
@@ -96,6 +106,8 @@ __all__ = [
     "ProcessStartArgs",
     "ProcessTailArgs",
     "start_ticks",
+    "stop_record",
+    "stop_thread_processes",
     "tail_log",
 ]
 
@@ -122,6 +134,7 @@ class ProcessSettings(BaseModel):
     max_running: int = Field(default=8, ge=1, le=1000, description="Processes of one thread running at once.")
     kill_grace: float = Field(default=5.0, gt=0, le=30, description="Seconds between SIGTERM and SIGKILL on stop.")
     log_limit_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 30, description="Disk kept per process log, bytes.")
+    max_lifetime: float | None = Field(default=None, gt=0, description="Seconds a process may run before it is stopped; None: no limit.")
 
     @classmethod
     def from_context(cls, ctx: ToolContext) -> ProcessSettings:
@@ -222,14 +235,32 @@ def main():
     ended = []
 
     def wait():
-        ended.append((child.wait(), time.time()))
+        code = child.wait()
+        if cfg.get("sandboxed") and 128 < code <= 192:
+            code = 128 - code  # bubblewrap exits 128+N when the program died of signal N: report it as a signal
+        ended.append((code, time.time()))
         os.write(wake_w, b"x")
 
     waiter = threading.Thread(target=wait)
     waiter.start()
     size, total, dropped, broken, watch = out.tell(), 0, 0, None, [read_fd, wake_r]
+    # A lifetime (process.max_lifetime): past it the program's group gets SIGTERM, SIGKILL after the grace.
+    deadline = time.monotonic() + cfg["lifetime"] if cfg.get("lifetime") else None
+    kill_sig = signal.SIGTERM
     while True:
-        ready = select.select(watch, [], [])[0]
+        wait_for = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = select.select(watch, [], [], wait_for)[0]
+        if not ready:
+            try:
+                os.killpg(child.pid, kill_sig)
+            except OSError:
+                pass
+            if kill_sig == signal.SIGTERM:
+                save(lifetime_expired=True)
+                kill_sig, deadline = signal.SIGKILL, time.monotonic() + cfg["kill_grace"]
+            else:
+                deadline = None
+            continue
         if read_fd not in ready:
             code, when = ended[0]
             save(returncode=code, ended_at=when)
@@ -466,7 +497,7 @@ class ProcessStartArgs(BaseModel):
         description="Command line (split like a shell, but no shell runs it: ; | && > are plain text) or a list of arguments.",
     )
     name: str | None = Field(default=None, max_length=64, description="Short label shown in process_list.")
-    cwd: str = Field(default=".", description="Working folder relative to the workspace root.")
+    cwd: str = Field(default=".", description="Working folder relative to the workspace root.", json_schema_extra={"kasloop": "path"})
 
 
 async def _new_id(store: ProcessStoreProtocol, folder: Path) -> str:
@@ -500,6 +531,7 @@ async def _start(args: ProcessStartArgs, ctx: ToolContext) -> ToolResult:
     if not cwd.is_dir():
         raise ToolFailure("bad_args", f"cwd `{args.cwd}` is not a folder in the workspace")
     executable = check_command(argv, policy)
+    command, executable = sandboxed_command(argv, executable, policy, ctx, cwd)
     name = (" ".join(args.name.split()) or None) if args.name is not None else None
     store = await _store(ctx)
     lock = await ctx.resources.shared(START_LOCK_KEY, _new_lock)
@@ -520,8 +552,9 @@ async def _start(args: ProcessStartArgs, ctx: ToolContext) -> ToolResult:
         log = folder / f"{process_id}.log"
         env = child_env(policy)
         config = {
-            "id": process_id, "argv": [os.path.basename(argv[0]), *argv[1:]], "executable": executable, "cwd": str(cwd), "env": env,
+            "id": process_id, "argv": command, "executable": executable, "cwd": str(cwd), "env": env,
             "log": str(log), "state": str(log.with_suffix(".state.json")), "limit": settings.log_limit_bytes,
+            "lifetime": settings.max_lifetime, "kill_grace": settings.kill_grace, "sandboxed": policy.sandbox != "none",
         }  # fmt: skip
         try:
             reply = await _spawn(config, env, folder)
@@ -570,11 +603,13 @@ def _leftovers(record: ProcessRecord, sid: int | None) -> bool:
 
 def _send(record: ProcessRecord, sig: int, *, group: bool, sid: int | None) -> None:
     """Signal the program's group (only while its PID is still verified) and the rest of its relay's session."""
-    if _verified(record) is not None:
+    spared = sandbox_shells(record.pid) if sig != signal.SIGKILL and _verified(record) is not None else set()
+    if _verified(record) is not None and not spared:
         signal_quietly(record.pid, sig, group=group)
     if sid is not None:
         for pid in _session_members(sid):
-            signal_quietly(pid, sig)
+            if pid not in spared:
+                signal_quietly(pid, sig)
 
 
 async def _wait_gone(record: ProcessRecord, sid: int | None, seconds: float) -> bool:
@@ -601,11 +636,9 @@ def _relay_session(record: ProcessRecord, stat: ProcStat | None) -> int | None:
     return sid
 
 
-async def _stop(args: ProcessIdArgs, ctx: ToolContext) -> ToolResult:
-    settings = ProcessSettings.from_context(ctx)
+async def stop_record(store: ProcessStoreProtocol, record: ProcessRecord, kill_grace: float) -> ToolResult:
+    """Stop one recorded process: SIGTERM, ``kill_grace`` seconds, SIGKILL; what ``process_stop`` reports."""
     _reap_relays()
-    store = await _store(ctx)
-    record = await _owned(store, ctx, args.id)
     stat = _verified(record)
     sid = _relay_session(record, stat)
     if stat is None and (sid is None or not _session_members(sid)):
@@ -616,7 +649,7 @@ async def _stop(args: ProcessIdArgs, ctx: ToolContext) -> ToolResult:
     group = stat is not None and stat.pgid == record.pid
     sent = "SIGTERM"
     _send(record, signal.SIGTERM, group=group, sid=sid)
-    if not await _wait_gone(record, sid, settings.kill_grace):
+    if not await _wait_gone(record, sid, kill_grace):
         sent = "SIGKILL"
         _send(record, signal.SIGKILL, group=group, sid=sid)
         if not await _wait_gone(record, sid, KILL_WAIT):
@@ -625,6 +658,27 @@ async def _stop(args: ProcessIdArgs, ctx: ToolContext) -> ToolResult:
     leftovers = " (the program had already ended; processes it left behind were stopped)" if stat is None else ""
     text = f"stopped {record.id} ({sent}): {_ended(record.exit_code)}{leftovers}."
     return ToolResult(ok=True, output=text, metadata=_metadata(record, signal=sent, leftovers_only=stat is None))
+
+
+async def _stop(args: ProcessIdArgs, ctx: ToolContext) -> ToolResult:
+    settings = ProcessSettings.from_context(ctx)
+    store = await _store(ctx)
+    return await stop_record(store, await _owned(store, ctx, args.id), settings.kill_grace)
+
+
+async def stop_thread_processes(database: Any, thread_id: str, *, kill_grace: float = 5.0) -> list[str]:
+    """Stop every process ``thread_id`` started that still runs (when the thread is deleted); their ids.
+
+    Processes of the thread's specialists (threads ``<thread_id>/...``) are stopped too.
+    """
+    store = ProcessStore(database)
+    stopped: list[str] = []
+    for owner in await store.threads_like(thread_id):
+        for record in await store.list(owner, limit=100_000, active_only=True):
+            result = await stop_record(store, record, kill_grace)
+            if result.metadata.get("signal") is not None:
+                stopped.append(record.id)
+    return stopped
 
 
 # --------------------------------------------------------------------------- status, list, tail

@@ -99,9 +99,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kasloop.secrets import DEFAULT_SECRET_ENVS
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import resolve_in_workspace
 from kasloop.tools.procfs import session_members, signal_quietly
+from kasloop.tools.sandbox import SANDBOX_MODES, absent_protected, bwrap_argv, record_sandbox, remove_created, require_sandbox, sandbox_shells
 
 __all__ = [
     "DEFAULT_ALLOW",
@@ -116,6 +118,7 @@ __all__ = [
     "check_command",
     "child_env",
     "looks_secret",
+    "own_secret",
     "split_command",
 ]
 
@@ -191,6 +194,8 @@ _DANGEROUS_ENV = re.compile(
     r"NODE_PATH|GIT_.*|PAGER|EDITOR|VISUAL|GCONV_PATH|MALLOC_.*|LOCPATH|NLSPATH|HOSTALIASES|RES_OPTIONS)$"
 )
 
+SANDBOX_RECORDS = "sandboxes"
+"""Folder (in the tools home) of records of running ``shell_run`` sandboxes (see :func:`kasloop.tools.sandbox.reap_orphans`)."""
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_TIMEOUT = 600.0
 DEFAULT_KILL_GRACE = 2.0
@@ -244,13 +249,19 @@ class ShellPolicy:
     """Cap for the ``timeout`` argument, in seconds."""
     kill_grace: float
     """Seconds between SIGTERM and SIGKILL."""
+    sandbox: str = "bwrap"
+    """``bwrap`` (every program runs in the bubblewrap sandbox, :mod:`kasloop.tools.sandbox`) or ``none``."""
+    network: bool = False
+    """The sandbox shares the host's network; otherwise programs have none."""
+    own_secrets: frozenset[str] = frozenset()
+    """Variables the agent's tool settings read secrets from (``*_env`` values): never passed to a program."""
 
     @classmethod
     def from_context(cls, ctx: ToolContext) -> ShellPolicy:
         raw = ctx.extra.get("shell") or {}
         if not isinstance(raw, dict):
             raise ToolFailure("permanent", f"shell config must be a table of settings, got `{raw!r}`")
-        unknown = set(raw) - {"allow", "allow_defaults", "deny", "path", "env_passthrough", "timeout", "max_timeout", "kill_grace"}
+        unknown = set(raw) - {"allow", "allow_defaults", "deny", "path", "env_passthrough", "timeout", "max_timeout", "kill_grace", "sandbox", "network"}
         if unknown:
             raise ToolFailure("permanent", f"unknown shell config key(s) `{', '.join(sorted(unknown))}`; see kasloop.tools.shell")
         named = frozenset(_str_list(raw, "allow"))
@@ -265,6 +276,12 @@ class ShellPolicy:
                 raise ToolFailure("permanent", f"shell config `path` entries must be absolute folders outside the workspace, got `{bad[0]}`")
         else:
             search = tuple(p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(p) and not _inside(Path(p), workspace))
+        sandbox = raw.get("sandbox", "bwrap")
+        if sandbox not in SANDBOX_MODES:
+            raise ToolFailure("permanent", f"shell config `sandbox` must be \"bwrap\" (the default) or \"none\", got `{sandbox!r}`")
+        network = raw.get("network", False)
+        if not isinstance(network, bool):
+            raise ToolFailure("permanent", f"shell config `network` must be true or false, got `{network!r}`")
         max_timeout = _positive(raw, "max_timeout", DEFAULT_MAX_TIMEOUT)
         if max_timeout > DEFAULT_MAX_TIMEOUT:
             raise ToolFailure("permanent", f"shell config `max_timeout` must be <= {DEFAULT_MAX_TIMEOUT:g} s (the tool's own limit), got `{max_timeout:g}`")
@@ -278,7 +295,25 @@ class ShellPolicy:
             timeout=min(_positive(raw, "timeout", DEFAULT_TIMEOUT), max_timeout),
             max_timeout=max_timeout,
             kill_grace=min(_positive(raw, "kill_grace", DEFAULT_KILL_GRACE), 30.0),
+            sandbox=sandbox,
+            network=network,
+            own_secrets=frozenset(_named_envs(ctx.extra)),
         )
+
+
+def _named_envs(settings: Any) -> list[str]:
+    """Values of every ``*_env`` key in a (nested) settings table."""
+    found: list[str] = []
+    if isinstance(settings, dict):
+        for key, value in settings.items():
+            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+                found.append(value)
+            else:
+                found += _named_envs(value)
+    elif isinstance(settings, list):
+        for item in settings:
+            found += _named_envs(item)
+    return found
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -564,13 +599,23 @@ def check_command(argv: Sequence[str], policy: ShellPolicy) -> str:
     return _check(argv, policy, [], 0)
 
 
+def own_secret(name: str, policy: ShellPolicy) -> bool:
+    """kasloop's own variables (``KASLOOP_*``: approval secrets, tool tokens), the variables its built-in
+    tools and models read secrets from, and every variable a tool setting names (``*_env``): never
+    passed to a program, even when ``env_passthrough`` names them."""
+    return name.startswith("KASLOOP_") or name in DEFAULT_SECRET_ENVS or name in policy.own_secrets
+
+
 def child_env(policy: ShellPolicy, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The scrubbed environment: defaults and exact passthrough names, pattern matches unless secret-looking."""
+    """The scrubbed environment: defaults and exact passthrough names, pattern matches unless secret-looking;
+    never kasloop's own secrets (:func:`own_secret`)."""
     source = os.environ if environ is None else environ
     exact = set(DEFAULT_ENV) | {p for p in policy.env_passthrough if not any(c in p for c in "*?[")}
     patterns = [p for p in policy.env_passthrough if any(c in p for c in "*?[")]
     env: dict[str, str] = {}
     for key, value in source.items():
+        if own_secret(key, policy):
+            continue
         if key in exact or (any(fnmatch.fnmatchcase(key, p) for p in patterns) and not looks_secret(key)):
             env[key] = value
     env["PATH"] = os.pathsep.join(policy.search_path)
@@ -619,17 +664,20 @@ async def _pump(stream: asyncio.StreamReader | None, capture: _Capture) -> None:
         capture.feed(chunk)
 
 
-def _signal_session(sid: int, sig: int, *, group: bool = True) -> list[int]:
+def _signal_session(sid: int, sig: int, *, group: bool = True, sandboxed: bool = False) -> list[int]:
     """Send ``sig`` to every process of the session (and its process group); return who got it.
 
-    The leader is a member (it is the command itself). ``group=False`` once the leader has
-    been reaped: its id might then name someone else's group.
+    The leader is a member (it is the command itself, or its sandbox). ``group=False`` once the
+    leader has been reaped: its id might then name someone else's group. ``sandboxed`` and a
+    signal other than SIGKILL: the sandbox's own processes are spared (see :func:`kasloop.tools.sandbox.sandbox_shells`).
     """
-    if group:
+    spared = sandbox_shells(sid) if sandboxed and sig != signal.SIGKILL else set()
+    if group and not spared:
         signal_quietly(sid, sig, group=True)
     members = session_members(sid)
     for pid in members:
-        signal_quietly(pid, sig)
+        if pid not in spared:
+            signal_quietly(pid, sig)
     return members
 
 
@@ -663,7 +711,22 @@ class ShellRunArgs(BaseModel):
         description="Command line (split like a shell, but no shell runs it: ; | && > $() * are plain text) or a list of arguments.",
     )
     timeout: float | None = Field(default=None, gt=0, description="Seconds before the process is killed (default 60, capped).")
-    cwd: str = Field(default=".", description="Working folder relative to the workspace root.")
+    cwd: str = Field(default=".", description="Working folder relative to the workspace root.", json_schema_extra={"kasloop": "path"})
+
+
+def sandboxed_command(argv: Sequence[str], executable: str, policy: ShellPolicy, ctx: ToolContext, cwd: Path) -> tuple[list[str], str]:
+    """What to start for a checked command: bubblewrap around it (the default), or the program itself
+    when a person set ``shell.sandbox = "none"``. Returns ``(argv, executable)``.
+
+    Raises:
+        ToolFailure: ``permanent``, naming the fix, when the sandbox is on and cannot run here.
+    """
+    name = os.path.basename(argv[0])
+    if policy.sandbox == "none":
+        return [name, *argv[1:]], executable
+    bwrap = require_sandbox()
+    command = bwrap_argv(bwrap, [name, *argv[1:]], workspace=ctx.workspace, cwd=cwd, protected=ctx.resources.protected, network=policy.network)
+    return command, bwrap
 
 
 def split_command(command: str | list[str]) -> list[str]:
@@ -682,11 +745,13 @@ async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
     if not cwd.is_dir():
         raise ToolFailure("bad_args", f"cwd `{args.cwd}` is not a folder in the workspace")
     executable = check_command(argv, policy)
+    command, executable = sandboxed_command(argv, executable, policy, ctx, cwd)
+    absent = absent_protected(ctx.resources.protected, ctx.workspace) if policy.sandbox != "none" else []
     timeout = min(args.timeout if args.timeout is not None else policy.timeout, policy.max_timeout)
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            os.path.basename(argv[0]), *argv[1:], executable=executable,
+            *command, executable=executable,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=cwd, env=child_env(policy), start_new_session=True,
         )  # fmt: skip
@@ -694,6 +759,18 @@ async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
         raise ToolFailure("denied", f"cannot execute `{argv[0]}`: {exc.strerror}") from None
     except OSError as exc:
         raise ToolFailure("bad_args", f"cannot start `{argv[0]}`: {exc.strerror or exc}") from None
+    record = record_sandbox(ctx.resources.home / SANDBOX_RECORDS, proc.pid) if policy.sandbox != "none" else None
+    try:
+        return await _supervise(proc, argv, args, policy, timeout, started, absent)
+    finally:
+        if record is not None:
+            record.unlink(missing_ok=True)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process, argv: list[str], args: ShellRunArgs, policy: ShellPolicy, timeout: float, started: float, absent: list[Path]
+) -> ToolResult:
+    """Read the output, enforce the timeout, kill what is left; the call's result."""
     out, err = _Capture(*STDOUT_KEEP), _Capture(*STDERR_KEEP)
     tasks = {asyncio.create_task(_pump(proc.stdout, out)), asyncio.create_task(_pump(proc.stderr, err)), asyncio.create_task(proc.wait())}
     killed: str | None = None
@@ -702,7 +779,7 @@ async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         if pending:
             killed = "SIGTERM"
-            _signal_session(proc.pid, signal.SIGTERM, group=proc.returncode is None)
+            _signal_session(proc.pid, signal.SIGTERM, group=proc.returncode is None, sandboxed=policy.sandbox != "none")
             _, pending = await asyncio.wait(tasks, timeout=policy.kill_grace)
             if pending or session_members(proc.pid):
                 killed = "SIGKILL"
@@ -718,9 +795,12 @@ async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
             task.cancel()
         _close_transport(proc)
         raise
+    exit_code = proc.returncode
+    if policy.sandbox != "none" and exit_code is not None and 128 < exit_code <= 192:
+        exit_code = 128 - exit_code  # bubblewrap exits 128+N when the program died of signal N
     metadata = {
         "argv": argv,
-        "exit_code": proc.returncode,
+        "exit_code": exit_code,
         "stdout_bytes": out.total,
         "stderr_bytes": err.total,
         "stdout_dropped": out.dropped,
@@ -732,11 +812,19 @@ async def _run(args: ShellRunArgs, ctx: ToolContext) -> ToolResult:
         metadata["timeout_capped"] = True
     if survivors:
         metadata["survivors"] = survivors
+    removed = remove_created(absent)
+    if removed:
+        metadata["removed_protected"] = [str(p) for p in removed]
+        names = ", ".join(p.name for p in removed)
+        return ToolResult(
+            ok=False, error_kind="denied", metadata=metadata,
+            output=f"Error: `{argv[0]}` created {names}, which is kasloop's own state; it was removed. Write your files elsewhere.\n" + _render(exit_code, out, err),
+        )
     if killed is not None:
         metadata["killed"] = killed
         text = f"Error: `{argv[0]}` timed out after {timeout:g} s; its processes were stopped ({killed}).\n" + _render(None, out, err)
         return ToolResult(ok=False, output=text, error_kind="timeout", metadata=metadata)
-    return ToolResult(ok=True, output=_render(proc.returncode, out, err), metadata=metadata)
+    return ToolResult(ok=True, output=_render(exit_code, out, err), metadata=metadata)
 
 
 SHELL_TOOLS: tuple[Tool, ...] = (

@@ -44,7 +44,8 @@ covered by ``default_thread``) are dropped. Run either the pump or the
 Config (``ToolContext.extra["telegram"]``, all optional):
 
 ``base_url``        Bot API server (``https://api.telegram.org``); a local Bot API server works too.
-``token_env``       name of the environment variable holding the bot token (``KASLOOP_TELEGRAM_TOKEN``).
+``token_env``       name of the environment variable holding the bot token (``KASLOOP_TELEGRAM_TOKEN``); never a
+                   ``KASLOOP_APPROVAL_*`` variable (the approvals bot is kasloop's: see ``kasloop.channels.telegram``).
 ``allow_chats``     list of chat ids / ``@usernames`` the bot may write to and read from;
                     unset = any chat. ``telegram_send`` to another chat → ``denied``.
 ``chat_threads``    table chat id → kasloop thread id, for :func:`pump_updates`.
@@ -145,6 +146,13 @@ class TelegramSettings(BaseModel):
                 raise ValueError(f"`{chat} = {thread!r}` must map a chat id to a thread id")
         return {_chat_key(k): v for k, v in value.items()}
 
+    @field_validator("token_env")
+    @classmethod
+    def _not_approvals(cls, value: str) -> str:
+        from kasloop.approvals import refuse_approval_env
+
+        return refuse_approval_env(value)
+
     def chat_allowed(self, chat: int | str) -> bool:
         return self.allow_chats is None or _chat_key(chat) in {_chat_key(c) for c in self.allow_chats}
 
@@ -168,6 +176,11 @@ def _token(settings: TelegramSettings) -> str:
         raise ToolFailure("permanent", f"no Telegram bot token: set the environment variable `{settings.token_env}` (telegram.token_env)")
     if not _TOKEN_RE.match(token):
         raise ToolFailure("permanent", f"the environment variable `{settings.token_env}` does not hold a bot token of the form 123456:ABC-def")
+    from kasloop.approvals import tool_secret_problem
+
+    problem = tool_secret_problem("telegram.token_env", settings.token_env)
+    if problem is not None:  # the approvals bot is kasloop's, never a tool's
+        raise ToolFailure("denied", problem)
     return token
 
 
@@ -600,6 +613,9 @@ async def pump_updates(
 
 
 APPROVAL_PREFIX = "kasloop:"
+# A press with this prefix that reaches the tools' bot is only a message (``telegram_send`` can put any
+# callback data on its buttons); decisions are taken from kasloop's own approvals bot, and only on the
+# message it sent for that approval (``kasloop.channels.telegram``).
 """``callback_data`` of kasloop's approval buttons: ``kasloop:<approval id>:approve|reject``."""
 
 OnApproval = Callable[[dict[str, Any]], Awaitable[str]]

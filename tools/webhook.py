@@ -20,7 +20,9 @@ environment variable ``webhook.secret_env`` and never appears in output.
 must match ``webhook.allow_domains`` when set, every address the host resolves
 to must be public (``localhost``, 10/8, 169.254/16... are refused) unless allowed
 by ``webhook.allow_private`` or named as an IP in ``allow_domains``, and the
-request goes to the checked address (no DNS rebinding). The webhook family has
+request goes to the checked address (no DNS rebinding). kasloop's own receivers
+(the approvals receiver, ``approval_channels.receivers``) are refused whatever
+``allow_private`` says (:mod:`kasloop.channels.receivers`). The webhook family has
 its **own** settings section: being allowed to browse a site does not make it
 a webhook target. Redirects: 307 and 308 keep the method and body and are
 followed like the http family follows them (each hop gated, at most
@@ -49,7 +51,9 @@ it the timestamp is too old. Otherwise it calls
 
 Config (``ToolContext.extra["webhook"]``, all optional):
 
-``secret_env``     environment variable holding the HMAC secret (``KASLOOP_WEBHOOK_SECRET``).
+``secret_env``     environment variable holding the HMAC secret (``KASLOOP_WEBHOOK_SECRET``); never a
+                   ``KASLOOP_APPROVAL_*`` variable, and a value an approval channel's secret also has
+                   is refused at call time (``denied``): what a tool signs is never an approval.
 ``allow_domains``  as ``http.allow_domains``: ``host``, ``*.domain`` or IP, optionally ``:port``;
                    empty = any public host.
 ``allow_private``  ``true`` or a list of networks, as ``http.allow_private`` (default false).
@@ -77,6 +81,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kasloop.approvals import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.http import (
     AllowPrivate,
@@ -107,6 +112,7 @@ __all__ = [
     "WebhookSettings",
     "inbox_deliver",
     "make_webhook_app",
+    "post_signed",
     "sign",
     "verify",
 ]
@@ -168,6 +174,11 @@ class WebhookSettings(BaseModel):
             HostRule.parse(entry)  # raises ValueError with the entry in the message
         return value
 
+    @field_validator("secret_env")
+    @classmethod
+    def _not_approvals(cls, value: str) -> str:
+        return refuse_approval_env(value, "sign with")
+
     def policy(self) -> HttpPolicy:
         rules = tuple(HostRule.parse(e) for e in self.allow_domains)
         networks = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
@@ -193,9 +204,13 @@ def _settings(ctx: ToolContext) -> WebhookSettings:
 
 
 def _secret(settings: WebhookSettings) -> bytes:
+    """The tools' signing secret; never an approval channel's (``KASLOOP_APPROVAL_*``, by name or by value)."""
     secret = os.environ.get(settings.secret_env, "")
     if not secret:
         raise ToolFailure("permanent", f"no webhook secret: set the environment variable `{settings.secret_env}` (webhook.secret_env)")
+    problem = tool_secret_problem("webhook.secret_env", settings.secret_env)
+    if problem is not None:
+        raise ToolFailure("denied", problem)
     return secret.encode()
 
 
@@ -253,37 +268,42 @@ def _delivery_id(ctx: ToolContext) -> str:
 class PostArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="http:// or https:// URL of the receiver.")
+    url: str = Field(description="http:// or https:// URL of the receiver.", json_schema_extra={"kasloop": "url"})
     payload: dict[str, Any] = Field(description="JSON object to send.")
 
 
 async def _webhook_post(args: PostArgs, ctx: ToolContext) -> ToolResult:
     settings = _settings(ctx)
+    policy = await settings.policy().with_receivers(ctx)
+    return await post_signed(args.url, args.payload, policy, lambda: _secret(settings), _delivery_id(ctx))
+
+
+async def post_signed(url: str, payload: dict[str, Any], policy: HttpPolicy, secret: Callable[[], bytes], delivery: str) -> ToolResult:
+    """POST ``payload`` signed with ``secret()`` through the jail of ``policy`` (the webhook tool, and the
+    approval channel with its own secret); the result the tool returns."""
     try:
-        body = json.dumps(args.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise ToolFailure("bad_args", f"payload is not plain JSON: {exc}") from None
     if len(body) > MAX_PAYLOAD:
         raise ToolFailure("bad_args", f"payload is {len(body)} bytes; the limit is {MAX_PAYLOAD}: send less")
-    policy = settings.policy()
-    secret = _secret(settings)
+    key = secret()
     timestamp = str(int(time.time()))
-    delivery = _delivery_id(ctx)
     headers = {
         "Content-Type": "application/json",
         TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: sign(secret, timestamp, delivery, body),
+        SIGNATURE_HEADER: sign(key, timestamp, delivery, body),
         DELIVERY_HEADER: delivery,
     }
     try:
-        status, reason, url, answer, content_type, redirects = await _post(args.url, body, headers, policy)
+        status, reason, final, answer, content_type, redirects = await _post(url, body, headers, policy)
     except ToolFailure as exc:
         raise _ours(exc) from None
     except httpx.HTTPError as exc:
-        raise map_httpx_error(exc, args.url) from None
-    text = render_body(answer, content_type, url).strip()
-    metadata = {"status": status, "url": url, "delivery": delivery, "redirects": redirects}
-    line = f"HTTP {status} {reason} from {url} (delivery {delivery})"
+        raise map_httpx_error(exc, url) from None
+    text = render_body(answer, content_type, final).strip()
+    metadata = {"status": status, "url": final, "delivery": delivery, "redirects": redirects}
+    line = f"HTTP {status} {reason} from {final} (delivery {delivery})"
     if status >= 300:
         return ToolResult(ok=False, output=f"Error: receiver answered {line}\n\n{text}".rstrip(), error_kind=status_kind(status), metadata=metadata)
     return ToolResult(ok=True, output=f"Delivered: {line}\n\n{text}".rstrip(), metadata=metadata)
@@ -388,7 +408,7 @@ def make_webhook_app(
         approvals: when given, ``POST /approvals`` takes signed decisions (``{"approval_id", "decision",
             "by"?, "reason"?}``), checked like hooks (signature, window, delivery id), a delivery id at
             most once (a replay is 409); ``approvals(payload, delivery)`` returns the status and answer.
-            See ``kasloop.channels.webhook.approvals_handler``.
+            See ``kasloop.channels.webhook.approvals_app`` (which uses the approval channel's own secret).
         refused: ``async (status, delivery, payload=None)``, told of every refused approval callback (to log it).
     """
     from starlette.applications import Starlette

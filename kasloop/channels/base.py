@@ -1,20 +1,31 @@
 """Approval channels: each pending request goes out to Telegram, email or a webhook, and decisions come back.
 
 A decision from a channel counts only if it comes from someone the config
-names, and never from the model or a tool:
+names, and never from the model or a tool. Each incoming channel has secrets
+of its own, in ``KASLOOP_APPROVAL_*`` variables that no tool setting may name
+and whose values no other variable may hold (kasloop refuses to start
+otherwise), and no tool may reach kasloop's receivers
+(``kasloop.channels.receivers``):
 
-* Telegram: the button press's sender must be one of ``approvers`` (user ids).
-* Email: the reply's sender must be one of ``approvers`` *and* quote the
-  request's one-time code, which only the request email carried (a forged
-  From header alone is not enough).
-* Webhook: the callback must carry a valid HMAC signature, a fresh timestamp
-  and a delivery id never seen before.
+* Telegram: requests are sent by kasloop's own approvals bot (not the tools'
+  bot); a press counts only on the very message kasloop sent for that
+  approval (chat and message id recorded when it was sent) and only from one
+  of ``approvers`` (user ids).
+* Email: replies are read from the approvals' own mailbox (not the tools'); the
+  sender must be one of ``approvers`` *and* quote the request's one-time code,
+  which only the request email carried (a forged From header alone is not
+  enough).
+* Webhook: the callback must carry a valid HMAC signature made with the
+  approval channel's own secret, a fresh timestamp and a delivery id never
+  seen before.
 
 Everything refused is logged as ``approval_refused`` on the request's thread;
-accepted decisions go through ``Agent.decide`` like ``kasloop approve``, so
-expiry, staleness and argument hashes are checked the same way. Which
-requests were announced where is kept in ``kasloop_announcements`` (with the
-one-time code), so each goes out once per channel.
+accepted decisions are typed (``kasloop.approvals``) and go through
+``Agent.decide`` like ``kasloop approve``, so expiry, staleness and argument
+hashes are checked by the same :func:`kasloop.approvals.check_decision`.
+Which requests were announced where is kept in ``kasloop_announcements``
+(with the one-time code and the sent message's reference), so each goes out
+once per channel.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kasloop.approvals import Approve, Reject
 from kasloop.checkpoints.events import EventLog
 from kasloop.checkpoints.sqlite import Database
 from kasloop.config import AgentConfig
@@ -35,12 +47,11 @@ __all__ = ["AnnouncementLog", "Channel", "Incoming", "Refuse", "announce", "chan
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """A decision a channel received from an approver."""
+    """A decision a channel received from an approver (already checked to come from one)."""
 
     approval_id: str
-    decision: str
+    decision: Approve | Reject
     by: str
-    reason: str = ""
 
 
 Refuse = Callable[[str, str, str], Awaitable[None]]

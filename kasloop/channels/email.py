@@ -1,8 +1,11 @@
-"""Approval requests by email, decided by a reply.
+"""Approval requests by email, decided by a reply read from the approvals' own mailbox.
 
 Each request is mailed to ``approval_channels.email.to`` (through the email
-family's SMTP settings and recipient allowlist) with a one-time code. A reply
-decides it when all of these hold: it is unread in ``folder``; its subject
+family's SMTP settings and recipient allowlist) with a one-time code. Replies
+are read from ``approval_channels.email.imap``: a mailbox with its own login,
+whose password is in a ``KASLOOP_APPROVAL_*`` variable no tool may read (not
+the tools' mailbox, so no email tool can read a reply or its code). A reply
+decides when all of these hold: it is unread in ``folder``; its subject
 names the approval id; its first non-empty line is ``APPROVE CODE`` or
 ``REJECT CODE [reason]``; the code is the one sent for that request; and its
 sender is one of ``approvers``. Every reply looked at is marked read, so it
@@ -12,15 +15,19 @@ is handled once; a reply that fails a check is refused and logged.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from kasloop.approvals import Approve, Reject, approval_secret_problem
 from kasloop.channels.base import AnnouncementLog, Decide, Incoming, Refuse, request_text
 from kasloop.checkpoints.sqlite import Database
 from kasloop.config import EmailApprovals
+from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolContext, ToolFailure, run_tool
-from kasloop.tools.email import EMAIL_TOOLS, EmailSettings, _imap_session, _password, parse_addresses, take_unread
+from kasloop.tools.email import EMAIL_TOOLS, EmailSettings, ImapSettings, _imap_session, parse_addresses, take_unread
 
 __all__ = ["EmailChannel", "parse_reply"]
 
@@ -64,15 +71,23 @@ class EmailChannel:
             raise ToolFailure(result.error_kind or "permanent", result.output)
         return str(result.metadata.get("message_id", ""))
 
+    def _mailbox(self) -> tuple[ImapSettings, str]:
+        """The approvals mailbox and its password (checked again here: never a value a tool's variable holds)."""
+        mailbox = ImapSettings.model_validate(self.approvals.imap)
+        problem = approval_secret_problem("approval_channels.email.imap.password_env", mailbox.password_env)
+        if problem is not None:
+            raise ConfigError(f"Refusing to use the email approval channel: {problem}.")
+        password = os.environ.get(mailbox.password_env, "")
+        if not password:
+            raise ToolFailure("permanent", f"no password for the approvals mailbox: set the environment variable `{mailbox.password_env}` (approval_channels.email.imap.password_env)")
+        return mailbox, password
+
     async def poll(self, db: Database, decide: Decide, refuse: Refuse) -> None:
-        settings = EmailSettings.model_validate(self.tool_settings.get("email") or {})
-        if settings.imap is None or not settings.imap.username:
-            raise ToolFailure("permanent", "approval_channels.email needs tool_settings.email.imap (host, username) to read replies")
-        password = _password(settings.imap, "imap")
-        assert password is not None
-        folder, limit = self.approvals.folder, settings.max_read_bytes
+        mailbox, password = self._mailbox()
+        limit = EmailSettings.model_validate(self.tool_settings.get("email") or {}).max_read_bytes
+        folder = self.approvals.folder
         replies = await asyncio.to_thread(
-            _imap_session, settings.imap, password, lambda conn: take_unread(conn, folder, max_bytes=limit, criteria=("UNSEEN", "SUBJECT", '"kasloop"')),
+            _imap_session, mailbox, password, lambda conn: take_unread(conn, folder, max_bytes=limit, criteria=("UNSEEN", "SUBJECT", '"kasloop"')),
         )
         log = AnnouncementLog(db)
         for sender, subject, body, _ in replies:
@@ -84,7 +99,7 @@ class EmailChannel:
             sent = await log.get(approval_id, self.name)
             if sender not in self.approvers:
                 await refuse(approval_id, by, f"{sender} is not an approver")
-            elif sent is None or sent["code"] != code:
+            elif sent is None or not sent["code"] or not hmac.compare_digest(str(sent["code"]), code):
                 await refuse(approval_id, by, "the reply does not quote this request's code")
             else:
-                await decide(Incoming(approval_id, decision, by, reason))
+                await decide(Incoming(approval_id, Approve(reason=reason) if decision == "approve" else Reject(reason=reason), by))

@@ -2,8 +2,8 @@
 
 Announcing requests and notices for a thread uses the thread's own stored
 policy (its ``approval_channels``); polling for decisions and inbox messages
-uses the polling agent's config. Decisions go through ``Agent.decide``, so
-they get every check ``kasloop approve`` gets.
+uses the polling agent's config. Decisions are typed (``kasloop.approvals``)
+and go through ``Agent.decide``, so they get every check ``kasloop approve`` gets.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kasloop.channels.base import Incoming, announce, channels_for, notify
-from kasloop.checkpoints import ApprovalStore, Database, Decision, EventLog, ThreadStore
+from kasloop.checkpoints import ApprovalStore, Database, EventLog, ThreadStore
 from kasloop.errors import ApprovalError, KasloopError
 from kasloop.tools.base import ToolFailure
 
@@ -64,15 +64,14 @@ async def poll_approvals(agent: Agent) -> int:
             async def decide(incoming: Incoming, name: str = channel.name) -> str:
                 nonlocal recorded
                 record = await store.get(incoming.approval_id)
-                decision: Decision = {"decision": incoming.decision, "reason": incoming.reason}  # type: ignore[typeddict-item]
                 try:
-                    await agent.decide(incoming.approval_id, decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
+                    await agent.decide(incoming.approval_id, incoming.decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
                 except ApprovalError as exc:
-                    if "expired" not in exc.message:  # decide logs expiry itself
+                    if "expired" not in exc.message:  # the check logs expiry itself
                         await refuse(incoming.approval_id, incoming.by, exc.message, name)
                     return f"Not recorded: {exc.message}"
                 recorded += 1
-                return f"Recorded: {incoming.decision}."
+                return f"Recorded: {incoming.decision.decision}."
 
             async def refused(approval_id: str, by: str, why: str, name: str = channel.name) -> None:
                 await refuse(approval_id, by, why, name)
@@ -85,12 +84,12 @@ async def poll_approvals(agent: Agent) -> int:
 
 
 async def poll_inbox(agent: Agent) -> int:
-    """Feed new mail into the inbox (``tool_settings.email.inbox_thread``), and Telegram messages
-    (``tool_settings.telegram`` ``chat_threads`` / ``default_thread``) when no Telegram approval channel
-    already polls them. The daemon calls this every cycle; returns how many messages arrived."""
+    """Feed new mail into the inbox (``tool_settings.email.inbox_thread``), and Telegram messages to the
+    tools' bot (``tool_settings.telegram`` ``chat_threads`` / ``default_thread``; the approvals bot is
+    another bot, polled by ``poll_approvals``). The daemon calls this every cycle; returns how many messages arrived."""
     settings = agent.config.tool_settings
     email, telegram = settings.get("email") or {}, settings.get("telegram") or {}
-    wants_telegram = (telegram.get("chat_threads") or telegram.get("default_thread")) and agent.config.approval_channels.telegram is None
+    wants_telegram = telegram.get("chat_threads") or telegram.get("default_thread")
     if not email.get("inbox_thread") and not wants_telegram:
         return 0
     from kasloop.tools.email import poll_inbox

@@ -10,10 +10,11 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
-from kasloop.cli import approvals, budget, daemon, demo, graph, local_model, memory, report, rules, run, status
+from kasloop.cli import approvals, budget, daemon, delete, demo, graph, local_model, memory, report, rules, run, status
 from kasloop.cli._console import err
-from kasloop.errors import KasloopError
+from kasloop.errors import KasloopError, check_text
 
 __all__ = ["app", "main"]
 
@@ -24,8 +25,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (run, approvals, budget, rules, status, report, daemon, demo, graph, local_model, memory):
+for module in (run, approvals, budget, rules, status, delete, report, daemon, demo, graph, local_model, memory):
     module.register(app)
+
+
+def check_input(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse arguments and ``KASLOOP_*`` variables holding bytes that are not UTF-8 (a ``UsageError``, exit 2).
+
+    Python keeps such bytes as lone surrogates, which would fail later, far from their cause (storing a
+    goal, printing a message); a goal, a ``tell`` message, a path or an id must be UTF-8 text.
+    """
+    for position, arg in enumerate(argv, start=1):
+        check_text(arg, f"Command-line argument {position}")
+    for name in sorted(environ):
+        if name.startswith("KASLOOP_"):
+            check_text(environ[name], f"The environment variable {name}")
+
+
+def _shown(text: str) -> str:
+    """An error line with every secret this process knows redacted (a provider's error can echo a key)."""
+    from kasloop.secrets import known_secrets
+
+    return known_secrets().text(text)
 
 
 def main() -> None:
@@ -33,6 +54,11 @@ def main() -> None:
 
     ``KASLOOP_LOG=json`` writes kasloop's log records and every event as JSON lines to stderr.
     """
+    try:
+        check_input(sys.argv[1:], os.environ)
+    except KasloopError as exc:
+        err.print(f"[red]Error:[/red] {escape(exc.message)}", highlight=False)
+        sys.exit(exc.exit_code)
     if os.environ.get("KASLOOP_LOG", "").lower() == "json":
         from kasloop.logs import configure
 
@@ -40,7 +66,7 @@ def main() -> None:
     try:
         app()
     except KasloopError as exc:
-        err.print(f"[red]Error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]Error:[/red] {escape(_shown(exc.message))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("Interrupted; the thread's last checkpoint is kept. Continue with `kasloop resume THREAD`.")
@@ -49,5 +75,5 @@ def main() -> None:
         if os.environ.get("KASLOOP_DEBUG", "").lower() in ("1", "true"):
             err.print_exception(show_locals=True)
         else:
-            err.print(f"[red]Internal error:[/red] {type(exc).__name__}: {exc}. Rerun with KASLOOP_DEBUG=1 for a traceback, and please report it.", highlight=False)
+            err.print(f"[red]Internal error:[/red] {type(exc).__name__}: {escape(_shown(str(exc)))}. Rerun with KASLOOP_DEBUG=1 for a traceback, and please report it.", highlight=False)
         sys.exit(1)

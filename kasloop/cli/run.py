@@ -13,6 +13,7 @@ from kasloop.agent import RunResult
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import err, out, print_json, print_result
 from kasloop.models import resolve_model_specs
+from kasloop.tools.sandbox import sandbox_warning
 
 __all__ = ["register"]
 
@@ -88,6 +89,9 @@ def register(app: typer.Typer) -> None:
             autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps, run_team=team,
             run_collaboration=collaboration,
         )
+        warning = sandbox_warning(agent.config.tool_settings)
+        if warning is not None:
+            err.print(warning, markup=False, style="bold red")
         announce = f"model: {describe_model(resolve_model_specs(agent.config)[0])}"
         with LiveProgress(not json_out, announce) as progress:
             agent.progress = progress

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from kasloop.tools.sandbox import describe_sandbox
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
 from kasloop.report import goal_summaries
@@ -50,6 +51,7 @@ def register(app: typer.Typer) -> None:
             return
         if beat is not None:
             out.print(_daemon_line(beat))
+        out.print(f"command sandbox: {describe_sandbox(agent.config.tool_settings)}", markup=False)
         if not rows:
             out.print("No threads yet. Start one with [bold]kasloop run GOAL[/bold].")
             return

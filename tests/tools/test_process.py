@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import host_pids
 from pydantic import ValidationError
 
 from kasloop.checkpoints.processes import ProcessRecord, ProcessStore
@@ -55,7 +56,7 @@ time.sleep(120)
 STUBBORN = """\
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild across exec
-kid = subprocess.Popen([sys.executable, "-c", "import os, time\\nos.setpgid(0, 0)\\nprint('kid-ready', flush=True)\\ntime.sleep(120)"],
+kid = subprocess.Popen([sys.executable, "-c", "import os, time\\nos.setpgid(0, 0)\\nprint('kid-ready', flush=True)\\ntime.sleep(120)", "kasloop-test-stubborn-kid"],
                        stdout=subprocess.PIPE)
 kid.stdout.readline()  # the grandchild has left the process group
 print("stubborn-ready", kid.pid, flush=True)
@@ -246,7 +247,7 @@ async def test_a_process_ignoring_sigterm_gets_sigkill_after_the_grace_with_its_
     ctx = make_ctx(ws, resources, kill_grace=0.5)
     started = await start(ctx, cleanup, "python stubborn.py")
     await until(lambda: "stubborn-ready" in log_text(started), "the SIGTERM handler to be installed")
-    kid = int(log_text(started).split("stubborn-ready", 1)[1].split()[0])
+    [kid] = host_pids("kasloop-test-stubborn-kid")
     cleanup.add(kid)
     assert alive(kid) and proc_stat(kid)[1] == kid  # type: ignore[index]  # its own group: killpg alone would miss it
     began = time.monotonic()
@@ -301,24 +302,25 @@ def test_tail_reads_across_the_rotated_file_and_only_the_end(tmp_path: Path) -> 
 
 LEAVER = """\
 import subprocess, sys
-kid = subprocess.Popen([sys.executable, "-c", "import time\\nprint('kid-ready', flush=True)\\ntime.sleep(120)"])
-print("leaver-exits", kid.pid, flush=True)
+kid = subprocess.Popen([sys.executable, "-c", "import time\\nprint('kid-ready', flush=True)\\ntime.sleep(120)", "kasloop-test-leftover"],
+                       stdout=subprocess.PIPE)
+kid.stdout.readline()
+print("leaver-exits", flush=True)
 """
 
 
-async def test_processes_left_behind_by_an_ended_program_are_stopped(ws: Path, resources: ToolResources, cleanup: Cleanup) -> None:
+async def test_processes_left_behind_by_an_ended_program_end_with_its_sandbox(ws: Path, resources: ToolResources, cleanup: Cleanup) -> None:
+    """The program is the first process of its sandbox's PID namespace: when it ends, whatever it left
+    running ends too (nothing is orphaned), and a later stop has nothing left to signal."""
     (ws / "leaver.py").write_text(LEAVER)
     ctx = make_ctx(ws, resources)
     started = await start(ctx, cleanup, "python leaver.py")
-    await until(lambda: "kid-ready" in log_text(started), "the grandchild's marker")
-    kid = int(log_text(started).split("leaver-exits", 1)[1].split()[0])
-    cleanup.add(kid)
+    await until(lambda: "leaver-exits" in log_text(started), "the program's last line")
     status = await exited(ctx, started.metadata["id"])
-    assert status.metadata["exit_code"] == 0 and alive(kid)
+    assert status.metadata["exit_code"] == 0
+    await until(lambda: host_pids("kasloop-test-leftover") == [], "the leftover to end with the sandbox")
     stopped = await call("process_stop", {"id": started.metadata["id"]}, ctx)
-    assert stopped.ok and stopped.metadata["signal"] == "SIGTERM" and stopped.metadata["leftovers_only"] is True, stopped
-    assert "left behind were stopped" in stopped.output and stopped.metadata["exit_code"] == 0
-    assert not alive(kid)
+    assert stopped.ok and stopped.metadata["signal"] is None, stopped
 
 
 # --------------------------------------------------------------------------- who may stop what
@@ -436,15 +438,15 @@ async def test_cwd_outside_the_workspace_is_denied_and_bad_folders_are_bad_args(
 
 async def test_secrets_in_the_environment_do_not_reach_the_log(ws: Path, resources: ToolResources, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "tok-5555-do-not-leak"
-    monkeypatch.setenv("KASLOOP_TEST_SECRET_TOKEN", secret)
-    monkeypatch.setenv("KASLOOP_TEST_PLAIN", "plain-6666")
-    ctx = make_ctx(ws, resources, shell={"env_passthrough": ["KASLOOP_TEST_*"]})
+    monkeypatch.setenv("MYAPP_TEST_SECRET_TOKEN", secret)
+    monkeypatch.setenv("MYAPP_TEST_PLAIN", "plain-6666")
+    ctx = make_ctx(ws, resources, shell={"env_passthrough": ["MYAPP_TEST_*"]})
     started = await start(ctx, cleanup, "env")
     await exited(ctx, started.metadata["id"])
     tail = await call("process_tail", {"id": started.metadata["id"], "lines": 200}, ctx)
     text = log_text(started)
-    assert "PATH=" in text and "KASLOOP_TEST_PLAIN=plain-6666" in text  # the passthrough pattern works...
-    assert secret not in text and "KASLOOP_TEST_SECRET_TOKEN" not in text  # ...but never for secret-looking names
+    assert "PATH=" in text and "MYAPP_TEST_PLAIN=plain-6666" in text  # the passthrough pattern works...
+    assert secret not in text and "MYAPP_TEST_SECRET_TOKEN" not in text  # ...but never for secret-looking names
     assert secret not in tail.output and secret not in json.dumps(tail.metadata)
     for path in Path(started.metadata["log_path"]).parent.iterdir():
         assert secret not in path.read_text(errors="replace"), path

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import host_pids
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, openai_schema, run_tool
 from kasloop.tools.registry import select_tools
@@ -308,7 +309,7 @@ CHILD = """\
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchildren across exec
 sleeper = "import os, sys, time\\nif sys.argv[1] == 'own-group': os.setpgid(0, 0)\\nprint('ready', flush=True)\\ntime.sleep(120)"
-kids = [subprocess.Popen([sys.executable, "-c", sleeper, mode], stdout=subprocess.PIPE) for mode in ("same-group", "own-group")]
+kids = [subprocess.Popen([sys.executable, "-c", sleeper, mode, "kasloop-test-grandchild"], stdout=subprocess.PIPE) for mode in ("same-group", "own-group")]
 for kid in kids:
     kid.stdout.readline()  # the grandchild has started (and left the process group, for the second)
 with open("pids.txt", "w") as fh:
@@ -328,7 +329,7 @@ async def test_timeout_kills_a_sigterm_ignoring_child_and_its_grandchildren(ws: 
     assert result.metadata["killed"] == "SIGKILL"  # SIGTERM was ignored
     pids = [int(p) for p in (ws / "pids.txt").read_text().split()]
     assert len(pids) == 3
-    assert [pid for pid in pids if running(pid)] == []
+    assert host_pids("child.py") == [] and host_pids("kasloop-test-grandchild") == []
     assert "survivors" not in result.metadata
     assert elapsed < 2 + 0.3 + 3
 
@@ -350,15 +351,15 @@ async def test_timeout_argument_is_capped_by_max_timeout(ws: Path) -> None:
 async def test_processes_left_behind_by_a_finished_command_are_killed(ws: Path) -> None:
     script = (
         "import os, subprocess, sys\n"
-        "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+        "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', 'kasloop-test-left-behind'],"
         " stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(kid.pid)\n"
     )
     (ws / "bg.py").write_text(script)
     result = await shell(ws, ["python", "bg.py"], cfg=PYTHON_CFG, timeout=20)
     assert result.ok and result.metadata["exit_code"] == 0, result
-    pid = int(streams(result)[0])
-    assert not running(pid)
+    assert int(streams(result)[0]) > 0
+    assert host_pids("kasloop-test-left-behind") == []
 
 
 # --------------------------------------------------------------------------- output is bounded while reading
@@ -399,10 +400,10 @@ async def test_stderr_is_capped_separately(ws: Path) -> None:
 @pytest.fixture
 def secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     values = {
-        "KASLOOP_TEST_API_KEY": "sk-test-1111111111",
-        "KASLOOP_TEST_DB_PASSWORD": "hunter2-2222222222",
+        "MYAPP_TEST_API_KEY": "sk-test-1111111111",
+        "MYAPP_TEST_DB_PASSWORD": "hunter2-2222222222",
         "GITHUB_TOKEN": "ghp_3333333333",
-        "KASLOOP_TEST_PLAIN": "plain-4444444444",
+        "MYAPP_TEST_PLAIN": "plain-4444444444",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -415,19 +416,31 @@ async def test_secrets_in_the_parent_environment_are_not_visible_to_env(ws: Path
     out, _ = streams(result)
     names = {line.split("=", 1)[0] for line in out.splitlines()}
     assert "PATH" in names
-    assert names <= {"PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TERM", "TZ", "USER", "LOGNAME", "TMPDIR"}
+    assert names <= {"PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TERM", "TZ", "USER", "LOGNAME", "TMPDIR", "PWD"}
     for key, value in secrets.items():
         assert key not in out and value not in out
 
 
 async def test_passthrough_patterns_skip_secret_names_but_exact_names_pass(ws: Path, secrets: dict[str, str]) -> None:
-    pattern = await shell(ws, "env", cfg={"env_passthrough": ["KASLOOP_TEST_*"]})
+    pattern = await shell(ws, "env", cfg={"env_passthrough": ["MYAPP_TEST_*"]})
     out, _ = streams(pattern)
-    assert "KASLOOP_TEST_PLAIN=plain-4444444444" in out
+    assert "MYAPP_TEST_PLAIN=plain-4444444444" in out
     assert "sk-test" not in out and "hunter2" not in out and "ghp_" not in out
-    exact = await shell(ws, "env", cfg={"env_passthrough": ["KASLOOP_TEST_API_KEY"]})
+    exact = await shell(ws, "env", cfg={"env_passthrough": ["MYAPP_TEST_API_KEY"]})
     out, _ = streams(exact)
-    assert "KASLOOP_TEST_API_KEY=sk-test-1111111111" in out and "hunter2" not in out and "plain-" not in out
+    assert "MYAPP_TEST_API_KEY=sk-test-1111111111" in out and "hunter2" not in out and "plain-" not in out
+
+
+async def test_kasloops_own_secrets_never_pass_even_when_named(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KASLOOP_APPROVAL_WEBHOOK_SECRET", "approval-5555555555")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-6666666666")
+    monkeypatch.setenv("MAIL_PW", "mail-7777777777")
+    monkeypatch.setenv("MYAPP_TEST_PLAIN", "plain-8888888888")
+    names = ["KASLOOP_APPROVAL_WEBHOOK_SECRET", "OPENAI_API_KEY", "MAIL_PW", "MYAPP_TEST_PLAIN"]
+    ctx = ToolContext(workspace=ws, extra={"shell": {"env_passthrough": names}, "email": {"smtp": {"password_env": "MAIL_PW"}}})
+    out, _ = streams(await run_tool(SHELL, {"command": "env"}, ctx))
+    assert "approval-5555" not in out and "sk-openai" not in out and "mail-7777" not in out
+    assert "MYAPP_TEST_PLAIN=plain-8888888888" in out  # the control: a plain named variable passes
 
 
 # --------------------------------------------------------------------------- arguments and config
