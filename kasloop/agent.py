@@ -504,7 +504,7 @@ class Agent:
             }
             await store.decide(record["approval_id"], decision, by="kasloop", channel="expiry", event=event_row(
                 thread_id, step, "approval_decision", approval_id=record["approval_id"], decision="reject", by="kasloop",
-                channel="expiry", arg_hash=record["arg_hash"], new_arg_hash=None,
+                channel="expiry", arg_hash=record["arg_hash"], new_arg_hash=None, reason=decision["reason"],
             ))
 
     async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:

@@ -242,9 +242,10 @@ async def record_decision(db: Database, checked: Checked) -> None:
 
     record, stored = checked.record, checked.stored
     kind = checked.decision.decision
+    said = {key: str(stored[key])[:500] for key in ("reason", "text") if stored.get(key)}  # what the person told the model
     event = event_row(
         record["thread"], checked.step, "approval_decision", approval_id=record["approval_id"], decision=kind, by=checked.by,
-        channel=checked.channel, arg_hash=record["arg_hash"], new_arg_hash=stored["arg_hash"] if kind == "edit" else None,
+        channel=checked.channel, arg_hash=record["arg_hash"], new_arg_hash=stored["arg_hash"] if kind == "edit" else None, **said,
     )
     if not await ApprovalStore(db).decide(record["approval_id"], stored, by=checked.by, channel=checked.channel, event=event):  # type: ignore[arg-type]
         raise ApprovalError(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")

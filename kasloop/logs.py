@@ -123,7 +123,8 @@ def _message(kind: str, data: Mapping[str, Any]) -> str:
         calls = data.get("calls") or []
         return f"decide: {len(calls)} call(s)" if calls else "decide: no call, goal done"
     if kind == "approval_decision":
-        return f"approval {data.get('approval_id', '?')}: {data.get('decision', '?')}"
+        said = f" ({data['reason']})" if data.get("reason") else ""
+        return f"approval {data.get('approval_id', '?')}: {data.get('decision', '?')}{said}"
     if kind in ("error", "self_diagnose"):
         return f"{kind}: {str(data.get('message', ''))[:200]}"
     return kind

@@ -190,6 +190,14 @@ async def invoke_model(
         raise _classify(exc) from exc
     if not isinstance(reply, AIMessage):
         raise ModelError(f"model returned {type(reply).__name__}, not an AI message", transient=False)
+    if not reply.tool_calls and _cut_off(reply):
+        # Not an answer: the model was still writing (measured: a files_write whose content repeated a word
+        # until the limit). It goes through the recovery ladder, and the model is told how to fit.
+        raise ModelError(
+            "the reply was cut off at the model's token limit before it finished; keep replies and file content short "
+            "(write a long file in parts with files_append)",
+            transient=False,
+        )
     if not reply.tool_calls and tools:
         echoed = echoed_result(str(reply.content))
         if echoed is not None:
@@ -199,7 +207,31 @@ async def invoke_model(
         recovered = extract_tool_call(str(reply.content), tools, call_id=f"call_{turn}_0")
         if recovered is not None:
             reply = AIMessage(content="", tool_calls=[recovered], usage_metadata=reply.usage_metadata, response_metadata=reply.response_metadata)
+        elif looks_like_call(str(reply.content), tools):
+            raise ModelError(
+                "the reply looks like a tool call but is not valid JSON, so nothing ran; send the call again as one "
+                'complete JSON object {"name": ..., "arguments": {...}} with short content',
+                transient=False,
+            )
     return reply
+
+
+def _cut_off(reply: AIMessage) -> bool:
+    """Did the model stop at its token limit (OpenAI ``finish_reason`` / Anthropic ``stop_reason``)?"""
+    meta = reply.response_metadata or {}
+    return meta.get("finish_reason") == "length" or meta.get("stop_reason") == "max_tokens"
+
+
+_CALL_START = re.compile(r'^\s*(```[a-zA-Z]*\s*)?\{\s*"(name|function|arguments|tool)"\s*:')
+
+
+def looks_like_call(text: str, tools: list[dict[str, Any]]) -> bool:
+    """A reply that starts like a call (``{"name": ...``) and names one of the tools, but did not parse:
+    never a final answer."""
+    if not _CALL_START.match(text):
+        return False
+    names = [t["function"]["name"] for t in tools]
+    return any(f'"{name}"' in text for name in names)
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")

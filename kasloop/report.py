@@ -244,8 +244,9 @@ def _event_body(event: Event) -> Raw:
         return tag("div", "approval ", tag("code", d.get("approval_id", "?")), " requested for ", tag("code", d.get("tool", "?")), ": ", d.get("reason", ""))
     if kind == "approval_decision":
         edited = " (edited arguments)" if d.get("new_arg_hash") else ""
+        said = f": {d['reason']}" if d.get("reason") else f": {d['text']}" if d.get("text") else ""
         return tag("div", "approval ", tag("code", d.get("approval_id", "?")), ": ", tag("b", d.get("decision", "?")),
-                   f"{edited} by {d.get('by', '?')} via {d.get('channel', '?')}")
+                   f"{edited} by {d.get('by', '?')} via {d.get('channel', '?')}{said}")
     if kind == "approval_refused":
         return tag("div", "approval decision refused for ", tag("code", d.get("approval_id", "?")), f" ({d.get('by') or '?'} via {d.get('channel') or '?'}): {d.get('reason', '')}")
     if kind == "human_approval":

@@ -28,6 +28,7 @@ from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
+from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, receipts
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
@@ -246,6 +247,7 @@ def make_decide(deps: NodeDeps) -> Any:
         done = set(state.get("done_calls", []))
         sources = outside if deps.config.ask_after_untrusted else []
         update["tainted"] = bool(outside)
+        known_receipts = receipts(state.get("messages", []), deps.tools)
         for call in reply.tool_calls:
             call_id = call["id"]
             name, args = call["name"], call.get("args") or {}
@@ -254,6 +256,13 @@ def make_decide(deps: NodeDeps) -> Any:
                 text = UNKNOWN_TOOL_TEMPLATE.format(name=name, valid=", ".join(offered) or "(none)")
                 messages.append(tool_error(call_id, name, "unknown_tool", text))
                 gates.append({"tool": name, "gate": "deny", "reason": "unknown tool"})
+                continue
+            copied = copied_receipt(args, known_receipts) if tool.risk != "read" else None
+            if copied is not None:
+                # Answered here, at every level: no human is asked to approve a receipt written as content.
+                receipt = copied[1] if len(copied[1]) <= 80 else copied[1][:79] + "…"
+                messages.append(tool_error(call_id, name, "copied_result", COPIED_RESULT.format(arg=copied[0], receipt=receipt)))
+                gates.append({"tool": name, "gate": "deny", "reason": "repeats an earlier tool result"})
                 continue
             call_hash = arg_hash(name, args)
             if tool.idempotent and call_hash in done:

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import os
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from langchain_core.messages import AIMessage, ToolMessage
+from pydantic import BaseModel, ConfigDict, Field
 
 from kasloop.protected import ProtectedPaths
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, arg_meta, protected_refusal, text_safe
 
-__all__ = ["FILES_TOOLS", "atomic_write", "resolve_in_workspace", "shown_name"]
+__all__ = ["FILES_TOOLS", "FilesSettings", "atomic_write", "resolve_in_workspace", "shown_name"]
 
 MAX_FILE_BYTES = 1_000_000
 MAX_LIST_ENTRIES = 500
@@ -113,10 +115,62 @@ async def _read(args: ReadArgs, ctx: ToolContext) -> str:
     return data.decode(errors="replace")
 
 
+class FilesSettings(BaseModel):
+    """``[tool_settings.files]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overwrite_unread: bool = False
+    """Let ``files_write`` replace a file the agent has not read (or written) in its working memory."""
+
+
+OVERWRITE_UNREAD = (
+    "`{path}` already exists and you have not read it: files_write would replace all of it. "
+    "Read it first with files_read (then write the whole new content), or add to it with files_append."
+)
+
+
+def _known_files(ctx: ToolContext) -> set[Path]:
+    """Files the agent read or wrote successfully in its working memory (the calling agent's state)."""
+    messages = ctx.state.get("messages") or []
+    succeeded: set[str] = set()
+    for message in messages:
+        if isinstance(message, ToolMessage) and message.name in ("files_read", "files_write", "files_append"):
+            try:
+                ok = json.loads(str(message.content)).get("ok") is True
+            except (ValueError, AttributeError):
+                ok = False
+            if ok:
+                succeeded.add(message.tool_call_id)
+    known: set[Path] = set()
+    for message in messages:
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                path = (call.get("args") or {}).get("path")
+                if call.get("id") in succeeded and isinstance(path, str):
+                    try:
+                        known.add(resolve_in_workspace(ctx.workspace, path))
+                    except ToolFailure:
+                        continue
+    return known
+
+
+def _check_overwrite(target: Path, path: str, ctx: ToolContext) -> None:
+    """Inside an agent run, replacing an existing file the agent has not read is refused (measured: a small
+    model asked to add a line to a file wrote just that line over it, and reported done)."""
+    if ctx.run is None or not target.is_file():
+        return  # no agent run (a direct call), or a new file
+    settings = FilesSettings.model_validate(ctx.extra.get("files") or {})
+    if settings.overwrite_unread or target in _known_files(ctx):
+        return
+    raise ToolFailure("bad_args", OVERWRITE_UNREAD.format(path=path))
+
+
 async def _write(args: WriteArgs, ctx: ToolContext) -> str:
     target = resolve_in_workspace(ctx.workspace, args.path)
     if target.is_dir():
         raise ToolFailure("bad_args", f"`{args.path}` is a folder; give a file path")
+    _check_overwrite(target, args.path, ctx)
     data = _check_size(args.content)
     await asyncio.to_thread(atomic_write, target, data)
     return f"Wrote {len(data)} bytes to {args.path}."

@@ -19,7 +19,7 @@ from kasloop.errors import ConfigError
 from kasloop.tools.base import Tool, ToolContext, ToolFailure
 from kasloop.tools.browser import BROWSER_TOOLS, BrowserSettings
 from kasloop.tools.email import EMAIL_TOOLS, EmailSettings
-from kasloop.tools.files import FILES_TOOLS
+from kasloop.tools.files import FILES_TOOLS, FilesSettings
 from kasloop.tools.http import HTTP_TOOLS, HttpPolicy
 from kasloop.tools.memory import MEMORY_TOOLS, MemorySettings
 from kasloop.tools.process import PROCESS_TOOLS, ProcessSettings
@@ -56,12 +56,8 @@ def _model_check(model: type[BaseModel]) -> Callable[[dict[str, Any], Path], Non
     return check
 
 
-class _NoSettings(BaseModel, extra="forbid"):
-    """The files family has no settings: its jail is the workspace itself."""
-
-
 SETTINGS: dict[str, Callable[[dict[str, Any], Path], None]] = {
-    "files": _model_check(_NoSettings),
+    "files": _model_check(FilesSettings),
     "shell": _policy_check("shell", ShellPolicy),
     "http": _policy_check("http", HttpPolicy),
     "process": _model_check(ProcessSettings),

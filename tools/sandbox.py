@@ -146,6 +146,23 @@ def _within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _programs_to_keep(search_path: Sequence[str], fresh_dirs: Sequence[Path]) -> list[Path]:
+    """Search-path folders that the fresh ``/tmp`` (or ``/run``...) would hide: each one, or the virtualenv
+    it belongs to (a ``pyvenv.cfg`` beside it), outermost first."""
+    keep: list[Path] = []
+    for entry in search_path:
+        folder = Path(entry)
+        if not folder.is_dir():
+            continue
+        resolved = folder.resolve()
+        if not any(_within(resolved, fresh) or _within(folder, fresh) for fresh in fresh_dirs):
+            continue
+        target = folder.parent if (folder.parent / "pyvenv.cfg").is_file() else folder
+        if not any(_within(target, kept) for kept in keep):
+            keep = [k for k in keep if not _within(k, target)] + [target]
+    return keep
+
+
 def _homes() -> list[Path]:
     """The home folder of the user kasloop runs as (``$HOME`` and the password database's, if they differ)."""
     found = {Path.home()}
@@ -166,6 +183,7 @@ def bwrap_argv(
     cwd: Path,
     protected: ProtectedPaths,
     network: bool = False,
+    search_path: Sequence[str] = (),
 ) -> list[str]:
     """The full ``bwrap ... -- program args`` command line for one sandboxed program.
 
@@ -178,6 +196,9 @@ def bwrap_argv(
         cwd: where the program starts (inside the workspace).
         protected: kasloop's own paths, hidden wherever they are.
         network: share the host's network (``shell.network``); otherwise none at all.
+        search_path: the folders programs are looked up in; any that lies in a folder the sandbox
+            replaces (a virtualenv under ``/tmp``) is bound back read-only, with its virtualenv, so the
+            program the policy checked is the one that runs.
     """
     root = workspace.resolve()
     args = [executable, "--die-with-parent", *_namespace_args(network=network), "--hostname", "kasloop-sandbox", "--cap-drop", "ALL"]
@@ -185,6 +206,9 @@ def bwrap_argv(
     for fresh in FRESH_DIRS:
         if os.path.isdir(fresh):
             args += ["--tmpfs", fresh]  # a workspace inside one is bound back right after
+    fresh_dirs = [Path(fresh) for fresh in FRESH_DIRS if os.path.isdir(fresh)]
+    for folder in _programs_to_keep(search_path, fresh_dirs):
+        args += ["--ro-bind", str(folder), str(folder)]
     args += ["--bind", str(root), str(root)]
     credentials = [home / name for home in _homes() for name in CREDENTIAL_PATHS]
     for hidden in protected.merged(p for p in credentials if os.path.lexists(p) and not _within(p.resolve(), root)).existing():

@@ -725,7 +725,10 @@ def sandboxed_command(argv: Sequence[str], executable: str, policy: ShellPolicy,
     if policy.sandbox == "none":
         return [name, *argv[1:]], executable
     bwrap = require_sandbox()
-    command = bwrap_argv(bwrap, [name, *argv[1:]], workspace=ctx.workspace, cwd=cwd, protected=ctx.resources.protected, network=policy.network)
+    command = bwrap_argv(
+        bwrap, [name, *argv[1:]], workspace=ctx.workspace, cwd=cwd, protected=ctx.resources.protected, network=policy.network,
+        search_path=policy.search_path,
+    )
     return command, bwrap
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+from typing import Annotated
+
 import typer
 from rich.markup import escape
 
@@ -23,8 +25,26 @@ app = typer.Typer(
     help="Autonomous agents that run for days: durable approvals, hard budgets, crash-proof resume.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"kasloop {version('kasloop')}")
+        except PackageNotFoundError:
+            print("kasloop (not installed as a package)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print kasloop's version and exit.")] = False,
+) -> None:
+    """Autonomous agents that run for days: durable approvals, hard budgets, crash-proof resume."""
 for module in (run, approvals, budget, rules, status, delete, report, daemon, demo, graph, local_model, memory):
     module.register(app)
 

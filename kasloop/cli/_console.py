@@ -40,7 +40,9 @@ def print_approvals(approvals: list[dict[str, Any]]) -> None:
         out.print("No pending approvals.")
         return
     table = Table(title="Pending approvals", title_justify="left")
-    for col in ("approval_id", "thread", "tool", "args", "risk", "reason", "expires"):
+    # The id is what people copy into `kasloop approve`: never wrapped or cut, at any width or in a pipe.
+    table.add_column("approval_id", no_wrap=True, min_width=len("ap-0123456789"))
+    for col in ("thread", "tool", "args", "risk", "reason", "expires"):
         table.add_column(col, overflow="fold")
     for a in approvals:
         args = json.dumps(a["args"], ensure_ascii=False)

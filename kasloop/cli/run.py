@@ -74,9 +74,9 @@ def register(app: typer.Typer) -> None:
         workspace: Annotated[Path | None, typer.Option("--workspace", help="Folder the file tools are jailed to.")] = None,
         tools: Annotated[str | None, typer.Option("--tools", help="Comma list of tool families or tools, e.g. files.")] = None,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Budget: cycles per run.")] = None,
-        team: Annotated[str | None, typer.Option("--team", help="Run as the manager of this team (`default` or a [team.NAME] of kasloop.toml).")] = None,
+        team: Annotated[str | None, typer.Option("--team", help="Run as the manager of this team (`default` or a \\[team.NAME] table of kasloop.toml).")] = None,
         collaboration: Annotated[
-            str | None, typer.Option("--collaboration", help="Run as this collaboration of peers (a [collaboration.NAME] of kasloop.toml).")
+            str | None, typer.Option("--collaboration", help="Run as this collaboration of peers (a \\[collaboration.NAME] table of kasloop.toml).")
         ] = None,
         home: HomeOpt = None,
         db: DbOpt = None,

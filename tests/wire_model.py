@@ -1,4 +1,4 @@
-"""A model server on 127.0.0.1 speaking OpenAI's chat-completions wire format, for the security tests.
+"""A model server on 127.0.0.1 speaking OpenAI's chat-completions wire format, for tests of what kasloop sends and does.
 
 Decisions come from a queue of canned replies (tool calls may carry any ids,
 duplicates included); kasloop's side calls (the working-memory summary and
@@ -64,9 +64,12 @@ class WireModel:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def reply(self, content: str | None = None, calls: list[tuple[str, dict[str, Any], str]] = ()) -> None:
-        """Queue one decision: text, or tool calls given as (name, args, id)."""
+    def reply(self, content: str | None = None, calls: list[tuple[str, dict[str, Any], str]] = (), finish: str | None = None) -> None:
+        """Queue one decision: text, or tool calls given as (name, args, id); ``finish`` overrides the
+        finish reason (``"length"``: the reply was cut off at the token limit)."""
         message: dict[str, Any] = {"role": "assistant", "content": content}
+        if finish is not None:
+            message["_finish"] = finish
         if calls:
             message["tool_calls"] = [
                 {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}} for name, args, call_id in calls
@@ -88,7 +91,8 @@ class WireModel:
             message = self.replies.pop(0)
         else:  # a side call: echo what it was given (outside text included), as a careless model would
             message = {"role": "assistant", "content": "Echo: " + " ".join(str(m.get("content")) for m in messages[1:])[-1500:]}
-        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        message = dict(message)
+        finish = message.pop("_finish", None) or ("tool_calls" if message.get("tool_calls") else "stop")
         return 200, {
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 1, "model": "test-model",
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],

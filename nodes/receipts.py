@@ -1,0 +1,84 @@
+"""A tool result copied into a new call: caught before any human (or any tool) sees the call.
+
+Small models, after a successful write, often propose the same write again with the
+tool's own receipt as the new content: ``files_write notes.md "Wrote 39 bytes to
+notes.md."``. Approved by a busy human, that replaces the file with the receipt.
+So decide answers such a call itself, at every level, the way the model layer
+already answers a receipt given back as a text reply (:func:`kasloop.models.echoed_result`).
+
+A *receipt* is the result of a call with a side effect (any risk but ``read``):
+what kasloop says it did, never data the task could want to carry on. Results of
+``read`` tools (a file's content, a page) are data: copying them into a write is
+how a copy goal works, and it stays allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from langchain_core.messages import BaseMessage, ToolMessage
+
+from kasloop.tools.base import Tool
+
+__all__ = ["COPIED_RESULT", "RECEIPT_SHAPES", "copied_receipt", "receipts"]
+
+RECEIPT_SHAPES = re.compile(r"^(Wrote|Appended) \d+ bytes to .+\.$|^started p-[0-9a-f]{6} \(pid \d+\)", re.MULTILINE)
+"""kasloop's receipts that no one writes as content, recognised by shape too (from an evicted turn or
+another thread); other receipts ("Moved a to b.") are caught only as results still in working memory."""
+
+COPIED_RESULT = (
+    "Refused: `{arg}` repeats what an earlier call returned (\"{receipt}\"), which is kasloop's report of that call, "
+    "not content the task asks for. Nothing ran. If the task is done, answer in plain text; otherwise write the content the task asks for."
+)
+MIN_RECEIPT_CHARS = 8
+
+
+def receipts(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> list[str]:
+    """The results of successful side-effect calls in working memory (newest last)."""
+    found: list[str] = []
+    for message in messages:
+        if not isinstance(message, ToolMessage):
+            continue
+        tool = tools.get(message.name or "")
+        if tool is None or tool.risk == "read":
+            continue
+        try:
+            envelope = json.loads(str(message.content))
+        except ValueError:
+            continue
+        if isinstance(envelope, dict) and envelope.get("ok") and isinstance(envelope.get("result"), str):
+            text = envelope["result"].strip()
+            if len(text) >= MIN_RECEIPT_CHARS:
+                found.append(text)
+    return found
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def copied_receipt(args: Mapping[str, Any], known: Iterable[str]) -> tuple[str, str] | None:
+    """``(argument, receipt)`` when an argument is, or holds, a receipt; else None."""
+    known = [k for k in known if k]
+    for name, value in args.items():
+        for text in _strings(value):
+            stripped = text.strip()
+            if not stripped:
+                continue
+            for receipt in known:
+                if stripped == receipt or receipt in stripped and len(receipt) * 2 >= len(stripped):
+                    return name, receipt
+            shaped = RECEIPT_SHAPES.search(stripped)
+            if shaped is not None and len(shaped.group(0)) * 2 >= len(stripped):
+                return name, shaped.group(0)
+    return None
