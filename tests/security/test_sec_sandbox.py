@@ -365,7 +365,7 @@ def test_resume_reaps_a_recorded_sandbox_whose_kasloop_is_gone(tmp_path: Path) -
     orphan_token, live_token = f"kasloop-reap-orphan-{os.getpid()}", f"kasloop-reap-live-{os.getpid()}"
 
     def sandbox(token: str) -> subprocess.Popen[bytes]:
-        argv = bwrap_argv(bwrap, ["python", "-c", SLEEPER, token], workspace=ws, cwd=ws, protected=ProtectedPaths())
+        argv = bwrap_argv(bwrap, ["python", "-c", SLEEPER, token], workspace=ws, cwd=ws, protected=ProtectedPaths(), search_path=SEARCH)
         return subprocess.Popen([a for a in argv if a != "--die-with-parent"], start_new_session=True, env={"PATH": os.pathsep.join(SEARCH)})
 
     orphan, live = sandbox(orphan_token), sandbox(live_token)
@@ -547,3 +547,18 @@ def test_deleting_a_thread_stops_its_background_processes_and_removes_its_rows(t
         runner("delete", "kept")
         for token in tokens.values():
             kill_all(token)
+
+
+async def test_a_program_in_a_virtualenv_under_tmp_still_runs(tmp_path: Path) -> None:
+    """``/tmp`` is fresh in the sandbox; a search-path folder there (a virtualenv, as in a CI clone) is bound
+    back read-only, so the very program the policy checked runs, as its virtualenv's interpreter."""
+    import venv
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(symlinks=True, with_pip=False).create(env_dir)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    ctx = ToolContext(workspace=ws, extra={"shell": {"allow": ["python"], "path": [str(env_dir / "bin"), "/usr/bin", "/bin"]}})
+    result = await shell(ctx, ["python", "-c", "import sys; print(sys.prefix); open(sys.prefix + '/marker', 'w')"])
+    assert f"{env_dir}\n" in result.output, result.output
+    assert not (env_dir / "marker").exists()  # bound back read-only: a program cannot change its interpreter
