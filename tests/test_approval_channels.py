@@ -26,9 +26,7 @@ import uvicorn
 
 from kasloop import Agent, AgentConfig, PolicyRule
 from kasloop.channels.email import parse_reply
-from kasloop.channels.webhook import approvals_app
-from kasloop.checkpoints import open_database
-from kasloop.tools.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from approval_receivers import served_receiver, signed as shared_signed
 from conftest import call
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
@@ -184,26 +182,12 @@ def test_reply_parsing_takes_the_first_own_line_only() -> None:
 
 @asynccontextmanager
 async def receiver(agent: Agent) -> AsyncIterator[str]:
-    async with open_database(agent.db_path) as db:
-        app = approvals_app(agent, db)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}/approvals"
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            sock.close()
+    async with served_receiver(agent) as base:
+        yield f"{base}/approvals"
 
 
 def signed(payload: dict[str, Any], delivery: str, *, secret: str = SECRET, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, delivery, body), DELIVERY_HEADER: delivery}
-    return body, headers
+    return shared_signed(payload, delivery, secret=secret, timestamp=timestamp)
 
 
 async def wait_for_status(agent: Agent, thread: str, status: str) -> dict[str, Any]:

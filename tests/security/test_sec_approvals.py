@@ -20,13 +20,10 @@ the CLI in a subprocess.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,18 +31,18 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from kasloop import Agent, AgentConfig, PolicyRule
 from kasloop.approvals import Approve, Edit, Reject, Respond, approval_id, parse_decision
 from kasloop.channels.receivers import refusal
-from kasloop.channels.webhook import approvals_app, serve_approvals
+from kasloop.channels.webhook import serve_approvals
 from kasloop.checkpoints import open_database
 from kasloop.errors import ApprovalError, ConfigError
 from kasloop.tools.base import ToolContext, ToolResources, run_tool
 from kasloop.tools.browser import BROWSER_TOOLS
 from kasloop.tools.http import HTTP_TOOLS
-from kasloop.tools.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_TOOLS, sign
+from kasloop.tools.webhook import DELIVERY_HEADER, WEBHOOK_TOOLS
+from approval_receivers import served_receiver, signed as shared_signed
 from conftest import CLIResult, call, cli_runner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
@@ -92,28 +89,13 @@ async def wait_for_status(agent: Agent, thread: str, status: str) -> None:
     raise AssertionError(f"thread {thread} never reached {status}")
 
 
-@asynccontextmanager
-async def raw_receiver(agent: Agent) -> AsyncIterator[str]:
+def raw_receiver(agent: Agent) -> Any:
     """The receiver app served by plain uvicorn on a socket the test binds (nothing declares its address beforehand)."""
-    async with open_database(agent.db_path) as db:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        server = uvicorn.Server(uvicorn.Config(approvals_app(agent, db), log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            sock.close()
+    return served_receiver(agent)
 
 
 def signed(payload: dict[str, Any], delivery: str, *, secret: str = APPROVAL_SECRET, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, delivery, body), DELIVERY_HEADER: delivery}
-    return body, headers
+    return shared_signed(payload, delivery, secret=secret, timestamp=timestamp)
 
 
 class _Recorder(BaseHTTPRequestHandler):
