@@ -301,7 +301,7 @@ class Tool:
             both tools share.
         untrusted: whether results carry outside content (a page, a mail, a chat message) that may hold
             injected instructions; ``None``: yes for the families in ``UNTRUSTED_FAMILIES`` (their sending
-            tools, whose result is only a receipt, say ``False``).
+            tools, whose result is only a receipt, say ``False``) and for a tool with no ``family``.
     """
 
     name: str
