@@ -91,7 +91,7 @@ def empty_usage() -> Usage:
 def new_task(goal: str | None = None) -> dict[str, Any]:
     """State reset at the start of a new task on a thread (budgets count per task); ``goal`` gives its steps."""
     return {
-        "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [],
+        "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [], "files_seen": [],
         "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
         "plan": new_plan(goal) if goal else None,
     }
@@ -112,6 +112,9 @@ class AgentState(TypedDict, total=False):
     tainted: bool
     status: Status
     output: str
+    files_seen: list[str]
+    """Files read or written in this task (absolute paths, newest last, bounded): files_write may replace
+    only these (``tool_settings.files.overwrite_unread`` aside)."""
     done_calls: list[str]
     """``arg_hash`` of the calls that succeeded in this task (latest last, bounded): a small model
     that repeats a finished idempotent call is told so instead of running it again."""

@@ -31,6 +31,7 @@ from kasloop.nodes.messages import tool_ok, untrusted_sources
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.steps import advanced
 from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
+from kasloop.tools.files import seen_after
 
 __all__ = ["LEDGER_CONFLICT", "OUTCOME_UNKNOWN", "RECONCILED", "make_act", "reconcile"]
 
@@ -165,6 +166,7 @@ def make_act(deps: NodeDeps) -> Any:
         read_outside = False
         pending = list(state.get("pending", []))
         done_calls = list(state.get("done_calls", []))
+        files_seen = list(state.get("files_seen") or [])
         first_new: PendingCall | None = None
         new_successes = 0
         team_turns = dict(state.get("team_turns") or {})
@@ -209,6 +211,7 @@ def make_act(deps: NodeDeps) -> Any:
                     first_new = first_new or call
                     new_successes += 1
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
+                files_seen = seen_after(files_seen, call["tool"], call["args"], deps.config.workspace)
             else:
                 failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output, "untrusted": untrusted}})
         update_recovering: dict[str, Any] = {}
@@ -219,6 +222,8 @@ def make_act(deps: NodeDeps) -> Any:
         # Progress = a call that succeeded and was not done before in this task; decide stops K cycles without it.
         stalled = 0 if first_new is not None else state.get("stalled", 0) + 1
         update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls, "stalled": stalled, **update_recovering}
+        if files_seen != list(state.get("files_seen") or []):
+            update["files_seen"] = files_seen
         if new_successes and state.get("plan"):
             update["plan"] = advanced(state["plan"], new_successes)  # a step is done when a new call succeeded in it
         if team_turns:

@@ -97,7 +97,9 @@ async def test_two_thousand_cycles_keep_the_prompt_and_the_checkpoints_bounded(t
     assert "fact number 01999" not in values["summary"] and "fact number" in values["summary"]
     assert len(values["summary"]) <= SUMMARY_MAX_CHARS and len(values["messages"]) <= 20
 
-    short = Agent(config.model_copy(update={"model": script(*turns[:50], {"content": "done"})}), home=tmp_path / ".kasloop")
+    fresh = tmp_path / "fresh"  # the same writes as new files (replacing the long run's files unread would be refused)
+    fresh.mkdir()
+    short = Agent(config.model_copy(update={"model": script(*turns[:50], {"content": "done"}), "workspace": fresh}), home=tmp_path / ".kasloop")
     await short.run("write the facts", thread_id="short")
     async with open_database(agent.db_path) as db:
         (long_size,) = await db.fetchone("SELECT max(length(checkpoint)) FROM checkpoints WHERE thread_id = 'long'")

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from langchain_core.messages import AIMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from kasloop.protected import ProtectedPaths
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, arg_meta, protected_refusal, text_safe
 
-__all__ = ["FILES_TOOLS", "FilesSettings", "atomic_write", "resolve_in_workspace", "shown_name"]
+__all__ = ["FILES_TOOLS", "FilesSettings", "seen_after", "atomic_write", "resolve_in_workspace", "shown_name"]
 
 MAX_FILE_BYTES = 1_000_000
 MAX_LIST_ENTRIES = 500
@@ -121,7 +121,7 @@ class FilesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     overwrite_unread: bool = False
-    """Let ``files_write`` replace a file the agent has not read (or written) in its working memory."""
+    """Let ``files_write`` replace a file the agent has not read (or written) in this task."""
 
 
 OVERWRITE_UNREAD = (
@@ -130,38 +130,32 @@ OVERWRITE_UNREAD = (
 )
 
 
-def _known_files(ctx: ToolContext) -> set[Path]:
-    """Files the agent read or wrote successfully in its working memory (the calling agent's state)."""
-    messages = ctx.state.get("messages") or []
-    succeeded: set[str] = set()
-    for message in messages:
-        if isinstance(message, ToolMessage) and message.name in ("files_read", "files_write", "files_append"):
-            try:
-                ok = json.loads(str(message.content)).get("ok") is True
-            except (ValueError, AttributeError):
-                ok = False
-            if ok:
-                succeeded.add(message.tool_call_id)
-    known: set[Path] = set()
-    for message in messages:
-        if isinstance(message, AIMessage):
-            for call in message.tool_calls:
-                path = (call.get("args") or {}).get("path")
-                if call.get("id") in succeeded and isinstance(path, str):
-                    try:
-                        known.add(resolve_in_workspace(ctx.workspace, path))
-                    except ToolFailure:
-                        continue
-    return known
+FILES_SEEN_KEPT = 200
+"""Files the agent read or wrote in a task that are remembered for the overwrite check (newest kept)."""
+_SEEING_TOOLS = frozenset({"files_read", "files_write", "files_append"})
+
+
+def seen_after(seen: list[str], tool: str, args: Mapping[str, Any], workspace: Path) -> list[str]:
+    """``seen`` (the task's ``files_seen``) after a successful call: a file read or written is known, so
+    files_write may replace it later in the task, however long ago (working memory may have dropped the call)."""
+    path = args.get("path")
+    if tool not in _SEEING_TOOLS or not isinstance(path, str):
+        return seen
+    try:
+        target = str(resolve_in_workspace(workspace, path))
+    except ToolFailure:
+        return seen
+    return [*(p for p in seen if p != target), target][-FILES_SEEN_KEPT:]
 
 
 def _check_overwrite(target: Path, path: str, ctx: ToolContext) -> None:
-    """Inside an agent run, replacing an existing file the agent has not read is refused (measured: a small
-    model asked to add a line to a file wrote just that line over it, and reported done)."""
+    """Inside an agent run, replacing an existing file the agent has not read (or written) in this task is
+    refused (measured: a small model asked to add a line to a file wrote just that line over it, and
+    reported done). What the task read and wrote is its state's ``files_seen``."""
     if ctx.run is None or not target.is_file():
         return  # no agent run (a direct call), or a new file
     settings = FilesSettings.model_validate(ctx.extra.get("files") or {})
-    if settings.overwrite_unread or target in _known_files(ctx):
+    if settings.overwrite_unread or str(target) in (ctx.state.get("files_seen") or ()):
         return
     raise ToolFailure("bad_args", OVERWRITE_UNREAD.format(path=path))
 

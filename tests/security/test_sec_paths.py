@@ -33,7 +33,8 @@ from conftest import CLIResult, call, cli_runner, state_of
 
 TOOLS = all_tools()
 PROTECTED_WORDS = "kasloop's own state"
-BASE_TOML = 'autonomy = 3\ntools = ["files"]\n'
+BASE_TOML = 'autonomy = 3\ntools = ["files"]\n[tool_settings.files]\noverwrite_unread = true\n'
+"""The controls replace existing files they never read: the overwrite check is not what these tests are about."""
 ATTACK_TOML = 'autonomy = 4\ntools = ["files", "shell"]\n'
 
 
