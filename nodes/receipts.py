@@ -7,7 +7,8 @@ So decide answers such a call itself, at every level, the way the model layer
 already answers a receipt given back as a text reply (:func:`kasloop.models.echoed_result`).
 
 A *receipt* is the result of a call with a side effect (any risk but ``read``):
-what kasloop says it did, never data the task could want to carry on. Results of
+what kasloop says it did, never data the task could want to carry on; so is an
+error or refusal message (kasloop's text, not outside content). Results of
 ``read`` tools (a file's content, a page) are data: copying them into a write is
 how a copy goal works, and it stays allowed.
 """
@@ -37,22 +38,30 @@ MIN_RECEIPT_CHARS = 8
 
 
 def receipts(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> list[str]:
-    """The results of successful side-effect calls in working memory (newest last)."""
+    """kasloop's reports in working memory (newest last): the results of successful side-effect calls, and
+    the error and refusal messages of every call whose result is not outside content.
+
+    Measured on the embedded model once receipts were refused: it wrote the refusal itself ("Refused:
+    `content` repeats what an earlier call returned...") as the file's content. An error message is
+    kasloop's text (or a local tool's), never content a task asks for.
+    """
     found: list[str] = []
     for message in messages:
         if not isinstance(message, ToolMessage):
-            continue
-        tool = tools.get(message.name or "")
-        if tool is None or tool.risk == "read":
             continue
         try:
             envelope = json.loads(str(message.content))
         except ValueError:
             continue
-        if isinstance(envelope, dict) and envelope.get("ok") and isinstance(envelope.get("result"), str):
-            text = envelope["result"].strip()
-            if len(text) >= MIN_RECEIPT_CHARS:
-                found.append(text)
+        if not isinstance(envelope, dict) or envelope.get("untrusted"):
+            continue
+        tool = tools.get(message.name or "")
+        if envelope.get("ok"):
+            text = envelope.get("result") if tool is not None and tool.risk != "read" else None
+        else:
+            text = envelope.get("message") if tool is None or not tool.returns_untrusted else None
+        if isinstance(text, str) and len(text.strip()) >= MIN_RECEIPT_CHARS:
+            found.append(text.strip())
     return found
 
 

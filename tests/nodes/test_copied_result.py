@@ -43,6 +43,25 @@ async def test_a_receipt_written_as_content_is_refused_at_every_level(
     assert approvals == (1 if autonomy == 2 else 0)
 
 
+async def test_a_refusal_written_as_content_is_refused_too(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    """Measured on the embedded model once receipts were refused: it wrote the refusal message into the file."""
+    receipt = f"Wrote {len(LINE)} bytes to notes.md."
+    refusal = "Refused: `content` repeats what an earlier call returned (\"" + receipt + "\"), which is kasloop's report of that call, " \
+        "not content the task asks for. Nothing ran. If the task is done, answer in plain text; otherwise write the content the task asks for."
+    model = script(
+        {"tool_calls": [call("files_write", path="notes.md", content=LINE)]},
+        {"tool_calls": [call("files_write", path="notes.md", content=receipt)]},
+        {"tool_calls": [call("files_write", path="notes.md", content=refusal)]},
+        {"content": "notes.md is written."},
+    )
+    agent = Agent(AgentConfig(autonomy=4, model=model, tools=["files"], workspace=workspace), home=tmp_path / ".kasloop")
+    result = await agent.run("Create notes.md containing the line: " + LINE)
+    assert result.status == "done", result
+    assert (workspace / "notes.md").read_text() == LINE
+    reasons = [e["calls"][0]["reason"] for e in await agent.history(result.thread) if e["kind"] == "decide" and e["calls"]]
+    assert reasons[1:] == ["repeats an earlier tool result", "repeats an earlier tool result"]
+
+
 async def test_copying_read_data_into_a_write_is_a_copy_and_runs(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
     """The control: a file's content (a ``read`` result) is data; writing it elsewhere is what a copy goal asks."""
     (workspace / "a.txt").write_text("apples and pears")
