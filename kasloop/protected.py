@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProtectedPaths", "protected_paths_for", "setting_files"]
+__all__ = ["ProtectedPaths", "protected_paths_for", "setting_files", "setting_values"]
 
 DB_SIBLINGS = ("-wal", "-shm", "-journal", ".locks")
 CWD_FILES = ("kasloop.toml", ".env", "langgraph.json", ".langgraph_api")
@@ -183,16 +183,6 @@ class ProtectedPaths:
                     return found
         return found
 
-    def hidden_in(self, root: Path) -> list[Path]:
-        """The protected paths that exist inside ``root`` (for the sandbox to hide), outermost first."""
-        root = _absolute(root)
-        inside = sorted({p for p in self.paths if _within(p, root) and p.exists()}, key=lambda p: len(p.parts))
-        kept: list[Path] = []
-        for path in inside:
-            if not any(_within(path, outer) for outer in kept):
-                kept.append(path)
-        return kept
-
     def existing(self) -> list[Path]:
         """Every protected path that exists, outermost first, nested ones dropped."""
         found = sorted({p for p in self.paths if p.exists()}, key=lambda p: len(p.parts))
@@ -206,17 +196,23 @@ class ProtectedPaths:
         return ProtectedPaths((*self.paths, *more))
 
 
-def setting_files(settings: Any) -> Iterable[Path]:
-    """Every path named by a ``*_file`` key in a (nested) tool-settings table."""
+def setting_values(settings: Any, suffix: str) -> Iterator[str]:
+    """The (non-empty) values of every key ending in ``suffix`` in a nested settings table: ``_file`` for
+    the files kasloop reads policy from, ``_env`` for the variables it reads secrets from."""
     if isinstance(settings, Mapping):
         for key, value in settings.items():
-            if isinstance(key, str) and key.endswith("_file") and isinstance(value, str) and value:
-                yield Path(value)
+            if isinstance(key, str) and key.endswith(suffix) and isinstance(value, str) and value:
+                yield value
             else:
-                yield from setting_files(value)
+                yield from setting_values(value, suffix)
     elif isinstance(settings, list):
         for item in settings:
-            yield from setting_files(item)
+            yield from setting_values(item, suffix)
+
+
+def setting_files(settings: Any) -> Iterator[Path]:
+    """Every path named by a ``*_file`` key in a (nested) tool-settings table."""
+    return (Path(value) for value in setting_values(settings, "_file"))
 
 
 def default_cache() -> Path:

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 from kasloop.config import AgentConfig
+from kasloop.protected import setting_values
 
 __all__ = [
     "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "Redactor", "RedactingFilter", "known_secrets", "protect_logs",
@@ -74,26 +75,13 @@ _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
-def _env_names(settings: Any) -> Iterable[str]:
-    """Values of every ``*_env`` key in a (nested) tool-settings table."""
-    if isinstance(settings, Mapping):
-        for key, value in settings.items():
-            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str) and value:
-                yield value
-            else:
-                yield from _env_names(value)
-    elif isinstance(settings, list):
-        for item in settings:
-            yield from _env_names(item)
-
-
 def secret_names(config: AgentConfig, environ: Mapping[str, str] | None = None) -> list[str]:
     """Environment variables holding this agent's secrets: the defaults, every ``*_env`` of the tool
     settings and the approval channels, ``secret_env``, and every ``KASLOOP_APPROVAL_*`` variable set."""
     env = os.environ if environ is None else environ
     channels = config.approval_channels.model_dump(mode="json")
     approvals = sorted(name for name in env if name.startswith("KASLOOP_APPROVAL_"))
-    names = [*DEFAULT_SECRET_ENVS, *_env_names(config.tool_settings), *_env_names(channels), *approvals, *config.secret_env]
+    names = [*DEFAULT_SECRET_ENVS, *setting_values(config.tool_settings, "_env"), *setting_values(channels, "_env"), *approvals, *config.secret_env]
     return list(dict.fromkeys(names))
 
 

@@ -99,6 +99,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kasloop.protected import setting_values
 from kasloop.secrets import DEFAULT_SECRET_ENVS
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import resolve_in_workspace
@@ -297,23 +298,8 @@ class ShellPolicy:
             kill_grace=min(_positive(raw, "kill_grace", DEFAULT_KILL_GRACE), 30.0),
             sandbox=sandbox,
             network=network,
-            own_secrets=frozenset(_named_envs(ctx.extra)),
+            own_secrets=frozenset(setting_values(ctx.extra, "_env")),
         )
-
-
-def _named_envs(settings: Any) -> list[str]:
-    """Values of every ``*_env`` key in a (nested) settings table."""
-    found: list[str] = []
-    if isinstance(settings, dict):
-        for key, value in settings.items():
-            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
-                found.append(value)
-            else:
-                found += _named_envs(value)
-    elif isinstance(settings, list):
-        for item in settings:
-            found += _named_envs(item)
-    return found
 
 
 def _inside(path: Path, root: Path) -> bool:
