@@ -104,7 +104,7 @@ def make_act(deps: NodeDeps) -> Any:
         far_key = idempotency_key(ctx.thread_id, call.get("turn", 0), call["id"])
         tool_ctx = ToolContext(
             workspace=deps.config.workspace, thread_id=ctx.thread_id, idempotency_key=far_key, extra=deps.config.tool_settings,
-            resources=deps.resources, state=MappingProxyType(state), run=ctx,
+            resources=deps.resources, state=MappingProxyType(state), run=ctx, retry=entry is not None or call.get("attempt", 0) > 0,
         )
         if entry is not None and not tool.idempotent:
             found = await reconcile(tool, call["args"], tool_ctx)

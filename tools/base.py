@@ -170,6 +170,9 @@ class ToolContext:
     so far, to hand a specialist only the budget that is left)."""
     run: Any = None
     """The calling agent's ``RunContext`` (its policy, read-only), for the same tools."""
+    retry: bool = False
+    """An earlier attempt of this very call started (a crash before its result was recorded, or a
+    transient failure): what it did may already be there, e.g. the file it was writing."""
 
 
 class ToolFailure(Exception):

@@ -152,8 +152,8 @@ def _check_overwrite(target: Path, path: str, ctx: ToolContext) -> None:
     """Inside an agent run, replacing an existing file the agent has not read (or written) in this task is
     refused (measured: a small model asked to add a line to a file wrote just that line over it, and
     reported done). What the task read and wrote is its state's ``files_seen``."""
-    if ctx.run is None or not target.is_file():
-        return  # no agent run (a direct call), or a new file
+    if ctx.run is None or ctx.retry or not target.is_file():
+        return  # no agent run (a direct call), a retry (its first attempt may have written it), or a new file
     settings = FilesSettings.model_validate(ctx.extra.get("files") or {})
     if settings.overwrite_unread or str(target) in (ctx.state.get("files_seen") or ()):
         return

@@ -78,3 +78,18 @@ def test_a_bad_files_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "kasloop.toml").write_text("[tool_settings.files]\noverwrite_unread = \"sometimes\"\n")
     result = cli_runner(tmp_path)("run", "x", "--model", "scripted:none.jsonl")
     assert result.code == 2 and "overwrite_unread" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+async def test_a_retried_write_may_replace_what_its_own_first_attempt_wrote(workspace: Path) -> None:
+    """After a crash between a write and its recorded result, act runs the idempotent call again: the file
+    exists (its first attempt made it) but the task's state never saw it. The control: the same call as a
+    first attempt is refused."""
+    from kasloop.state import RunContext
+
+    (workspace / "w0.txt").write_text("version 0\n")
+    tool = all_tools()["files_write"]
+    args = {"path": "w0.txt", "content": "version 4\n"}
+    first = await run_tool(tool, args, ToolContext(workspace=workspace, run=RunContext()))
+    assert not first.ok and "you have not read it" in first.output
+    again = await run_tool(tool, args, ToolContext(workspace=workspace, run=RunContext(), retry=True))
+    assert again.ok and (workspace / "w0.txt").read_text() == "version 4\n"
