@@ -1,7 +1,7 @@
 """The agent loop as a LangGraph ``StateGraph``: perceive → decide → act, with recovery and approvals.
 
 ```
-START → perceive → decide ─┬─ no tool call, goal met ──────────→ END
+START → perceive → decide ─┬─ no tool call, goal met (or budget spent) → END
                            ├─ every call refused, or a step left → decide
                            ├─ needs approval → human_approval ─┬─ approve/edit → act
                            │                                   └─ reject/respond → decide
@@ -44,14 +44,18 @@ __all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide"
 
 
 # Each router returns an edge label; the maps below turn labels into nodes (and label the diagram).
+# One label per target: LangGraph draws one edge per (node, target) and keeps the first label in sort
+# order, so two labels for the same target would hide one of them (decide's "goal met" edge to END
+# was drawn as "budget spent" in Studio, the README and the notebooks).
 PERCEIVE_EDGES = {"next decision": "decide", "budget spent": END}
+DECIDE_END = "goal met / budget spent"
+"""decide's edge to END: the model answered without a tool call (done), or the next model call would overspend."""
 DECIDE_EDGES = {
     "allowed": "act",
     "refused or step left": "decide",
     "needs approval": "human_approval",
     "model error": "self_diagnose",
-    "goal met": END,
-    "budget spent": END,
+    DECIDE_END: END,
 }
 APPROVAL_EDGES = {"approve / edit": "act", "reject / respond": "decide", "stopped": END}
 ACT_EDGES = {"ok": "perceive", "error": "self_diagnose", "budget spent": END}
@@ -64,11 +68,11 @@ def route_after_perceive(state: AgentState) -> str:
 
 def route_after_decide(state: AgentState) -> str:
     if state.get("status") == "paused_budget":
-        return "budget spent"
+        return DECIDE_END  # budget spent: the same edge to END
     if state.get("last_error"):
         return "model error"
     if state.get("status") == "done":
-        return "goal met"
+        return DECIDE_END
     pending = state.get("pending", [])
     if not pending:
         # Every call was refused, or a guided model answered with steps left: it reads why and decides again.

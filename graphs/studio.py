@@ -10,7 +10,9 @@ thread id (see ``NodeDeps.context``).
 
 ``team`` is the manager of the config's team (``run_team``, else ``default``):
 an approval inside a specialist is an interrupt of the team thread, whose
-payload names the specialist's thread (``<thread>/<specialist>-…``).
+payload names the specialist's thread (``<thread>/<specialist>-…``). Studio
+draws it with its specialists (``act`` → specialist → ``act``, see
+:class:`~kasloop.graphs.team.TeamGraph`), so it does not look like ``agent``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from kasloop.graphs.agent import build_graph
-from kasloop.graphs.team import build_team_graph
+from kasloop.graphs.team import TeamGraph, build_team_graph
 from kasloop.settings import load_config
 
 __all__ = ["agent", "team"]
 
 _config = load_config()
 agent: CompiledStateGraph[Any, Any, Any, Any] = build_graph(_config)
-team: CompiledStateGraph[Any, Any, Any, Any] = build_team_graph(_config.model_copy(update={"run_team": _config.run_team or "default"}))
+team: TeamGraph = build_team_graph(_config.model_copy(update={"run_team": _config.run_team or "default"}))

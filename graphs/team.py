@@ -21,6 +21,10 @@ checkpoint namespace), and:
 
 Every decision inside a specialist is logged under the thread id
 ``<team thread>/<specialist>-<call>``; ``kasloop history THREAD`` shows them.
+
+Drawn (``get_graph()``: Studio, notebooks), the team is the manager's loop plus
+one node per specialist: ``act`` → specialist (``delegate``) → ``act``
+(``result``); with ``xray`` each specialist's own loop is drawn in its place.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.graph import Graph
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, create_model
 
@@ -47,6 +54,7 @@ from kasloop.tools.registry import select_tools
 
 __all__ = [
     "DELEGATE_TIMEOUT",
+    "TeamGraph",
     "build_for",
     "build_team_graph",
     "delegate_tool",
@@ -216,6 +224,78 @@ def _read_untrusted(values: dict[str, Any]) -> bool:
     return bool(values.get("tainted")) or bool(untrusted_sources(values.get("messages", [])))
 
 
+class TeamGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """A team's compiled graph: the manager's loop, drawn with the specialists it delegates to.
+
+    Why a subclass: a delegation runs a specialist's loop inside the manager's ``act`` node (the
+    ``delegate`` tool), and LangGraph draws only nodes and edges, not what a tool calls, so the team
+    was drawn exactly like a single agent. Only the drawing differs from the manager's graph: the
+    nodes, edges, state and checkpoints are the manager's, so a team runs exactly as before.
+    ``specialists`` is kept through ``copy()`` (what ``langgraph dev`` does to every graph it serves).
+    """
+
+    DELEGATE = "delegate"
+    """Label of the edge from ``act`` to a specialist: the manager's model called ``delegate``."""
+    RESULT = "result"
+    """Label of the edge from a specialist back to ``act``: its answer is the delegate call's result."""
+
+    def __init__(self, *, specialists: Mapping[str, CompiledStateGraph[Any, Any, Any, Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.specialists: dict[str, CompiledStateGraph[Any, Any, Any, Any]] = dict(specialists or {})
+
+    @classmethod
+    def of(cls, manager: CompiledStateGraph[Any, Any, Any, Any], specialists: Mapping[str, CompiledStateGraph[Any, Any, Any, Any]]) -> TeamGraph:
+        """The manager's compiled graph as a team graph: the same objects (nodes, channels, saver), not a rebuild."""
+        attrs = {k: v for k, v in vars(manager).items() if k != "__orig_class__"}
+        team = cls(**attrs, specialists=specialists)
+        vars(team).update(attrs)  # what the constructor does not take back (LangGraph's private mappers)
+        return team
+
+    def _specialist_nodes(self, taken: Iterable[str]) -> dict[str, str]:
+        """The drawn node id of each specialist: its name, unless a manager node has it or it holds the
+        ``:`` that LangGraph drawings use for subgraph prefixes."""
+        used = set(taken)
+        ids: dict[str, str] = {}
+        for name in self.specialists:
+            node = name.replace(":", "_")
+            while node in used:
+                node += "_specialist"
+            used.add(node)
+            ids[name] = node
+        return ids
+
+    def _with_specialists(self, drawn: Graph, inner: Mapping[str, Graph] | None) -> Graph:
+        """Add the specialists to the manager's drawing: one node each, or (``inner``, for xray) its own loop."""
+        if "act" not in drawn.nodes:  # nothing to hang them on (a manager graph someone changed)
+            return drawn
+        for name, node in self._specialist_nodes(drawn.nodes).items():
+            if inner is None:
+                drawn.add_node(self.specialists[name], node)
+                entry, exit_ = node, node
+            else:
+                drawn.extend(inner[name], prefix=node)
+                entry, exit_ = f"{node}:{START}", f"{node}:{END}"
+            drawn.add_edge(drawn.nodes["act"], drawn.nodes[entry], self.DELEGATE, conditional=True)
+            drawn.add_edge(drawn.nodes[exit_], drawn.nodes["act"], self.RESULT)
+        return drawn
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        """The manager's loop with its specialists (each one's own loop too with ``xray``)."""
+        drawn = super().get_graph(config, xray=xray)
+        if not xray:
+            return self._with_specialists(drawn, None)
+        deeper = xray if isinstance(xray, bool) else xray - 1
+        return self._with_specialists(drawn, {n: g.get_graph(config, xray=deeper) for n, g in self.specialists.items()})
+
+    async def aget_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        """As :meth:`get_graph` (what the LangGraph server calls for Studio)."""
+        drawn = await super().aget_graph(config, xray=xray)
+        if not xray:
+            return self._with_specialists(drawn, None)
+        deeper = xray if isinstance(xray, bool) else xray - 1
+        return self._with_specialists(drawn, {n: await g.aget_graph(config, xray=deeper) for n, g in self.specialists.items()})
+
+
 def build_team_graph(
     config: AgentConfig,
     *,
@@ -228,7 +308,7 @@ def build_team_graph(
     inbox: InboxLike | None = None,
     resources: ToolResources | None = None,
     spend: SpendLike | None = None,
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+) -> TeamGraph:
     """Compile a team: the manager loop of ``config`` (``config.run_team`` names the team) plus its specialists.
 
     Args:
@@ -252,10 +332,11 @@ def build_team_graph(
     )
     delegate = delegate_tool(members, graphs, names, configs)
     manager = config.model_copy(update={"tools": [*config.tools, "delegate"]})
-    return build_graph(
+    loop = build_graph(
         manager, checkpointer=checkpointer, model=model, tools=(*tools, delegate), ledger=ledger, events=events,
         inbox=inbox, resources=resources, spend=spend, name="kasloop-team",
     )
+    return TeamGraph.of(loop, graphs)
 
 
 def build_for(config: AgentConfig, **kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:

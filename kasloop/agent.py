@@ -61,6 +61,10 @@ PRUNE_EVERY = 30
 """Nodes between checkpoint prunings inside one long drive (and once when it stops)."""
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
+"""Called with (node name, the node's update) after every node finishes. Optional: when the callback also
+has a ``node_started(node)`` method, that is called with each node's name just before the node runs (a
+live display shows the node running now). Names are the graph's nodes (perceive, decide, act,
+self_diagnose, human_approval, ...), never LangGraph's internal ``__interrupt__``/``__start__``/``__end__``."""
 T = TypeVar("T")
 
 
@@ -158,7 +162,8 @@ class Agent:
         home: kasloop home folder (default: ``KASLOOP_HOME`` or ``./.kasloop``).
         db: database file, ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (default: ``<home>/kasloop.db``).
         tools: extra tools (``kasloop.tools.Tool``) that configs may select.
-        progress: called with (node name, update) after every node, e.g. for a live display.
+        progress: called with (node name, update) after every node, e.g. for a live display; if it also has a
+            ``node_started(node)`` method, that is called as each node starts (see ``ProgressCallback``).
         callbacks: LangChain callback handlers for every run (a tracer such as LangSmith's, your own logging):
             they see every node (chain) and every model call, specialists' included.
         config_file: the config file this agent's settings came from: protected like the home (no tool may
@@ -274,15 +279,24 @@ class Agent:
         run_config: dict[str, Any] = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
         if self.callbacks:
             run_config["callbacks"] = self.callbacks
+        # "tasks" adds LangGraph's task-start events, each yielded before its node runs: only asked for
+        # when the progress callback wants to hear which node is starting.
+        started = getattr(self.progress, "node_started", None)
+        modes = ["updates", "tasks"] if started is not None else ["updates"]
         nodes = 0
-        async for chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode="updates"):
+        async for mode, chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode=modes):
+            if mode == "tasks":
+                if started is not None and "result" not in chunk and not chunk["name"].startswith("__"):
+                    started(chunk["name"])  # a start event (a result event has "result"; the update follows)
+                continue
             nodes += 1
             if nodes % PRUNE_EVERY == 0:
                 await prune_thread(db, thread_id, config.keep_checkpoints)
                 await prune_events(db, thread_id, keep_days=config.events_keep_days, keep_last=config.events_keep_last)
             if self.progress is not None:
                 for node, update in chunk.items():
-                    self.progress(node, update if isinstance(update, dict) else {})
+                    if not node.startswith("__"):  # `__interrupt__`: a node paused (human_approval), it did not finish
+                        self.progress(node, update if isinstance(update, dict) else {})
             if self.stop_requested:
                 # Between nodes: the finished node's writes are saved, the next one never starts;
                 # `resume` continues from exactly here.

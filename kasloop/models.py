@@ -207,6 +207,13 @@ async def invoke_model(
         recovered = extract_tool_call(str(reply.content), tools, call_id=f"call_{turn}_0")
         if recovered is not None:
             reply = AIMessage(content="", tool_calls=[recovered], usage_metadata=reply.usage_metadata, response_metadata=reply.response_metadata)
+        elif names_a_tool(str(reply.content), tools):
+            name = str(reply.content).strip().strip("`'\".").strip()
+            raise ModelError(
+                f"the reply is only the name `{name}`, which is neither an answer nor a call; to call it, send one JSON "
+                f'object {{"name": "{name}", "arguments": {{...}}}}; if the task is done, say so in a sentence',
+                transient=False,
+            )
         elif looks_like_call(str(reply.content), tools):
             raise ModelError(
                 "the reply looks like a tool call but is not valid JSON, so nothing ran; send the call again as one "
@@ -232,6 +239,20 @@ def looks_like_call(text: str, tools: list[dict[str, Any]]) -> bool:
         return False
     names = [t["function"]["name"] for t in tools]
     return any(f'"{name}"' in text for name in names)
+
+
+def _with_path_from(tool: dict[str, Any], name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` for the hint, with a missing required ``path`` filled by a file name the model used as the function."""
+    params = tool["function"].get("parameters") or {}
+    if "path" in args or "path" not in (params.get("required") or []) or not re.search(r"[./]", name):
+        return args
+    return {"path": name, **args}
+
+
+def names_a_tool(text: str, tools: list[dict[str, Any]]) -> bool:
+    """A reply that is only a tool's name (measured: ``files_write`` after an error) is not an answer."""
+    word = text.strip().strip("`'\".").strip()
+    return word in {t["function"]["name"] for t in tools}
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
@@ -264,10 +285,15 @@ def echoed_result(text: str) -> str | None:
     """If the reply is a copy of one of kasloop's tool-result envelopes (``{"tool", "ok", ...}``, which small
     models echo), the plain text it stands for; else None."""
     data = _leading_json(text)
-    if data is None or "tool" not in data or "ok" not in data or "name" in data:
+    # Measured on the 0.5B model: it also echoes the envelope with "tool" renamed to "name"
+    # ({"name": "files_write", "ok": true, "result": "Wrote ..."}); a call has "arguments" instead.
+    if data is None or "ok" not in data or "arguments" in data:
+        return None
+    tool = data.get("tool", data.get("name"))
+    if not isinstance(tool, str):
         return None
     detail = data.get("result") if data.get("ok") else data.get("message")
-    return f"{data['tool']}: {detail}" if isinstance(detail, str) else f"{data['tool']} finished."
+    return f"{tool}: {detail}" if isinstance(detail, str) else f"{tool} finished."
 
 
 def _leading_json(text: str) -> dict[str, Any] | None:
@@ -313,5 +339,12 @@ def extract_tool_call(text: str, tools: list[dict[str, Any]], *, call_id: str) -
         return None
     names = [t["function"]["name"] for t in tools]
     if data["name"] not in names:
-        raise ModelError(f"the reply called `{data['name']}`, which is not a tool; valid tools: {', '.join(names)}", transient=False)
+        # Measured on the 0.5B model: {"name": "notes.md", "arguments": {"content": ...}} (the file as the
+        # function). The message shows the call's right shape with its own arguments, which it then copies.
+        example = json.dumps({"name": names[0], "arguments": _with_path_from(tools[0], data["name"], args)}, ensure_ascii=False) if len(names) == 1 else None
+        raise ModelError(
+            f"the reply called `{data['name']}`, which is not a tool; `name` must be one of: {', '.join(names)}"
+            + (f" (every argument goes inside `arguments`, e.g. {example[:200]})" if example else ""),
+            transient=False,
+        )
     return {"name": data["name"], "args": args, "id": call_id, "type": "tool_call"}

@@ -7,8 +7,11 @@ writes plain SVG: layers from ``__start__`` downwards (longest path once the
 loops' back edges are set aside, ``__end__`` alone at the bottom), edges
 between neighbouring layers straight down, longer forward edges in lanes on
 the left and edges back up in lanes on the right, each labelled where it
-leaves its node. The layout is deterministic, so the same graph always gives
-the same picture.
+leaves its node. A node that is only called by one node and returns to it
+(a team's specialist, reached from ``act`` by ``delegate``) gets a row of its
+own just below its caller, with both edges drawn straight, so no lane has to
+leave a node through its neighbours. The layout is deterministic, so the same
+graph always gives the same picture.
 
 In a notebook::
 
@@ -30,6 +33,8 @@ START, END = "__start__", "__end__"
 NODE_W, NODE_H = 150.0, 48.0
 LAYER_GAP, NODE_GAP, MARGIN = 96.0, 190.0, 20.0
 PORT_GAP, LANE_GAP = 15.0, 16.0
+PAIR_GAP = 10.0  # between the two lines of a call and its return
+CALLEE_GAP = 40.0  # extra room above a row of callees
 FONT = "font-family='Helvetica, Arial, sans-serif'"
 CHAR_W = 6.2  # approximate width of one 11 px character, for label backgrounds and spacing
 
@@ -55,8 +60,42 @@ def _agent_graph() -> Any:
     return build_graph(AgentConfig(model="scripted:-"), model=ScriptedChatModel(path="-", turns=[]))
 
 
+def _callees(names: list[str], edges: list[_Edge]) -> dict[str, str]:
+    """Nodes entered only from one other node and left only back to it (callee → caller).
+
+    They are drawn in a row below their caller with straight edges both ways: laid out like the
+    others they would share a row with the caller's other successors, whose side lanes would then
+    run through them (a team's specialists beside the manager's ``self_diagnose``).
+    """
+    found: dict[str, str] = {}
+    for n in names:
+        if n in (START, END):
+            continue
+        sources = {e.source for e in edges if e.target == n}
+        targets = {e.target for e in edges if e.source == n}
+        if len(sources) == 1 and sources == targets and n not in sources and not sources & {START, END}:
+            found[n] = sources.pop()
+    return {n: caller for n, caller in found.items() if caller not in found}  # two nodes calling only each other: neither
+
+
 def _layers(names: list[str], edges: list[_Edge]) -> dict[str, int]:
-    """Layer of each node: longest path from ``__start__`` once the loops' back edges are set aside.
+    """Layer of each node: longest path from ``__start__`` once the loops' back edges are set aside,
+    with a row for the callees of each caller just below it (see :func:`_callees`).
+    """
+    callees = _callees(names, edges)
+    if not callees:
+        return _spine_layers(names, edges)
+    rest = [n for n in names if n not in callees]
+    layer = _spine_layers(rest, [e for e in edges if e.source not in callees and e.target not in callees])
+    below = sorted({layer[caller] for caller in callees.values()})  # a callee row after each of these layers
+    shifted = {n: li + sum(1 for b in below if b < li) for n, li in layer.items()}
+    for callee, caller in callees.items():
+        shifted[callee] = shifted[caller] + 1
+    return shifted
+
+
+def _spine_layers(names: list[str], edges: list[_Edge]) -> dict[str, int]:
+    """Longest-path layers once the loops' back edges are set aside.
 
     A depth-first walk in edge order finds the back edges (edges to a node still on the walk's
     stack); what remains is acyclic, and longest-path layering puts every forward edge downwards.
@@ -121,6 +160,21 @@ def _rows(layer: dict[str, int], names: list[str], edges: list[_Edge]) -> list[l
     return ordered
 
 
+def _call_line(caller: tuple[float, float], callee: tuple[float, float], offset: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The line from the bottom of ``caller`` to the top of ``callee`` (in the row below), moved sideways
+    by ``offset`` (negative: left), so a call and its return are two parallel lines, not one.
+
+    It leaves the caller's bottom towards the callee's side, so the lines to several callees fan out
+    instead of crossing at the caller's centre.
+    """
+    (px, py), (cx, cy) = caller, callee
+    spread = max(-(NODE_W / 2 - 12), min(NODE_W / 2 - 12, (cx - px) * 0.4))
+    x0, y0, x1, y1 = px + spread, py + NODE_H / 2, cx, cy - NODE_H / 2
+    length = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-9)
+    nx, ny = (y1 - y0) / length, -(x1 - x0) / length  # the line's normal: +x for a vertical line
+    return (x0 + offset * nx, y0 + offset * ny), (x1 + offset * nx, y1 + offset * ny)
+
+
 def _label(x: float, y: float, text: str, anchor: str = "middle") -> str:
     """A label with a white background, centred on (x, y) or starting/ending there."""
     if not text:
@@ -148,14 +202,18 @@ def graph_svg(graph: Any | None = None) -> str:
     edges = [_Edge(str(e.source), str(e.target), "" if e.data is None else str(e.data)) for e in drawable.edges]
     layer = _layers(names, edges)
     rows = _rows(layer, names, edges)
+    callees = _callees(names, edges)
 
     # Classify edges; lane edges are grouped by (side, target) into one shared lane.
     direct: list[_Edge] = []
+    returns: list[_Edge] = []  # from a callee straight back up to its caller
     loops: list[_Edge] = []
     lanes: dict[tuple[str, str], list[_Edge]] = {}
     for e in edges:
         if e.source == e.target:
             loops.append(e)
+        elif callees.get(e.source) == e.target:
+            returns.append(e)
         elif layer[e.target] == layer[e.source] + 1:
             direct.append(e)
         else:
@@ -182,11 +240,16 @@ def graph_svg(graph: Any | None = None) -> str:
     core_w = (widest - 1) * NODE_GAP + NODE_W
     core_left = MARGIN + cols["left"] * LANE_GAP + label_room
     width = core_left + core_w + label_room + cols["right"] * LANE_GAP + MARGIN
-    height = 2 * MARGIN + (len(rows) - 1) * LAYER_GAP + NODE_H
+    # Rows are LAYER_GAP apart; a row of callees a little more, so its fan of calls and returns has room.
+    row_y: list[float] = []
+    for row in rows:
+        extra = CALLEE_GAP if row and all(n in callees for n in row) else 0.0
+        row_y.append(MARGIN + NODE_H / 2 if not row_y else row_y[-1] + LAYER_GAP + extra)
+    height = row_y[-1] + NODE_H / 2 + MARGIN if row_y else 2 * MARGIN + NODE_H
     centre: dict[str, tuple[float, float]] = {}
     for li, row in enumerate(rows):
         for i, n in enumerate(row):
-            centre[n] = (core_left + core_w / 2 + (i - (len(row) - 1) / 2) * NODE_GAP, MARGIN + NODE_H / 2 + li * LAYER_GAP)
+            centre[n] = (core_left + core_w / 2 + (i - (len(row) - 1) / 2) * NODE_GAP, row_y[li])
 
     def lane_x(side: str, col: int) -> float:
         if side == "left":
@@ -217,8 +280,17 @@ def graph_svg(graph: Any | None = None) -> str:
     for e in direct:
         (sx, sy), (tx, ty) = centre[e.source], centre[e.target]
         y0, y1 = sy + NODE_H / 2, ty - NODE_H / 2
+        if callees.get(e.target) == e.source:  # the call: left of its return, labelled near the caller
+            (ax, ay), (bx, by) = _call_line(centre[e.source], centre[e.target], -PAIR_GAP / 2)
+            paths.append(f"<path class='edge' d='M{ax:.1f},{ay:.1f} L{bx:.1f},{by:.1f}' {style}/>")
+            labels.append(_label(ax + 0.3 * (bx - ax) - 6, ay + 0.3 * (by - ay), e.label, "end"))
+            continue
         paths.append(f"<path class='edge' d='M{sx:.1f},{y0:.1f} L{tx:.1f},{y1:.1f}' {style}/>")
         labels.append(_label((sx + tx) / 2, (y0 + y1) / 2, e.label))
+    for e in returns:  # the return: right of its call, labelled near the callee (the two labels never share a height)
+        (ax, ay), (bx, by) = _call_line(centre[e.target], centre[e.source], PAIR_GAP / 2)
+        paths.append(f"<path class='edge' d='M{bx:.1f},{by:.1f} L{ax:.1f},{ay:.1f}' {style}/>")
+        labels.append(_label(ax + 0.75 * (bx - ax) + 6, ay + 0.75 * (by - ay), e.label, "start"))
     for (side, target), group in lanes.items():
         x_lane = lane_x(side, column[(side, target)])
         sign = -1 if side == "left" else 1

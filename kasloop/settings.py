@@ -41,7 +41,7 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "config"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "is not a known setting (check the spelling; see the README's config reference)"
+        msg = "is not a known setting (check the spelling; see docs/configuration.md)"
     return f"Invalid setting `{key}` in {source}: {msg}."
 
 

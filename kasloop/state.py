@@ -9,10 +9,11 @@ autonomy level or approve its own call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydantic builds no JSON schema from it (Studio's input form)
 
 from kasloop.config import PolicyRule, Risk
 from kasloop.steps import Plan, new_plan

@@ -13,7 +13,7 @@ The steps come from the goal's own text, deterministically: numbered or
 bulleted lines, or clauses joined by "then", ";" or "and" followed by an
 imperative verb ("... and write ..."). Quoted text and everything after a
 colon are content, never split. A goal that does not split is one step and
-gets no guidance.
+gets no step line; once a call that changes something succeeds, it is asked whether it is done (see :data:`SINGLE_DONE_TEMPLATE`).
 
 Progress is kept in the state (``plan``): a step is done when a call
 succeeds that was not done before in the task (act moves ``current`` on).
@@ -25,9 +25,10 @@ answer stands.
 from __future__ import annotations
 
 import re
-from typing import TypedDict
 
-__all__ = ["MAX_STEPS", "NUDGES_PER_STEP", "Plan", "advanced", "new_plan", "nudged", "should_nudge", "split_steps", "step_prompt"]
+from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydantic builds no JSON schema from it (Studio's input form)
+
+__all__ = ["MAX_STEPS", "NUDGES_PER_STEP", "Plan", "SINGLE_DONE_TEMPLATE", "advanced", "new_plan", "nudged", "should_nudge", "split_steps", "step_prompt"]
 
 MAX_STEPS = 8
 """Steps at most: a longer goal is not a small model's job, and its tail stays one step."""
@@ -35,6 +36,14 @@ NUDGES_PER_STEP = 2
 """Plain-text answers given the next step again, per step, before the answer is taken as final."""
 
 DONE_TEMPLATE = "Done. Now answer the user in plain text, not JSON."
+SINGLE_DONE_TEMPLATE = "The call succeeded. If nothing else is needed, answer the user in plain text, not JSON."
+"""Shown for a one-step goal once a call that changes something succeeded.
+
+Why: measured on the 0.5B model with the README demo's goal ("Create notes.md
+containing the line: ..."), after the write it called files_write again with
+its own tool result as content, then with kasloop's refusal of that, until the
+token limit cut it off (every seed). Told this line, it answers instead. A
+one-step goal may still need several calls, so the line leaves that open."""
 
 STEP_VERBS = (
     "add append ask calculate check copy count create delete download edit email extract fetch find get "
@@ -116,9 +125,16 @@ def new_plan(goal: str) -> Plan:
     return Plan(steps=split_steps(goal), current=0, nudges=0)
 
 
-def advanced(plan: Plan | None, calls: int = 1) -> Plan | None:
-    """``plan`` after ``calls`` new calls succeeded (one step each): the next step not done is current."""
+def advanced(plan: Plan | None, calls: int = 1, changes: int | None = None) -> Plan | None:
+    """``plan`` after ``calls`` new calls succeeded (one step each): the next step not done is current.
+
+    ``changes`` (how many of them changed something, i.e. were not reads) is what counts for a
+    one-step goal: reading first is how such a goal starts, not how it ends."""
     if not plan or plan["current"] >= len(plan["steps"]):
+        return plan
+    if len(plan["steps"]) == 1 and changes is not None:
+        calls = changes
+    if calls <= 0:
         return plan
     return Plan(steps=plan["steps"], current=min(plan["current"] + calls, len(plan["steps"])), nudges=0)
 
@@ -131,9 +147,11 @@ def step_prompt(plan: Plan | None) -> str | None:
     done it is told so: without that it went on calling the last tool with that tool's result (12 of
     12 times); told "Done. Now answer the user in plain text", it answered (12 of 12).
     """
-    if not plan or len(plan["steps"]) < 2:
+    if not plan:
         return None
     steps, current = plan["steps"], plan["current"]
+    if len(steps) < 2:
+        return SINGLE_DONE_TEMPLATE if current >= 1 else None
     if current >= len(steps):
         return DONE_TEMPLATE
     return f"Step {current + 1} of {len(steps)}: {steps[current]}"

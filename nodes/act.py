@@ -169,6 +169,7 @@ def make_act(deps: NodeDeps) -> Any:
         files_seen = list(state.get("files_seen") or [])
         first_new: PendingCall | None = None
         new_successes = 0
+        new_changes = 0
         team_turns = dict(state.get("team_turns") or {})
         for index, call in enumerate(pending):
             breach = tool_call_breach(ctx, usage)
@@ -210,6 +211,7 @@ def make_act(deps: NodeDeps) -> Any:
                 if call["arg_hash"] not in done_calls:
                     first_new = first_new or call
                     new_successes += 1
+                    new_changes += deps.tools[call["tool"]].risk != "read"
                 done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
                 files_seen = seen_after(files_seen, call["tool"], call["args"], deps.config.workspace)
             else:
@@ -225,7 +227,7 @@ def make_act(deps: NodeDeps) -> Any:
         if files_seen != list(state.get("files_seen") or []):
             update["files_seen"] = files_seen
         if new_successes and state.get("plan"):
-            update["plan"] = advanced(state["plan"], new_successes)  # a step is done when a new call succeeded in it
+            update["plan"] = advanced(state["plan"], new_successes, new_changes)  # a step is done when a new call succeeded in it
         if team_turns:
             update["team_turns"] = team_turns
         if failed:

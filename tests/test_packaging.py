@@ -11,16 +11,26 @@ with ``pip install --no-deps --no-index``. That venv sees the dev venv's
 dependencies through a plain path line in a ``.pth`` file: such a line only
 appends the folder to ``sys.path`` and does not run the ``.pth`` files inside
 it, so kasloop's editable install there stays invisible.
+
+kasloop is not on PyPI, so the README's install commands are tested as written
+too: its ``git+file://`` line installs a fresh commit of a copy of the tree,
+its ``pip wheel`` line builds the wheel it then installs with an extra, and
+docs/operations.md's ``langgraph.json`` puts a clone into a LangGraph Server
+image. Builds use the dev venv's setuptools (``--no-build-isolation``) and
+nothing from an index (``--no-index``, ``--no-deps``): no network.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +40,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ["kasloop", "kasloop.graphs", "kasloop.nodes", "kasloop.tools", "kasloop.checkpoints", "kasloop.cli", "kasloop.channels"]
 TOP_LEVEL_NAMES_THAT_MUST_NOT_EXIST = ["tools", "graphs", "nodes", "checkpoints"]
+README = (REPO / "README.md").read_text()
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+# Files a built kasloop must carry: one module per sub-package and the package data.
+INSTALLED_FILES = [
+    "kasloop/__init__.py",
+    "kasloop/py.typed",
+    "kasloop/graphs/agent.py",
+    "kasloop/nodes/act.py",
+    "kasloop/tools/files.py",
+    "kasloop/checkpoints/sqlite.py",
+    "kasloop/cli/__init__.py",
+    "kasloop/channels/__init__.py",
+    "kasloop/demo/level3.jsonl",
+    "kasloop/localmodel/qwen25-tools.jinja",
+]
+# What keeps pip off the network and out of the user's caches in these tests.
+OFFLINE_PIP = ["--no-build-isolation", "--no-index", "--no-cache-dir"]
 
 
 @dataclass(frozen=True)
@@ -58,14 +85,19 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+def _copy_tree(dest: Path) -> Path:
+    """A copy of the working tree without venv, git data or build output, so builds never write into the repo."""
+    shutil.copytree(
+        REPO, dest, symlinks=True,
+        ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".kasloop", ".pytest_cache", "*.pyc"),
+    )
+    return dest
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("packaging")
-    src = root / "src"
-    shutil.copytree(
-        REPO, src, symlinks=True,
-        ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".kasloop", ".pytest_cache", "*.pyc"),
-    )
+    src = _copy_tree(root / "src")
     env = _clean_env()
     dist = root / "dist"
     build = _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)], cwd=src, env=env)
@@ -185,3 +217,136 @@ def test_installed_demo_runs_end_to_end(installed: Installed) -> None:
     _check(proc, "kasloop demo")
     assert (folder / "workspace" / "report.md").exists()
     assert not (folder / "workspace" / "draft.txt").exists()
+
+
+# --- The README's install commands, as written -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GitRepo:
+    path: Path
+    commit: str
+    env: dict[str, str]
+    root: Path
+
+
+def _readme_command(prefix: str) -> list[str]:
+    """The README line that starts with `prefix`, split as the shell would (trailing comment dropped)."""
+    for line in README.splitlines():
+        if line.startswith(prefix):
+            return shlex.split(line, comments=True)
+    pytest.fail(f"README.md has no line starting with {prefix!r}")
+
+
+@pytest.fixture(scope="module")
+def git_repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
+    """A copy of the working tree, committed to a fresh git repository: what a clone of kasloop holds."""
+    root = tmp_path_factory.mktemp("git-install")
+    repo = _copy_tree(root / "kasloop")
+    env = _clean_env()
+    (root / "tmp").mkdir()
+    env["TMPDIR"] = str(root / "tmp")  # pip clones and builds here, not in the shared /tmp
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    env["GIT_CONFIG_GLOBAL"] = os.devnull
+    git = ["git", "-c", "user.name=kasloop tests", "-c", "user.email=tests@kasloop.invalid", "-c", "commit.gpgsign=false"]
+    _check(_run([*git, "init", "-q"], cwd=repo, env=env), "git init")
+    _check(_run([*git, "add", "-A"], cwd=repo, env=env), "git add")
+    _check(_run([*git, "commit", "-q", "-m", "snapshot of the working tree"], cwd=repo, env=env), "git commit")
+    commit = _run(["git", "rev-parse", "HEAD"], cwd=repo, env=env).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), commit
+    return GitRepo(path=repo, commit=commit, env=env, root=root)
+
+
+def _assert_installed(target: Path) -> None:
+    for name in INSTALLED_FILES:
+        installed = target / name
+        assert installed.is_file(), f"{name} missing from the install in {target}"
+        if name.endswith((".jsonl", ".jinja")):
+            assert installed.read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the source tree"
+    for name in TOP_LEVEL_NAMES_THAT_MUST_NOT_EXIST:
+        assert not (target / name).exists(), f"a top-level `{name}` was installed"
+    [dist_info] = target.glob("kasloop-*.dist-info")
+    metadata = (dist_info / "METADATA").read_text()
+    assert f"Version: {VERSION}" in metadata
+    assert "Provides-Extra: postgres" in metadata
+    assert re.search(r'^Requires-Dist: langgraph-checkpoint-postgres.*extra == "postgres"', metadata, re.M), metadata[:2000]
+    assert "kasloop = kasloop.cli:main" in (dist_info / "entry_points.txt").read_text()
+
+
+def _import_from(target: Path, cwd: Path, env: dict[str, str]) -> None:
+    """Import kasloop from `target` (ahead of the dev venv's editable install) and read its package data."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import kasloop, kasloop.graphs.agent, kasloop.nodes.act, kasloop.tools.files, kasloop.checkpoints.sqlite, kasloop.cli\n"
+        "from importlib import resources\n"
+        "print(kasloop.__file__)\n"
+        "print(len(resources.files('kasloop').joinpath('localmodel/qwen25-tools.jinja').read_text()))\n"
+        "print(len(resources.files('kasloop').joinpath('demo/level3.jsonl').read_text()))\n"
+    )
+    proc = _run([sys.executable, "-c", code, str(target)], cwd=cwd, env=env, timeout=120)
+    _check(proc, "importing kasloop from the install")
+    kasloop_file, template_chars, script_chars = proc.stdout.strip().splitlines()[-3:]
+    assert Path(kasloop_file).resolve().is_relative_to(target.resolve()), kasloop_file
+    assert int(template_chars) > 0 and int(script_chars) > 0
+
+
+def test_the_readme_git_url_command_installs_kasloop_from_a_commit(git_repo: GitRepo) -> None:
+    command = _readme_command('pip install "kasloop[postgres] @ git+file:///path/to/kasloop"')
+    assert command[:2] == ["pip", "install"] and len(command) == 3, command
+    requirement = command[2].replace("/path/to/kasloop", str(git_repo.path))
+    target = git_repo.root / "site-git"
+    proc = _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", *OFFLINE_PIP, "--target", str(target), requirement],
+        cwd=git_repo.root, env=git_repo.env,
+    )
+    _check(proc, f"pip install {requirement!r}")
+    _assert_installed(target)
+    [dist_info] = target.glob("kasloop-*.dist-info")
+    direct_url = json.loads((dist_info / "direct_url.json").read_text())
+    assert direct_url["url"] == f"file://{git_repo.path}"
+    assert direct_url["vcs_info"] == {"vcs": "git", "commit_id": git_repo.commit}
+    _import_from(target, git_repo.root, git_repo.env)
+
+
+def test_the_readme_wheel_commands_build_and_install_kasloop(git_repo: GitRepo) -> None:
+    build = _readme_command("python -m pip wheel ")
+    assert build[:4] == ["python", "-m", "pip", "wheel"], build
+    _check(_run([sys.executable, *build[1:], *OFFLINE_PIP], cwd=git_repo.path, env=git_repo.env), " ".join(build))
+    install = _readme_command('pip install "dist/kasloop-')
+    assert install[:2] == ["pip", "install"] and len(install) == 3, install
+    wheel_with_extra = install[2]
+    wheel = git_repo.path / wheel_with_extra.split("[")[0]
+    assert wheel.is_file(), f"the README names {wheel.name}; the build made {sorted(p.name for p in (git_repo.path / 'dist').iterdir())}"
+    assert wheel.name == f"kasloop-{VERSION}-py3-none-any.whl"
+    target = git_repo.root / "site-wheel"
+    proc = _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", *OFFLINE_PIP, "--target", str(target), wheel_with_extra],
+        cwd=git_repo.path, env=git_repo.env,
+    )
+    _check(proc, f"pip install {wheel_with_extra!r}")
+    _assert_installed(target)
+    _import_from(target, git_repo.root, git_repo.env)
+
+
+def test_the_documented_langgraph_server_image_installs_a_clone(git_repo: GitRepo) -> None:
+    """docs/operations.md: kasloop is not on PyPI, so the image gets it from a clone in the project folder."""
+    langgraph = Path(sys.executable).parent / "langgraph"
+    if not langgraph.exists():
+        pytest.skip("langgraph-cli is not installed (the studio extra)")
+    doc = (REPO / "docs" / "operations.md").read_text()
+    [config] = [block for block in re.findall(r"```json\n(.*?)```", doc, re.S) if "vendor/kasloop" in block]
+    project = git_repo.root / "project"
+    project.mkdir()
+    (project / "kasloop.toml").write_text('autonomy = 3\nmodel = "openai:gpt-4o-mini"\n')
+    (project / "langgraph.json").write_text(config)
+    [dependency] = [dep for dep in json.loads(config)["dependencies"] if dep != "."]
+    _check(_run(["git", "clone", "-q", str(git_repo.path), str(project / dependency)], cwd=project, env=git_repo.env), "git clone")
+    env = {**git_repo.env, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true", "LANGSMITH_TRACING": "false"}
+    proc = _run([str(langgraph), "dockerfile", str(project / "Dockerfile")], cwd=project, env=env, timeout=120)
+    _check(proc, "langgraph dockerfile")
+    dockerfile = (project / "Dockerfile").read_text()
+    assert f"ADD {dependency} /deps/kasloop" in dockerfile, dockerfile
+    assert '"agent": "kasloop.graphs.studio:agent"' in dockerfile and '"team": "kasloop.graphs.studio:team"' in dockerfile
+    [added] = re.findall(r"^ADD \. (\S+)$", dockerfile, re.M)
+    [workdir] = re.findall(r"^WORKDIR (\S+)$", dockerfile, re.M)
+    assert workdir == added, "the server starts in the folder that holds kasloop.toml"

@@ -1,14 +1,76 @@
-"""The README stays true: its two opening commands, its graph and its test command."""
+"""The README stays true: its two opening commands, its graph, its test command, its contents and its links.
+
+The README is the newcomer's guide; the reference lives in ``docs/``. These tests keep the two
+honest together: every relative link in README.md and docs/*.md reaches an existing file (and, for
+``#anchor`` links, an existing heading, slugged the way GitHub does it), the table of contents lists
+exactly the README's ``## `` sections, every page of ``docs/`` is reachable from the README, and the
+README stays short enough to read.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 from kasloop.cli.graph import mermaid
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+README_PATH = ROOT / "README.md"
+README = README_PATH.read_text()
+DOCS = ROOT / "docs"
+MAX_README_LINES = 650
+
+FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # https:, mailto:, ...
+
+
+def markdown_files() -> list[Path]:
+    """README.md and every page of docs/, the documentation a reader can follow links through."""
+    return [README_PATH, *sorted(DOCS.glob("*.md"))]
+
+
+def _prose(text: str) -> str:
+    """The text without fenced code blocks (a `# comment` in a toml block is not a heading)."""
+    return FENCE.sub("", text)
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def headings(text: str, level: int | None = None) -> list[tuple[int, str]]:
+    found = []
+    for line in _prose(text).splitlines():
+        match = re.match(r"^(#{1,6}) (.+?)\s*#*\s*$", line)
+        if match and (level is None or len(match.group(1)) == level):
+            found.append((len(match.group(1)), match.group(2)))
+    return found
+
+
+def anchors(path: Path) -> set[str]:
+    """Every anchor of a markdown file, with GitHub's -1, -2 ... suffixes for repeated headings."""
+    seen: dict[str, int] = {}
+    result = set()
+    for _, heading in headings(path.read_text()):
+        slug = github_slug(heading)
+        if slug in seen:
+            seen[slug] += 1
+            result.add(f"{slug}-{seen[slug]}")
+        else:
+            seen[slug] = 0
+            result.add(slug)
+    return result
+
+
+def relative_links(path: Path) -> list[str]:
+    text = INLINE_CODE.sub("", _prose(path.read_text()))
+    return [target for target in LINK.findall(text) if not EXTERNAL.match(target)]
 
 
 def test_readme_opens_with_the_two_commands() -> None:
@@ -29,7 +91,82 @@ def test_mermaid_diagram_is_the_real_graph() -> None:
     assert block.group(1) == mermaid()
 
 
+def test_the_mermaid_diagram_is_one_block_in_the_graph_section() -> None:
+    assert README.count("```mermaid") == 1
+    section = README.index("\n## The graph\n")
+    next_section = README.index("\n## ", section + 1)
+    assert section < README.index("```mermaid") < next_section
+
+
 def test_graph_has_the_five_nodes() -> None:
     diagram = mermaid()
     for node in ("perceive", "decide", "act", "self_diagnose", "human_approval"):
         assert f"\t{node}({node})" in diagram
+
+
+def test_readme_stays_short() -> None:
+    lines = len(README.splitlines())
+    assert lines <= MAX_README_LINES, (
+        f"README.md has {lines} lines (limit {MAX_README_LINES}): move reference material to docs/ and link to it"
+    )
+
+
+def test_table_of_contents_lists_every_section_in_order() -> None:
+    sections = [text for _, text in headings(README, level=2)]
+    assert sections[0] == "Contents", "the table of contents is the README's first section"
+    body = README.split("\n## Contents\n", 1)[1].split("\n## ", 1)[0]
+    entries = re.findall(r"^- \[([^\]]+)\]\(#([^)]+)\)", body, re.M)
+    assert [anchor for _, anchor in entries] == [github_slug(s) for s in sections[1:]]
+    assert [title for title, _ in entries] == sections[1:]
+
+
+def test_table_of_contents_comes_after_the_first_screen() -> None:
+    contents = README.index("\n## Contents\n")
+    assert README.index("make test") < contents
+    assert len(README[:contents].splitlines()) <= 45, "the first screen (what kasloop is, the two commands) stays one screen"
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_reaches_a_file_and_anchor(path: Path) -> None:
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        destination = (path.parent / file_part).resolve() if file_part else path
+        if not destination.exists():
+            broken.append(f"{target}: no such file")
+            continue
+        if not destination.is_relative_to(ROOT):
+            broken.append(f"{target}: outside the repository")
+            continue
+        if anchor:
+            if destination.suffix != ".md":
+                broken.append(f"{target}: an anchor into a file that is not markdown")
+            elif anchor not in anchors(destination):
+                broken.append(f"{target}: no heading with anchor #{anchor} in {destination.relative_to(ROOT)}")
+    assert not broken, f"broken links in {path.relative_to(ROOT)}:\n" + "\n".join(broken)
+
+
+def test_the_link_checker_sees_links_and_catches_broken_ones(tmp_path: Path) -> None:
+    """Why this exists: a checker that finds no links passes everything."""
+    assert len(relative_links(README_PATH)) >= 20
+    page = tmp_path / "page.md"
+    page.write_text("# A `code` title: yes\n\n[ok](#a-code-title-yes) [no](#nope) `[not](a-link.md)`\n\n```\n[x](y.md)\n```\n")
+    assert relative_links(page) == ["#a-code-title-yes", "#nope"]
+    assert anchors(page) == {"a-code-title-yes"}
+    assert github_slug("PostgreSQL: `--db postgresql://...`") == "postgresql---db-postgresql"
+    assert github_slug("5. Keep it running: the daemon and the inbox") == "5-keep-it-running-the-daemon-and-the-inbox"
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    pages = sorted(DOCS.glob("*.md"))
+    assert pages, "docs/ holds the reference the README links to"
+    linked = {(README_PATH.parent / target.partition("#")[0]).resolve() for target in relative_links(README_PATH)}
+    orphans = [str(page.relative_to(ROOT)) for page in pages if page.resolve() not in linked]
+    assert not orphans, f"not linked from README.md: {orphans}"
+
+
+@pytest.mark.parametrize("path", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_every_docs_page_has_a_title_and_a_way_back(path: Path) -> None:
+    text = path.read_text()
+    assert text.startswith("# "), f"{path.name} starts with its title"
+    assert "](../README.md" in text, f"{path.name} links back to the README"

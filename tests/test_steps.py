@@ -12,7 +12,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 
 from kasloop import Agent, AgentConfig
 from kasloop.models import GUIDED_STEPS, build_model
-from kasloop.steps import DONE_TEMPLATE, NUDGES_PER_STEP, split_steps
+from kasloop.steps import DONE_TEMPLATE, NUDGES_PER_STEP, SINGLE_DONE_TEMPLATE, split_steps
 from conftest import call, state_of
 
 COPY_GOAL = "Read a.txt and write the same text into b.txt."
@@ -159,3 +159,32 @@ async def test_a_thread_resumed_in_a_new_agent_goes_on_at_its_step(tmp_path: Pat
 
 def test_content_after_a_colon_is_kept_to_the_last_character() -> None:
     assert split_steps("Read a.txt and write b.txt with the content: x;") == ["Read a.txt", "Write b.txt with the content: x;"]
+
+
+async def test_a_one_step_goal_is_asked_whether_it_is_done_after_a_change_not_after_a_read(
+    tmp_path: Path, workspace: Path, script: Callable[..., str]
+) -> None:
+    """Measured on the 0.5B model: after the demo's one write it wrote again with its own tool result as content.
+    A read does not end a one-step goal ("fix the typo in a.txt" starts with reading it); a change may."""
+    (workspace / "a.txt").write_text("teh cat\n")
+    log = PromptLog()
+    agent = guided_agent(tmp_path, workspace, script(
+        {"content": "", "tool_calls": [call("files_read", path="a.txt")]},
+        {"content": "", "tool_calls": [call("files_write", path="a.txt", content="the cat\n")]},
+        {"content": "Fixed the typo."},
+    ), log, guide_steps=True)
+    result = await agent.run("Fix the typo in a.txt.")
+    assert result.status == "done" and (workspace / "a.txt").read_text() == "the cat\n"
+    assert log.tails == ["Fix the typo in a.txt.", "<tool>", SINGLE_DONE_TEMPLATE]
+    assert (await state_of(agent, result.thread))["plan"]["current"] == 1
+
+
+async def test_an_unguided_one_step_goal_gets_no_done_line(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    """The control: guidance is for small models; a model run with guide_steps = false sees only the conversation."""
+    log = PromptLog()
+    agent = guided_agent(tmp_path, workspace, script(
+        {"content": "", "tool_calls": [call("files_write", path="a.txt", content="x")]},
+        {"content": "Written."},
+    ), log, guide_steps=False)
+    result = await agent.run("Create a.txt containing x.")
+    assert result.status == "done" and SINGLE_DONE_TEMPLATE not in log.tails

@@ -3,7 +3,8 @@
 This is what a user sees in LangGraph Studio, driven through ``langgraph-sdk`` against a real
 ``langgraph dev`` subprocess on 127.0.0.1 (extra ``kasloop[studio]``). The server reads
 ``kasloop.toml`` from its working directory, so it runs in a temp folder with ``--config``
-pointing at the repo's ``langgraph.json``.
+pointing at the repo's ``langgraph.json``. What Studio draws comes from the same API: the input
+form from ``/assistants/{id}/schemas``, the picture from ``/assistants/{id}/graph``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,9 +68,13 @@ class Server:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=offline_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
+    def text(self) -> str:
+        """The whole log without colour codes."""
+        return ANSI.sub("", self.log.read_text(errors="replace"))
+
     def logs(self) -> str:
-        """The log's tail without colour codes, for failure messages."""
-        return ANSI.sub("", self.log.read_text(errors="replace"))[-3000:]
+        """The log's tail, for failure messages."""
+        return self.text()[-3000:]
 
     def wait_ready(self) -> None:
         """Poll ``/ok`` until it answers 200; fail early if the process dies."""
@@ -199,6 +205,80 @@ async def test_studio_team_surfaces_a_specialists_approval_and_resumes_exactly_i
     final = await client.threads.get_state(tid)
     assert final["values"]["status"] == "done" and final["values"]["output"] == "the team wrote a.txt"
     assert (project / "ws" / "a.txt").read_text() == "team"
+
+
+LOOP_NODES = {"__start__", "perceive", "decide", "act", "self_diagnose", "human_approval", "__end__"}
+SCHEMA_FAILURES = ("typing_extensions.TypedDict", "Failed to get")
+"""What the server logs when pydantic cannot build a graph's JSON schema (then Studio shows no input form):
+on Python < 3.12 it refuses ``typing.TypedDict`` anywhere in the state."""
+
+
+def edges_of(drawn: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], str | None]:
+    """A drawn graph's edges as ``(source, target) -> label``."""
+    return {(e["source"], e["target"]): e.get("data") for e in drawn["edges"]}
+
+
+def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with a local ``$ref`` (``#/$defs/Goal``) looked up in ``schema``."""
+    ref = node.get("$ref")
+    return schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else node
+
+
+def assert_no_schema_failure(server: Server) -> None:
+    log = server.text()
+    assert not [s for s in SCHEMA_FAILURES if s in log], f"the server could not build a schema:\n{server.logs()}"
+
+
+async def test_studio_gets_an_input_form_and_draws_the_goal_met_edge(server: Server) -> None:
+    """Item 7 of issue 15: on Python 3.11 Studio showed no input form (the input schema failed) and no
+    edge from decide to the end (drawn under the other label of the same edge)."""
+    client = get_client(url=server.url)
+    [assistant] = await client.assistants.search(graph_id="agent")
+    aid = assistant["assistant_id"]
+
+    schemas = await client.assistants.get_schemas(aid)
+    form = schemas["input_schema"]
+    assert form is not None and {"messages", "goals"} <= set(form["properties"]), f"no input form: {form}\n{server.logs()}"
+    goal = resolve(form, form["properties"]["goals"]["items"])
+    assert {"id", "text", "status"} <= set(goal["properties"])
+    assert {"messages", "goals", "status", "output"} <= set(schemas["state_schema"]["properties"])
+    assert {"autonomy", "tools", "max_steps"} <= set(schemas["context_schema"]["properties"])
+
+    drawn = await client.assistants.get_graph(aid)
+    assert {n["id"] for n in drawn["nodes"]} == LOOP_NODES
+    edges = edges_of(drawn)
+    assert edges[("decide", "__end__")] == "goal met / budget spent"
+    assert edges[("decide", "act")] == "allowed" and edges[("decide", "human_approval")] == "needs approval"
+    assert_no_schema_failure(server)
+
+
+async def test_studio_draws_the_team_with_its_delegation_to_each_specialist(team_server: tuple[Server, Path]) -> None:
+    """Item 7 of issue 15: the team looked exactly like a single agent. A delegation runs the specialist
+    inside the manager's act node; Studio now draws act → specialist (delegate) → act (result), and with
+    xray the specialist's own loop."""
+    server, _ = team_server
+    client = get_client(url=server.url)
+    [team] = await client.assistants.search(graph_id="team")
+    [agent] = await client.assistants.search(graph_id="agent")
+
+    drawn = await client.assistants.get_graph(team["assistant_id"])
+    single = await client.assistants.get_graph(agent["assistant_id"])
+    assert {n["id"] for n in drawn["nodes"]} == LOOP_NODES | {"code"}  # the crew's one specialist
+    edges = edges_of(drawn)
+    assert edges[("act", "code")] == "delegate" and edges[("code", "act")] == "result"
+    assert edges[("decide", "__end__")] == "goal met / budget spent"
+    assert edges_of(single).items() < edges.items(), "the team is the manager's loop plus its delegation"
+
+    xray = await client.assistants.get_graph(team["assistant_id"], xray=True)
+    inner = {n["id"] for n in xray["nodes"]} - LOOP_NODES
+    assert inner == {f"code:{n}" for n in LOOP_NODES}, inner
+    xray_edges = edges_of(xray)
+    assert xray_edges[("act", "code:__start__")] == "delegate" and xray_edges[("code:__end__", "act")] == "result"
+    assert xray_edges[("code:decide", "code:__end__")] == "goal met / budget spent"
+
+    schemas = await client.assistants.get_schemas(team["assistant_id"])
+    assert {"messages", "goals"} <= set(schemas["input_schema"]["properties"])
+    assert_no_schema_failure(server)
 
 
 def test_langgraph_build_serves_both_graphs_from_the_project_folder(tmp_path: Path) -> None:

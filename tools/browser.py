@@ -35,7 +35,7 @@ A refused navigation is aborted (the tab stays where it was) and the tool
 reports ``denied`` naming the host and the setting that would allow it;
 refused sub-resources are counted in the output. WebSockets are not seen by
 ``Fetch``: they are gated by Playwright's ``route_web_socket`` with the same
-check (see known gaps in the README section).
+check.
 
 Tools: ``browser_open`` (url), ``browser_click`` (selector),
 ``browser_fill`` (selector, value), ``browser_select`` (selector, value),

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.status import Status
+from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
 
 from kasloop.agent import RunResult
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
@@ -19,36 +22,61 @@ __all__ = ["register"]
 
 
 class LiveProgress:
-    """A one-line spinner on stderr: step, node, last tool. Silent when not on a terminal."""
+    """A one-line spinner on stderr: ``step N · <node running now> · last tool X``. Silent when not on a terminal.
 
-    def __init__(self, enabled: bool, announce: str | None = None) -> None:
-        self.enabled = enabled and err.is_terminal
+    A ``ProgressCallback`` with ``node_started``: the agent names each node as it starts (so the line shows
+    the node that is running, not the last one that finished) and hands over each finished node's update
+    (for the step count and the last tool proposed).
+    """
+
+    def __init__(self, enabled: bool, announce: str | None = None, *, console: Console | None = None) -> None:
+        self.console = console or err
+        self.enabled = enabled and self.console.is_terminal
         self.announce = announce if enabled else None
         self.step = 0
+        self.node = "starting…"
         self.last_tool = "-"
-        self.status: Status | None = None
+        self._spinner = Spinner("dots", text=Text(self.node))
+        self._live: Live | None = None
+
+    @property
+    def line(self) -> str:
+        return f"step {self.step} · {self.node} · last tool {self.last_tool}"
 
     def __enter__(self) -> LiveProgress:
         if self.enabled:
-            self.status = err.status("starting…")
-            self.status.__enter__()
+            self._live = Live(self._spinner, console=self.console, transient=True, refresh_per_second=12.5)
+            self._live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def _started_run(self) -> None:
+        if self.announce:  # said once the run really started, so a refused run prints only its error
+            self.console.print(f"[dim]{self.announce}[/dim]")
+            self.announce = None
+
+    def node_started(self, node: str) -> None:
+        self._started_run()
+        self.node = node
+        self._show()
 
     def __call__(self, node: str, update: dict[str, Any]) -> None:
-        if self.announce:  # said once the run really started, so a refused run prints only its error
-            err.print(f"[dim]{self.announce}[/dim]")
-            self.announce = None
+        self._started_run()
         usage = update.get("usage")
         if usage:
             self.step = usage["steps"]
         for call in update.get("pending", []) or []:
             self.last_tool = call.get("tool", self.last_tool)
-        if self.status is not None:
-            self.status.update(f"step {self.step} · {node} · last tool {self.last_tool}")
+        self._show()  # the node shown stays the running one: the next start names the next node
+
+    def _show(self) -> None:
+        if self._live is not None:
+            self._spinner.update(text=Text(self.line))
+            self._live.refresh()  # drawn now, not at the next tick: the line always names the running node
 
 
 def describe_model(spec: str) -> str:

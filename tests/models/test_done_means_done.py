@@ -67,3 +67,46 @@ async def test_a_plain_answer_is_still_an_answer(tmp_path: Path, workspace: Path
         model.reply("Nothing to do: files_write is not needed, river.txt already exists.")
         result = await agent_for(tmp_path, workspace, model.base_url).run("Check river.txt.")
     assert result.status == "done" and "already exists" in result.output
+
+
+async def test_a_reply_that_is_only_a_tool_name_is_not_an_answer(tmp_path: Path, workspace: Path) -> None:
+    """Measured on the embedded model after an error: it answered `files_write`, and the run ended done with nothing written."""
+    with wire_model() as model:
+        model.reply("files_write")
+        model.reply(None, [("files_write", {"path": "a.txt", "content": "x"}, "c1")])
+        model.reply("a.txt holds x.")
+        agent = agent_for(tmp_path, workspace, model.base_url)
+        result = await agent.run("Create a.txt containing x.")
+    assert result.status == "done" and (workspace / "a.txt").read_text() == "x"
+    errors = [e for e in await agent.history(result.thread) if e["kind"] == "error"]
+    assert errors and "only the name `files_write`" in errors[0]["message"]
+
+
+async def test_a_file_name_called_as_a_function_gets_the_right_shape_back(tmp_path: Path, workspace: Path) -> None:
+    """Measured: {"name": "notes.md", "arguments": {"content": ...}}. Nothing runs; the hint shows the call with `path` filled in."""
+    with wire_model() as model:
+        model.reply('{"name": "notes.md", "arguments": {"content": "hi"}}')
+        model.reply(None, [("files_write", {"path": "notes.md", "content": "hi"}, "c1")])
+        model.reply("notes.md holds hi.")
+        config = AgentConfig(
+            autonomy=4, model="openai:test-model", tools=["files_write"], workspace=workspace, retry_backoff=0.001, diagnose_with_model=False,
+            openai=OpenAISettings(base_url=model.base_url, api_key="sk-test-key"),  # type: ignore[arg-type]
+        )
+        agent = Agent(config, home=tmp_path / ".kasloop")
+        result = await agent.run("Create notes.md containing hi.")
+    assert result.status == "done" and (workspace / "notes.md").read_text() == "hi"
+    [error] = [e for e in await agent.history(result.thread) if e["kind"] == "error"]
+    assert "`notes.md`, which is not a tool" in error["message"]
+    assert '{"name": "files_write", "arguments": {"path": "notes.md", "content": "hi"}}' in error["message"]
+
+
+async def test_an_echoed_result_with_name_for_tool_is_the_answer_not_a_call(tmp_path: Path, workspace: Path) -> None:
+    """Measured: after its write the model replied {"name": "files_write", "ok": true, "result": "Wrote ..."}.
+    That is kasloop's envelope copied back (no `arguments`), so it is taken as "that was it", and nothing runs again."""
+    with wire_model() as model:
+        model.reply(None, [("files_write", {"path": "a.txt", "content": "x"}, "c1")])
+        model.reply('{"name": "files_write", "ok": true, "result": "Wrote 1 bytes to a.txt."}')
+        agent = agent_for(tmp_path, workspace, model.base_url)
+        result = await agent.run("Create a.txt containing x.")
+    assert result.status == "done" and result.output == "files_write: Wrote 1 bytes to a.txt."
+    assert [e["tool"] for e in await agent.history(result.thread) if e["kind"] == "tool"] == ["files_write"]
