@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import asyncio
 import statistics
 import sys
@@ -168,6 +169,8 @@ class Outcome:
     model_calls: int
     output_tokens: int
     decide_seconds: float
+    story: str = ""
+    """With ``--explain``, for a failed run: the calls the model made, its last answer and the files it left."""
 
 
 def reviewed(goal: Goal, request: dict[str, Any]) -> Review:
@@ -182,7 +185,20 @@ def reviewed(goal: Goal, request: dict[str, Any]) -> Review:
     return Review(False, f"the goal needs `{tool}` on {path}, not `{request.get('tool')}` on `{got}`")
 
 
-async def run_goal(goal: Goal, base: Path, *, seed: int = 1234, guided: bool = True) -> Outcome:
+def _story(events: list[dict[str, Any]], output: str, ws: Path) -> str:
+    """What a failed run did, for reading (never for changing prompts against a held-out goal)."""
+    lines = []
+    for event in events:
+        if event["kind"] in ("decide", "tool", "error", "approval_decision", "self_diagnose"):
+            said = {k: v for k, v in event.items() if k not in ("ts", "thread", "step", "kind", "source")}
+            lines.append(f"      {event['kind']} {json.dumps(said, default=str)[:220]}")
+    lines.append(f"      answer {output[:160]!r}")
+    for path in sorted(p for p in ws.rglob("*") if p.is_file()):
+        lines.append(f"      file {path.relative_to(ws)} = {path.read_text(errors='replace')[:120]!r}")
+    return "\n".join(lines)
+
+
+async def run_goal(goal: Goal, base: Path, *, seed: int = 1234, guided: bool = True, explain: bool = False) -> Outcome:
     ws = base / "ws"
     ws.mkdir(parents=True)
     for name, text in goal.setup.items():
@@ -212,7 +228,8 @@ async def run_goal(goal: Goal, base: Path, *, seed: int = 1234, guided: bool = T
     events = await agent.history(result.thread)
     decide_seconds = sum(e["ts"] - prev["ts"] for prev, e in zip(events, events[1:]) if e["kind"] in ("decide", "error") and e.get("source", "model") == "model")
     ok = status == "done" and goal.check(ws)
-    return Outcome(goal.name, ok, status, seconds, usage["model_calls"], usage["output_tokens"], decide_seconds)
+    story = _story(events, result.output or "", ws) if explain and not ok else ""
+    return Outcome(goal.name, ok, status, seconds, usage["model_calls"], usage["output_tokens"], decide_seconds, story)
 
 
 async def main() -> None:
@@ -220,10 +237,14 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per goal, each with another seed (default 3)")
     parser.add_argument("--baseline", action="store_true", help="also run every goal without guided steps and compare")
     parser.add_argument("--set", choices=["all", *SETS], default="all", help="which goals: tuning, held-out or all (default)")
+    parser.add_argument("--only", default="", help="comma-separated goal names: run only these (e.g. to read why they fail)")
+    parser.add_argument("--explain", action="store_true", help="print what each failed run did: calls, errors, answer, files")
     args = parser.parse_args()
+    only = {name for name in args.only.split(",") if name}
     info = start()
     print(f"local model server: {info['base_url']} (pid {info['pid']})")
-    chosen = {name: goals for name, goals in SETS.items() if args.set in ("all", name)}
+    chosen = {name: [g for g in goals if not only or g.name in only] for name, goals in SETS.items() if args.set in ("all", name)}
+    chosen = {name: goals for name, goals in chosen.items() if goals}
     outcomes: list[Outcome] = []
     unguided: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="kasloop-local-bench-") as tmp:
@@ -232,14 +253,14 @@ async def main() -> None:
             for round_no in range(args.repeat):
                 seed = 1234 + 1000 * round_no
                 for goal in goals:
-                    outcome = await run_goal(goal, Path(tmp) / f"{goal.name}-{round_no}", seed=seed)
+                    outcome = await run_goal(goal, Path(tmp) / f"{goal.name}-{round_no}", seed=seed, explain=args.explain)
                     outcomes.append(outcome)
                     line = f"  {goal.name:<9} run {round_no + 1}: {'ok ' if outcome.ok else 'FAIL'} {outcome.status:<16} {outcome.seconds:5.1f} s, {outcome.model_calls} model calls"
                     if args.baseline:
                         base = await run_goal(goal, Path(tmp) / f"{goal.name}-{round_no}-unguided", seed=seed, guided=False)
                         unguided.append(base)
                         line += f"   unguided: {'ok ' if base.ok else 'FAIL'} {base.status}"
-                    print(line, flush=True)
+                    print(line + (f"\n{outcome.story}" if outcome.story else ""), flush=True)
     print(f"\n{'set':<9} {'goal':<10} {'level':>5} {'steps':>5} {'completed':>10}" + (f" {'unguided':>10}" if unguided else ""))
     for set_name, goals in chosen.items():
         for goal in goals:

@@ -225,7 +225,7 @@ class ApprovalChannels(_Frozen):
     webhook: WebhookApprovals | None = None
     receivers: list[str] = Field(default_factory=list)
     """``host:port`` of every server that takes decisions for kasloop (where ``approvals_app`` is served,
-    a LangGraph dev server): no tool (http, webhook, browser) may reach them, whatever ``allow_private`` says.
+    a LangGraph dev server): no tool (http, webhook, browser, email) may reach them, whatever ``allow_private`` says.
     Receivers kasloop serves itself (``serve_approvals``) are refused without being listed."""
 
     @field_validator("receivers")

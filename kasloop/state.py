@@ -26,13 +26,24 @@ __all__ = [
     "PendingCall",
     "RunContext",
     "Status",
+    "ToolErrorKind",
     "Usage",
     "empty_usage",
     "new_task",
 ]
 
 Status = Literal["running", "waiting_approval", "sleeping", "done", "paused_budget", "escalated", "failed"]
-ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown", "conflict", "model"]
+ToolErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown", "conflict"]
+"""How a tool call failed: the one declaration of these kinds (``kasloop.tools.base`` re-exports it for the tools).
+
+``transient`` try again later, ``bad_args`` the model must change its call, ``denied`` refused by policy or a
+jail, ``permanent`` retrying cannot help (a broken setting, a bug), ``timeout`` cut off by the tool's limit,
+``outcome_unknown`` a side effect may or may not have happened, ``conflict`` the ledger holds this call's key
+for other arguments."""
+
+ErrorKind = Literal[ToolErrorKind, "model"]
+"""How a step failed: any :data:`ToolErrorKind`, or ``model`` (the model call itself failed). Built from
+``ToolErrorKind`` (nested Literals flatten), so a tool's kind is always a valid state kind."""
 
 
 class Goal(TypedDict):

@@ -147,8 +147,8 @@ def test_every_family_has_a_settings_check() -> None:
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"http": {"allow_domain": ["x"]}}, "tool_settings.http: unknown http config key(s) `allow_domain`"),
-        ({"shell": {"timeout": -1}}, "tool_settings.shell: shell config `timeout`"),
+        ({"http": {"allow_domain": ["x"]}}, "tool_settings.http.allow_domain: unknown key; known keys: allow_domains"),
+        ({"shell": {"timeout": -1}}, "tool_settings.shell.timeout: Input should be greater than 0. Fix kasloop.toml."),
         ({"email": {"smtp": {"port": 25}}}, "tool_settings.email.smtp.host: Field required"),
         ({"browser": {"navigation_timeout": 0}}, "tool_settings.browser.navigation_timeout"),
         ({"telegram": {"token": "123:abc"}}, "tool_settings.telegram.token: Extra inputs are not permitted"),

@@ -17,8 +17,9 @@ The network jail is enforced inside the browser, on **every** request it makes
 (navigations, redirect hops, sub-resources, iframes, pop-ups, fetch/XHR and
 JS-initiated navigations): request interception is enabled on the browser
 target itself (CDP ``Fetch.enable``), so each request, including each hop of a
-redirect, is paused until :class:`BrowserPolicy` lets it go. Playwright's own
-``context.route`` is not used because it does not see redirect hops. A
+redirect, is paused until the family's :class:`~kasloop.tools.network.NetworkGate`
+(the one network gate http, webhook and email use too) lets it go. Playwright's
+own ``context.route`` is not used because it does not see redirect hops. A
 request is let through only if
 
 1. its scheme is ``http`` or ``https`` (``data:``, ``blob:`` and ``about:``
@@ -27,9 +28,13 @@ request is let through only if
 2. its host (and port) matches ``browser.allow_domains`` when that list is set;
 3. no address the host resolves to is one of kasloop's own receivers
    (:mod:`kasloop.channels.receivers`), whatever ``allow_private`` says;
-4. every address the host resolves to passes the http family's address check
-   (:func:`kasloop.tools.http.address_blocked`): loopback, private, link-local
-   and other non-public addresses are refused unless allowed.
+4. every address the host resolves to passes the gate's address check
+   (:func:`kasloop.tools.network.address_blocked`): loopback, private,
+   link-local and other non-public addresses are refused unless allowed.
+
+Chromium resolves host names itself, so unlike http and webhook the browser
+cannot connect to the very address the gate checked: a name whose DNS answer
+changes between the check and Chromium's own lookup is not caught here.
 
 A refused navigation is aborted (the tab stays where it was) and the tool
 reports ``denied`` naming the host and the setting that would allow it;
@@ -53,10 +58,12 @@ that matches nothing → ``bad_args``; a page or action slower than its timeout
 Config (``ToolContext.extra["browser"]``, all optional):
 
 ``executable``          Chromium binary (``/usr/bin/chromium``).
-``allow_domains``       list of host globs, each optionally with ``:port`` (``example.com``,
-                        ``*.example.com``, ``127.0.0.1:8080``, ``[::1]:8080``); empty = any public
-                        host. An IP address named here may be private (naming it is explicit);
-                        a host *name* never unlocks a private address.
+``allow_domains``       list of host rules, the grammar every family shares (:mod:`kasloop.tools.network`):
+                        ``example.com``, ``*.example.com`` (subdomains, not the apex), globs such as
+                        ``api-*.example.com``, IP addresses, each optionally with ``:port``
+                        (``127.0.0.1:8080``, ``[::1]:8080``); empty = any public host. An IP address
+                        named here may be private (naming it is explicit); a host *name* or glob
+                        never unlocks a private address.
 ``allow_private``       ``true`` (any non-public address) or a list of networks; default false.
 ``navigation_timeout``  seconds for a page to load (15).
 ``action_timeout``      seconds for a click, fill, select, text or eval (5).
@@ -66,14 +73,11 @@ Config (``ToolContext.extra["browser"]``, all optional):
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import ipaddress
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,11 +88,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.files import atomic_write, resolve_in_workspace
-from kasloop.channels.receivers import Receiver, known_receivers
-from kasloop.channels.receivers import refusal as receiver_refusal
-from kasloop.tools.http import AllowPrivate, IPNetwork, address_blocked, private_networks, status_kind
+from kasloop.tools.http import status_kind
+from kasloop.tools.network import AllowDomains, AllowPrivate, NetworkGate
 
-__all__ = ["BROWSER_ARGS", "BROWSER_TOOLS", "BrowserPolicy", "BrowserSettings", "SiteRule"]
+__all__ = ["BROWSER_ARGS", "BROWSER_TOOLS", "BrowserSettings", "browser_gate"]
 
 _log = logging.getLogger("kasloop.tools.browser")
 
@@ -106,64 +109,11 @@ BROWSER_ARGS: tuple[str, ...] = (
 
 RESOURCE_KEY = "browser"
 _PAGE_SCHEMES = frozenset({"data", "blob", "about"})  # content the page already holds; no network
-_GLOB_CHARS = frozenset("*?[")
+_NETWORK_SCHEMES = ("http", "https", "ws", "wss")
 _TOOL_TIMEOUT = 120.0  # outer bound; each step has its own timeout from the settings
 
 
 # --------------------------------------------------------------------------- settings and policy
-
-
-@dataclass(frozen=True)
-class SiteRule:
-    """One ``allow_domains`` entry: a host glob (or IP address), optionally with a port."""
-
-    pattern: str
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, entry: str) -> SiteRule:
-        text = entry.strip().lower()
-        port_text = ""
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            if rest:
-                if not rest.startswith(":"):
-                    raise ValueError(f"`{entry}` is not host[:port]")
-                port_text = rest[1:]
-        elif text.count(":") > 1:
-            host = text  # a bare IPv6 address
-        else:
-            host, _, port_text = text.partition(":")
-        port: int | None = None
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ValueError(f"`{entry}` has a bad port; use host or host:port")
-            port = int(port_text)
-        host = host.rstrip(".")
-        if not host or any(c in host for c in "/@ "):
-            raise ValueError(f"`{entry}` is not a host glob; use e.g. `example.com`, `*.example.com` or `10.0.0.5:8080`")
-        try:
-            host = ipaddress.ip_address(host).compressed
-        except ValueError:
-            pass
-        return cls(pattern=host, port=port)
-
-    @property
-    def address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        if _GLOB_CHARS & set(self.pattern):
-            return None
-        try:
-            return ipaddress.ip_address(self.pattern)
-        except ValueError:
-            return None
-
-    def matches(self, host: str, port: int) -> bool:
-        if self.port is not None and self.port != port:
-            return False
-        return fnmatch.fnmatchcase(host, self.pattern)
-
-    def __str__(self) -> str:
-        return self.pattern if self.port is None else f"{self.pattern}:{self.port}"
 
 
 class BrowserSettings(BaseModel):
@@ -172,18 +122,11 @@ class BrowserSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     executable: str = "/usr/bin/chromium"
-    allow_domains: list[str] = Field(default_factory=list)
+    allow_domains: AllowDomains = Field(default_factory=list)
     allow_private: AllowPrivate = False
     navigation_timeout: float = Field(default=15.0, gt=0, le=600)
     action_timeout: float = Field(default=5.0, gt=0, le=600)
     viewport: tuple[int, int] = (1280, 800)
-
-    @field_validator("allow_domains")
-    @classmethod
-    def _rules(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            SiteRule.parse(entry)
-        return entries
 
     @field_validator("viewport")
     @classmethod
@@ -204,71 +147,19 @@ def load_settings(ctx: ToolContext) -> BrowserSettings:
         raise ToolFailure("permanent", f"bad browser config `browser.{key}`: {err['msg']}; fix tool_settings.browser in kasloop.toml") from None
 
 
-@dataclass(frozen=True)
-class BrowserPolicy:
-    """Which requests the browser may make (built from :class:`BrowserSettings`)."""
+def browser_gate(settings: BrowserSettings) -> NetworkGate:
+    """The network gate of ``browser.allow_domains`` / ``browser.allow_private``."""
+    return NetworkGate.from_settings("browser", allow_domains=settings.allow_domains, allow_private=settings.allow_private)
 
-    rules: tuple[SiteRule, ...] = ()
-    allow_private: bool = False
-    private_networks: tuple[IPNetwork, ...] = ()
-    receivers: tuple[Receiver, ...] = ()
-    """kasloop's receivers from the database (this process's are always checked): refused whatever else allows."""
 
-    @classmethod
-    def from_settings(cls, settings: BrowserSettings, receivers: tuple[Receiver, ...] = ()) -> BrowserPolicy:
-        rules = tuple(SiteRule.parse(e) for e in settings.allow_domains)
-        networks: list[IPNetwork] = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
-        private = settings.allow_private
-        if isinstance(private, list):
-            networks += private_networks(private)
-            private = False
-        return cls(rules=rules, allow_private=private, private_networks=tuple(networks), receivers=receivers)
+async def _refusal(gate: NetworkGate, url: str) -> str | None:
+    """Why the browser may not request ``url`` (one line naming the fix), or ``None``.
 
-    async def refusal(self, url: str) -> str | None:
-        """Why the browser may not request ``url`` (one line naming the fix), or ``None``."""
-        try:
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            if scheme in _PAGE_SCHEMES:
-                return None
-            if scheme not in ("http", "https", "ws", "wss"):
-                return f"`{scheme}:` URLs are not allowed; only http:// and https:// pages can be opened"
-            host = (parts.hostname or "").rstrip(".").lower()
-            port = parts.port or (443 if scheme in ("https", "wss") else 80)
-        except ValueError as exc:
-            return f"`{url}` is not a valid URL ({exc})"
-        if not host:
-            return f"`{url}` has no host"
-        where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        if self.rules and not any(rule.matches(host, port) for rule in self.rules):
-            return f"host `{where}` is not allowed; add `{host}` (or `{where}`) to browser.allow_domains to allow it"
-        for ip in await _resolve(host, port):
-            if ip is None:
-                return f"host `{host}` cannot be resolved"
-            mine = receiver_refusal(ip, port, self.receivers)
-            if mine is not None:  # even with allow_private: approvals come only from humans
-                return f"host `{where}` resolves to a refused address ({mine})"
-            if self.allow_private:
-                continue
-            reason = address_blocked(ip, allow=self.private_networks)
-            if reason is not None:
-                return (f"host `{where}` resolves to a refused address ({reason}); allow it by naming the address "
-                        "in browser.allow_domains or with browser.allow_private")  # fmt: skip
+    ``data:``, ``blob:`` and ``about:`` URLs are content the page already holds: they pass.
+    """
+    if url.partition(":")[0].strip().lower() in _PAGE_SCHEMES:
         return None
-
-
-async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
-    """Every address of ``host`` (``[None]`` when it does not resolve)."""
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return [None]
-    found = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    return list(dict.fromkeys(found)) or [None]
+    return await gate.refusal(url, schemes=_NETWORK_SCHEMES)
 
 
 # --------------------------------------------------------------------------- the shared browser
@@ -290,7 +181,8 @@ class BrowserSession:
     context: Any
     cdp: Any  # browser-target CDP session holding the request interception
     profile: Path
-    policy: BrowserPolicy
+    gate: NetworkGate
+    """Where this browser's requests may go (set again from each call's settings)."""
     pid: int | None = None
     page: Any = None
     blocked: list[_Blocked] = field(default_factory=list)
@@ -367,7 +259,7 @@ class BrowserSession:
         request_id, url = event["requestId"], event["request"]["url"]
         navigation = event.get("resourceType") == "Document"
         try:
-            reason = await self.policy.refusal(url)
+            reason = await _refusal(self.gate, url)
         except Exception as exc:  # noqa: BLE001 - fail closed
             reason = f"the request could not be checked ({type(exc).__name__})"
         try:
@@ -382,7 +274,7 @@ class BrowserSession:
             _log.debug("request interception reply failed: %s", exc)
 
     async def gate_websocket(self, ws: Any) -> None:
-        reason = await self.policy.refusal(ws.url)
+        reason = await _refusal(self.gate, ws.url)
         if reason is None:
             ws.connect_to_server()
         else:
@@ -426,7 +318,7 @@ async def _launch(settings: BrowserSettings) -> BrowserSession:
     try:
         browser = context.browser
         cdp = await browser.new_browser_cdp_session()
-        session = BrowserSession(playwright=playwright, browser=browser, context=context, cdp=cdp, profile=profile, policy=BrowserPolicy.from_settings(settings))
+        session = BrowserSession(playwright=playwright, browser=browser, context=context, cdp=cdp, profile=profile, gate=browser_gate(settings))
         browser.on("disconnected", lambda _: session.disconnected.set())
         context.on("close", lambda _: session.disconnected.set())
         cdp.on("Fetch.requestPaused", session.on_paused)
@@ -462,12 +354,12 @@ async def _close(session: BrowserSession) -> None:
 
 
 async def _session(ctx: ToolContext, settings: BrowserSettings) -> BrowserSession:
-    """The agent's browser, (re)started if needed, with this call's policy."""
+    """The agent's browser, (re)started if needed, with this call's gate."""
     session: BrowserSession = await ctx.resources.shared(RESOURCE_KEY, lambda: _launch(settings), _close)
     if not session.alive:
         await ctx.resources.discard(RESOURCE_KEY)
         session = await ctx.resources.shared(RESOURCE_KEY, lambda: _launch(settings), _close)
-    session.policy = BrowserPolicy.from_settings(settings, await known_receivers(ctx))
+    session.gate = await browser_gate(settings).with_receivers(ctx)
     return session
 
 
@@ -688,7 +580,7 @@ async def _open(args: OpenArgs, ctx: ToolContext) -> ToolResult:
     scheme = urlsplit(args.url.strip()).scheme.lower()
     if scheme not in ("http", "https"):
         raise ToolFailure("bad_args", f"`{args.url}` is not an http(s) URL; only http:// and https:// pages can be opened")
-    reason = await BrowserPolicy.from_settings(settings, await known_receivers(ctx)).refusal(args.url.strip())
+    reason = await _refusal(await browser_gate(settings).with_receivers(ctx), args.url.strip())
     if reason is not None:  # refused before the browser even starts
         raise ToolFailure("denied", reason)
     session = await _session(ctx, settings)

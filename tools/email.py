@@ -40,6 +40,15 @@ Reading (IMAP; the id of a message is its UID in the folder):
   ``email.max_read_bytes`` of the message are downloaded.
 * ``email_mark`` sets or clears ``\\Seen`` (risk ``low``, idempotent).
 
+Connections go through the one network gate (:mod:`kasloop.tools.network`),
+as http's do: the server's name is resolved once, kasloop's own receivers are
+refused, and smtplib / imaplib connect to the checked address itself (the
+name stays for TLS: SNI and the certificate check), so a DNS answer that
+changes between the check and the connection cannot redirect the login.
+Private and loopback servers are allowed: a person names the server in the
+config (``email.smtp.host``), the model cannot choose it, and local relays
+are common.
+
 Secrets are never config values: ``password_env`` names the environment
 variable holding the password, read at call time; no password appears in an
 error, an output or metadata. ``KASLOOP_APPROVAL_*`` variables are refused: the
@@ -64,7 +73,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import imaplib
 import mimetypes
@@ -90,8 +98,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
+from kasloop.tools.base import ToolErrorKind as ErrorKind
 from kasloop.tools.files import resolve_in_workspace
 from kasloop.tools.http import html_to_text
+from kasloop.tools.network import IPAddress, NetworkGate, connect_pinned, tls_context
 
 __all__ = [
     "EMAIL_TOOLS",
@@ -106,7 +116,6 @@ __all__ = [
     "take_unread",
 ]
 
-ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout", "outcome_unknown"]
 Security = Literal["starttls", "ssl", "plain"]
 T = TypeVar("T")
 
@@ -257,16 +266,67 @@ def _password(server: _ServerSettings, section: str) -> str | None:
     return value
 
 
-@functools.lru_cache(maxsize=8)
-def _ssl_context_cached(ca_file: str | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file)
-
-
 def _tls(server: _ServerSettings, section: str) -> ssl.SSLContext:
     try:
-        return _ssl_context_cached(server.ca_file)
+        return tls_context(server.ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ToolFailure("permanent", f"cannot load email.{section}.ca_file `{server.ca_file}`: {exc}") from None
+
+
+def _network(section: str) -> NetworkGate:
+    """The gate of ``email.<section>``: private servers allowed (a person named the host), kasloop's receivers never."""
+    return NetworkGate(section=f"email.{section}", allow_private=True)
+
+
+def _server_addresses(network: NetworkGate, server: _ServerSettings, section: str, port: int) -> tuple[IPAddress, ...]:
+    """The checked addresses of the server (resolved once, in the worker thread); the client connects only to these."""
+    try:
+        return network.resolve_blocking(server.host, port)
+    except ToolFailure as exc:
+        if exc.kind == "denied":
+            raise
+        raise ToolFailure(exc.kind, f"{exc.message}; check email.{section}.host") from None
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    """smtplib's client connecting to addresses the network gate checked, never to the name again."""
+
+    def __init__(self, addresses: tuple[IPAddress, ...], host: str, port: int, **kwargs: Any) -> None:
+        self.addresses = addresses
+        super().__init__(host, port, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float | None) -> Any:
+        return connect_pinned(self.addresses, port, timeout, self.source_address)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
+    """Implicit TLS over the pinned connection: ``SMTP_SSL._get_socket`` wraps it with the server's *name* (SNI, certificate)."""
+
+    def __init__(self, addresses: tuple[IPAddress, ...], host: str, port: int, **kwargs: Any) -> None:
+        self.addresses = addresses
+        smtplib.SMTP_SSL.__init__(self, host, port, **kwargs)  # SMTP_SSL calls SMTP.__init__ itself
+
+
+class _PinnedIMAP4(imaplib.IMAP4):
+    """imaplib's client connecting to addresses the network gate checked (STARTTLS still checks the name)."""
+
+    def __init__(self, addresses: tuple[IPAddress, ...], host: str, port: int, timeout: float) -> None:
+        self.addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> Any:
+        return connect_pinned(self.addresses, self.port, timeout)
+
+
+class _PinnedIMAP4SSL(imaplib.IMAP4_SSL):
+    """Implicit TLS over the pinned connection, wrapped with the server's name as ``IMAP4_SSL`` does."""
+
+    def __init__(self, addresses: tuple[IPAddress, ...], host: str, port: int, ssl_context: ssl.SSLContext | None, timeout: float) -> None:
+        self.addresses = addresses
+        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> Any:
+        return self.ssl_context.wrap_socket(connect_pinned(self.addresses, self.port, timeout), server_hostname=self.host)
 
 
 # --------------------------------------------------------------------------- addresses and message ids
@@ -494,17 +554,20 @@ class _Gate:
             return self.data_started
 
 
-def _smtp_send(cfg: SmtpSettings, password: str | None, sender: str, recipients: list[str], data: bytes, gate: _Gate) -> str:
-    """One SMTP transaction; returns the server's reply to the message data."""
+def _smtp_send(
+    cfg: SmtpSettings, password: str | None, sender: str, recipients: list[str], data: bytes, gate: _Gate, network: NetworkGate | None = None
+) -> str:
+    """One SMTP transaction through the network gate; returns the server's reply to the message data."""
     where = f"SMTP server {cfg.host}:{cfg.effective_port}"
     stage = "connect"
     client: smtplib.SMTP | None = None
     try:
         context = _tls(cfg, "smtp") if cfg.security != "plain" else None
+        addresses = _server_addresses(network or _network("smtp"), cfg, "smtp", cfg.effective_port)
         if cfg.security == "ssl":
-            client = smtplib.SMTP_SSL(cfg.host, cfg.effective_port, timeout=cfg.timeout, context=context)
+            client = _PinnedSMTPSSL(addresses, cfg.host, cfg.effective_port, timeout=cfg.timeout, context=context)
         else:
-            client = smtplib.SMTP(cfg.host, cfg.effective_port, timeout=cfg.timeout)
+            client = _PinnedSMTP(addresses, cfg.host, cfg.effective_port, timeout=cfg.timeout)
         client.ehlo()
         if cfg.security == "starttls":
             if not client.has_extn("starttls"):
@@ -595,8 +658,9 @@ async def _send(args: SendArgs, ctx: ToolContext) -> ToolResult:
     msg_id = message_id_for(ctx.idempotency_key)
     msg = _build_message(args, sender, to, cc, files, msg_id)
     data = msg.as_bytes(policy=_MESSAGE_POLICY)
+    network = await _network("smtp").with_receivers(ctx)
     gate = _Gate()
-    sending = asyncio.ensure_future(asyncio.to_thread(_smtp_send, settings.smtp, password, sender.addr_spec, recipients, data, gate))
+    sending = asyncio.ensure_future(asyncio.to_thread(_smtp_send, settings.smtp, password, sender.addr_spec, recipients, data, gate, network))
     try:
         reply = await asyncio.wait_for(asyncio.shield(sending), timeout=_SEND_DEADLINE)
     except ToolFailure as exc:
@@ -716,17 +780,19 @@ def search_criteria(query: str, *, unseen_only: bool, literal_plus: bool) -> tup
 # --------------------------------------------------------------------------- IMAP: connection
 
 
-def _imap_session(cfg: ImapSettings, password: str, work: Callable[[imaplib.IMAP4], T]) -> T:
-    """Connect, secure, log in, run ``work``, log out; every failure becomes a ``ToolFailure``."""
+def _imap_session(cfg: ImapSettings, password: str, work: Callable[[imaplib.IMAP4], T], network: NetworkGate | None = None) -> T:
+    """Connect (through the network gate; default: this process's receivers), secure, log in, run ``work``, log out;
+    every failure becomes a ``ToolFailure``."""
     where = f"IMAP server {cfg.host}:{cfg.effective_port}"
     stage = "connect"
     conn: imaplib.IMAP4 | None = None
     try:
         context = _tls(cfg, "imap") if cfg.security != "plain" else None
+        addresses = _server_addresses(network or _network("imap"), cfg, "imap", cfg.effective_port)
         if cfg.security == "ssl":
-            conn = imaplib.IMAP4_SSL(cfg.host, cfg.effective_port, ssl_context=context, timeout=cfg.timeout)
+            conn = _PinnedIMAP4SSL(addresses, cfg.host, cfg.effective_port, ssl_context=context, timeout=cfg.timeout)
         else:
-            conn = imaplib.IMAP4(cfg.host, cfg.effective_port, timeout=cfg.timeout)
+            conn = _PinnedIMAP4(addresses, cfg.host, cfg.effective_port, timeout=cfg.timeout)
             if cfg.security == "starttls":
                 if "STARTTLS" not in conn.capabilities:
                     raise ToolFailure("permanent", f"{where} does not offer STARTTLS; set email.imap.security to `ssl` or `plain` to match the server")
@@ -954,8 +1020,9 @@ async def _imap(ctx: ToolContext, work: Callable[[imaplib.IMAP4, EmailSettings],
         raise ToolFailure("permanent", "IMAP needs a login: set tool_settings.email.imap.username (password in the environment variable named by password_env)")
     password = _password(cfg, "imap")
     assert password is not None
+    network = await _network("imap").with_receivers(ctx)
     try:
-        output, metadata = await asyncio.to_thread(_imap_session, cfg, password, lambda conn: work(conn, settings))
+        output, metadata = await asyncio.to_thread(_imap_session, cfg, password, lambda conn: work(conn, settings), network)
     except ToolFailure as exc:
         raise ToolFailure(exc.kind, _redact(exc.message, (password,))) from None
     return ToolResult(ok=True, output=_redact(output, (password,)), metadata=metadata)
@@ -977,7 +1044,8 @@ async def _reconcile_send(args: SendArgs, ctx: ToolContext) -> bool | None:
     password = _password(settings.imap, "imap")
     assert password is not None
     folder, msg_id = settings.sent_folder, message_id_for(ctx.idempotency_key)
-    found = await asyncio.to_thread(_imap_session, settings.imap, password, lambda conn: _has_message_id(conn, folder, msg_id))
+    network = await _network("imap").with_receivers(ctx)
+    found = await asyncio.to_thread(_imap_session, settings.imap, password, lambda conn: _has_message_id(conn, folder, msg_id), network)
     return True if found else None
 
 

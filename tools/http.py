@@ -1,27 +1,24 @@
-"""The ``http`` family: GET, POST, PUT and DELETE through httpx, behind an address jail.
+"""The ``http`` family: GET, POST, PUT and DELETE through httpx, behind the network gate.
 
-Every hop of a request (the first URL and each redirect) goes through the same
-gate before any connection is made:
+Every hop of a request (the first URL and each redirect) goes through
+:class:`kasloop.tools.network.NetworkGate` before any connection is made:
 
 1. the URL must be ``http`` or ``https`` with a plain host name or address;
-2. the host (and port) must match ``http.allow_domains`` when that list is set;
-3. the host is resolved (``getaddrinfo``) and **every** address it resolves
-   to must be public: loopback, private, link-local, multicast, reserved,
-   unspecified, shared (100.64/10) addresses, and IPv6 forms that embed a
-   blocked IPv4 one (``::ffff:127.0.0.1``, 6to4, NAT64, Teredo), are refused
-   with ``denied`` unless allowed (see :func:`address_blocked`);
+2. the host (and port) must match ``http.allow_domains`` when that list is set
+   (the grammar every family shares: ``host``, ``*.domain``, globs, IP
+   addresses, each optionally with ``:port``; see :mod:`kasloop.tools.network`);
+3. the host is resolved once and **every** address it resolves to must be
+   public (loopback, private, link-local, IPv4-mapped IPv6 and the other
+   non-public forms are refused with ``denied`` unless allowed);
 4. kasloop's own receivers (the approvals receiver and any address in
    ``approval_channels.receivers``, see :mod:`kasloop.channels.receivers`) are
    refused at every hop **even when** ``allow_private`` or ``allow_domains``
    would let the address through: approvals come only from humans;
-5. the request is sent **to the checked address itself**: the URL's host is
-   replaced by the IP, the ``Host`` header keeps the name, and for HTTPS the
-   name is given to TLS as ``sni_hostname`` (httpcore uses it for SNI and for
-   certificate verification). A DNS answer that changes between the check and
-   the connection (DNS rebinding) therefore cannot send the request anywhere
-   unchecked. No proxy is used (``trust_env=False``: a proxy would resolve the
-   name again) and connections are not kept alive, so nothing is reused across
-   hops.
+5. the request is sent **to the checked address itself**
+   (:class:`~kasloop.tools.network.GatedTransport`: the ``Host`` header and TLS
+   SNI keep the name), so a DNS answer that changes between the check and the
+   connection (DNS rebinding) cannot send the request anywhere unchecked. No
+   proxy is used and connections are not kept alive.
 
 Redirects are followed by hand (at most ``http.max_redirects``, default 5),
 each target gated as above; ``Authorization`` and ``Cookie`` headers are
@@ -45,12 +42,13 @@ Errors: a refused host or address → ``denied``; a malformed URL or header →
 other 4xx, a failed certificate check and too many redirects → ``permanent``.
 httpx exceptions are translated in one place, :func:`map_httpx_error`.
 
-Config (``ToolContext.extra["http"]``, all optional):
+Config (``ToolContext.extra["http"]``, all optional; :class:`HttpSettings`):
 
-``allow_domains``  list of ``host``, ``*.domain`` (any subdomain) or an IP address, each
-                   optionally with ``:port`` (``[v6]:port``); empty = any public host. An IP
-                   address named here may be private (naming it is explicit); a host *name*
-                   never unlocks a private address.
+``allow_domains``  list of host rules (see :mod:`kasloop.tools.network`): ``example.com``,
+                   ``*.example.com`` (subdomains, not the apex), ``api-*.example.com``,
+                   ``10.0.0.5``, each optionally with ``:port`` (``[v6]:port``); empty = any
+                   public host. An IP address named here may be private (naming it is
+                   explicit); a host *name* or glob never unlocks a private address.
 ``allow_private``  ``true`` (any non-public address) or a list of networks
                    (``["10.0.0.0/8"]``); default false.
 ``max_bytes``      response size cap in bytes (2 MiB).
@@ -61,48 +59,37 @@ Config (``ToolContext.extra["http"]``, all optional):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
-import ipaddress
 import re
-import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urljoin
 
 import httpx
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from kasloop.channels.receivers import Receiver, known_receivers
-from kasloop.channels.receivers import refusal as receiver_refusal
-from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
+from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, ToolSettings
+from kasloop.tools.base import ToolErrorKind as ErrorKind
+from kasloop.tools.network import PINNED_ADDRESS, AllowDomains, AllowPrivate, NetworkGate, tls_context
 
 __all__ = [
     "HTTPX_ERROR_KINDS",
     "HTTP_TOOLS",
-    "AllowPrivate",
+    "USER_AGENT",
     "BoundedBody",
-    "HostRule",
     "HttpPolicy",
-    "address_blocked",
-    "host_and_port",
+    "HttpSettings",
     "html_to_text",
     "map_httpx_error",
-    "private_networks",
-    "resolve",
-    "split_url",
-    "stream_checked",
+    "render_body",
+    "status_kind",
 ]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-ErrorKind = Literal["transient", "bad_args", "denied", "permanent", "timeout"]
 
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT = 20.0
@@ -115,239 +102,77 @@ _FORBIDDEN_HEADERS = frozenset(
      "expect", "proxy-authorization", "proxy-connection", "idempotency-key", "accept-encoding"}
 )  # fmt: skip
 _CROSS_ORIGIN_DROP = frozenset({"authorization", "cookie", "proxy-authorization"})
-_HOST_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-# --------------------------------------------------------------------------- the address check
+# --------------------------------------------------------------------------- settings and policy
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def address_blocked(address: str | IPAddress, *, allow: Iterable[IPNetwork] = ()) -> str | None:
-    """Why a connection to ``address`` is refused, or ``None`` if it is allowed.
-
-    Refused: loopback, private, link-local, multicast, reserved, unspecified,
-    shared and other non-global addresses, Teredo, and IPv6 addresses that
-    embed a refused IPv4 one (IPv4-mapped, 6to4, NAT64). ``allow`` lists
-    networks accepted anyway.
-    """
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-        ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
-    allow = tuple(allow)
-    if any(ip.version == net.version and ip in net for net in allow):
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            inner = address_blocked(embedded, allow=allow)
-            return None if inner is None else f"{ip} embeds {inner}"
-        if ip.teredo is not None:
-            return f"{ip} is a Teredo tunnel address"
-    checks = (
-        ("is_unspecified", "unspecified"),
-        ("is_loopback", "loopback"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_private", "private"),
-        ("is_reserved", "reserved"),
-    )
-    for attr, label in checks:
-        if getattr(ip, attr):
-            return f"{ip} is a {label} address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
-        return f"{ip} is a site-local address"
-    if not ip.is_global:
-        return f"{ip} is not a public address"
-    return None
-
-
-# --------------------------------------------------------------------------- policy
-
-
-def _normal_host(host: str) -> str:
-    """Lower-case ASCII (IDNA) form without a trailing dot, as httpx spells it."""
-    host = host.strip().rstrip(".").lower()
-    try:
-        return ipaddress.ip_address(host.strip("[]")).compressed
-    except ValueError:
-        pass
-    try:
-        return httpx.URL(f"http://{host}/").raw_host.decode("ascii").rstrip(".")
-    except (httpx.InvalidURL, UnicodeError):
-        raise ValueError(f"`{host}` is not a host name") from None
-
-
-def private_networks(allow_private: bool | Iterable[str]) -> tuple[IPNetwork, ...]:
-    """The networks of an ``allow_private`` list (none for ``true`` / ``false``); ValueError names a bad one.
-
-    Public so that every family reusing this jail (webhook, browser) reads its own
-    ``allow_private`` exactly as ``http.allow_private`` is read, in one place.
-    """
-    if isinstance(allow_private, bool):
-        return ()
-    return tuple(ipaddress.ip_network(net, strict=False) for net in allow_private)
-
-
-def _checked_private(value: bool | list[str]) -> bool | list[str]:
-    private_networks(value)  # raises ValueError naming a bad network
+def _plain_number(value: Any) -> Any:
+    """A number as TOML writes it: ``true`` or ``"5"`` is a typo, not 1 or 5."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError("number", "must be a number, got `{value}`", {"value": repr(value)})
     return value
 
 
-AllowPrivate = Annotated[bool | list[str], AfterValidator(_checked_private)]
-"""Type of an ``allow_private`` field in the pydantic settings of a family reusing this jail: checked when the config loads."""
+_Number = BeforeValidator(_plain_number)
 
 
-@dataclass(frozen=True)
-class HostRule:
-    """One ``allow_domains`` entry: a host, ``*.domain`` or an IP address, optionally a port."""
+class HttpSettings(ToolSettings):
+    """``tool_settings.http`` (see the module docstring); checked when the config loads."""
 
-    host: str
-    port: int | None = None
-    wildcard: bool = False
+    family: ClassVar[str] = "http"
 
-    @classmethod
-    def parse(cls, entry: str) -> HostRule:
-        text = entry.strip()
-        port: int | None = None
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            if rest:
-                if not rest.startswith(":") or not rest[1:].isdigit():
-                    raise ValueError(f"`{entry}` is not host[:port]")
-                port = int(rest[1:])
-        else:
-            try:
-                ipaddress.IPv6Address(text)
-                host = text
-            except ValueError:
-                host, colon, port_text = text.rpartition(":")
-                if not colon:
-                    host = text
-                elif port_text.isdigit():
-                    port = int(port_text)
-                else:
-                    raise ValueError(f"`{entry}` is not host[:port]") from None
-        wildcard = host.startswith("*.")
-        if wildcard:
-            host = host[2:]
-        if not host or "*" in host or (port is not None and not 0 < port < 65536):
-            raise ValueError(f"`{entry}` is not host[:port] or *.domain[:port]")
-        return cls(host=_normal_host(host), port=port, wildcard=wildcard)
-
-    @property
-    def address(self) -> IPAddress | None:
-        try:
-            return ipaddress.ip_address(self.host)
-        except ValueError:
-            return None
-
-    def matches(self, host: str, port: int) -> bool:
-        if self.port is not None and self.port != port:
-            return False
-        return host.endswith("." + self.host) if self.wildcard else host == self.host
+    allow_domains: AllowDomains = Field(default_factory=list)
+    """Hosts the tools may reach (the one grammar of :mod:`kasloop.tools.network`); empty: any public host."""
+    allow_private: AllowPrivate = False
+    """``true`` or a list of networks whose non-public addresses may be reached."""
+    max_bytes: Annotated[int, _Number] = Field(default=DEFAULT_MAX_BYTES, gt=0)
+    """Bytes of response body read at most."""
+    timeout: Annotated[float, _Number] = Field(default=DEFAULT_TIMEOUT, gt=0)
+    """Seconds per connect, read and write."""
+    max_redirects: Annotated[int, _Number] = Field(default=DEFAULT_MAX_REDIRECTS, ge=0)
+    """Redirects followed at most."""
+    ca_file: str | None = None
+    """PEM bundle of CAs to trust instead of the system's."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class HttpPolicy:
-    """The http jail of one call, read from ``ToolContext.extra["http"]`` (see the module docstring)."""
+    """The http jail of one call: the network gate plus the limits of a request (from :class:`HttpSettings`)."""
 
-    allow_domains: tuple[HostRule, ...] = ()
-    """Empty: any public host."""
-    allow_private: bool = False
-    """Any non-public address is allowed."""
-    private_networks: tuple[IPNetwork, ...] = ()
-    """Non-public networks allowed anyway (``allow_private`` list and IP entries of ``allow_domains``)."""
+    gate: NetworkGate = field(default_factory=lambda: NetworkGate(section="http"))
+    """Where requests may go (host rules, address check, receivers, pinning)."""
     max_bytes: int = DEFAULT_MAX_BYTES
     """Bytes of response body read at most."""
     timeout: float = DEFAULT_TIMEOUT
     """Seconds per connect, read and write."""
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     ca_file: str | None = None
-    receivers: tuple[Receiver, ...] = ()
-    """kasloop's receivers from the database (this process's are always checked): refused whatever else allows."""
+
+    @classmethod
+    def from_settings(cls, settings: HttpSettings, section: str = "http") -> HttpPolicy:
+        gate = NetworkGate.from_settings(section, allow_domains=settings.allow_domains, allow_private=settings.allow_private)
+        return cls(gate=gate, max_bytes=settings.max_bytes, timeout=settings.timeout, max_redirects=settings.max_redirects, ca_file=settings.ca_file)
 
     @classmethod
     def from_context(cls, ctx: ToolContext) -> HttpPolicy:
-        raw = ctx.extra.get("http") or {}
-        if not isinstance(raw, dict):
-            raise ToolFailure("permanent", f"http config must be a table of settings, got `{raw!r}`")
-        unknown = set(raw) - {"allow_domains", "allow_private", "max_bytes", "timeout", "max_redirects", "ca_file"}
-        if unknown:
-            raise ToolFailure("permanent", f"unknown http config key(s) `{', '.join(sorted(unknown))}`; see kasloop.tools.http")
-        try:
-            entries = raw.get("allow_domains", [])
-            if not isinstance(entries, (list, tuple)) or not all(isinstance(e, str) for e in entries):
-                raise ValueError(f"`allow_domains` must be a list of strings, got `{entries!r}`")
-            rules = tuple(HostRule.parse(e) for e in entries)
-            private = raw.get("allow_private", False)
-            networks: list[IPNetwork] = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
-            if isinstance(private, (list, tuple)):
-                networks += private_networks(private)
-                private = False
-            elif not isinstance(private, bool):
-                raise ValueError(f"`allow_private` must be true, false or a list of networks, got `{private!r}`")
-            numbers = {k: raw.get(k, d) for k, d in (("max_bytes", DEFAULT_MAX_BYTES), ("timeout", DEFAULT_TIMEOUT), ("max_redirects", DEFAULT_MAX_REDIRECTS))}
-            for key, value in numbers.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < (0 if key == "max_redirects" else 1e-9):
-                    raise ValueError(f"`{key}` must be a positive number, got `{value!r}`")
-            ca_file = raw.get("ca_file")
-            if ca_file is not None and not isinstance(ca_file, str):
-                raise ValueError(f"`ca_file` must be a path, got `{ca_file!r}`")
-        except ValueError as exc:
-            raise ToolFailure("permanent", f"bad http config: {exc}") from None
-        return cls(
-            allow_domains=rules,
-            allow_private=private,
-            private_networks=tuple(networks),
-            max_bytes=int(numbers["max_bytes"]),
-            timeout=float(numbers["timeout"]),
-            max_redirects=int(numbers["max_redirects"]),
-            ca_file=ca_file,
-        )
-
-    def check_host(self, host: str, port: int) -> None:
-        if self.allow_domains and not any(rule.matches(host, port) for rule in self.allow_domains):
-            raise ToolFailure("denied", f"host `{host}:{port}` is not on the http allowlist (http.allow_domains)")
-
-    def check_receiver(self, ip: IPAddress, port: int) -> None:
-        """Refuse kasloop's own receivers (``kasloop.channels.receivers``), even when private addresses are allowed."""
-        reason = receiver_refusal(ip, port, self.receivers)
-        if reason is not None:
-            raise ToolFailure("denied", reason)
+        """The policy of ``ctx.extra["http"]``; bad settings are one ``permanent`` line naming the key."""
+        return cls.from_settings(HttpSettings.from_context(ctx))
 
     async def with_receivers(self, ctx: ToolContext) -> HttpPolicy:
         """This policy knowing the receivers recorded in the call's database too."""
-        found = await known_receivers(ctx)
-        return dataclasses.replace(self, receivers=found) if found else self
-
-    def check_address(self, ip: IPAddress) -> None:
-        if self.allow_private:
-            return
-        reason = address_blocked(ip, allow=self.private_networks)
-        if reason is not None:
-            raise ToolFailure("denied", f"{reason}; it is refused unless allowed with http.allow_private")
+        gate = await self.gate.with_receivers(ctx)
+        return self if gate is self.gate else dataclasses.replace(self, gate=gate)
 
     def ssl_context(self) -> ssl.SSLContext:
         try:
-            return _ssl_context(self.ca_file)
+            return tls_context(self.ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ToolFailure("permanent", f"cannot load http.ca_file `{self.ca_file}`: {exc}") from None
+            raise ToolFailure("permanent", f"cannot load {self.gate.section}.ca_file `{self.ca_file}`: {exc}") from None
 
-
-@functools.lru_cache(maxsize=8)
-def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """Loading the system's CAs takes milliseconds: one context per CA file, shared by calls."""
-    return ssl.create_default_context(cafile=ca_file)
+    def client(self) -> httpx.AsyncClient:
+        """An httpx client behind the gate (every request checked and pinned), with this policy's timeout and CAs."""
+        return self.gate.client(timeout=self.timeout, ssl_context=self.ssl_context())
 
 
 # --------------------------------------------------------------------------- errors
@@ -535,84 +360,6 @@ class _Fetched:
     encoding_note: str = ""
 
 
-def split_url(raw: str, *, hop: int) -> httpx.URL:
-    """``raw`` as an http(s) URL with a plain host; refused as ``bad_args`` (the caller's URL, ``hop`` 0) or ``denied`` (a redirect's)."""
-    kind: ErrorKind = "bad_args" if hop == 0 else "denied"
-    try:
-        url = httpx.URL(raw)
-    except httpx.InvalidURL as exc:
-        raise ToolFailure(kind, f"`{raw}` is not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https"):
-        raise ToolFailure(kind, f"`{raw}` is not an http(s) URL; only http:// and https:// are supported")
-    host = url.raw_host.decode("ascii", errors="replace").rstrip(".").lower()
-    if not host:
-        raise ToolFailure(kind, f"`{raw}` has no host")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOST_RE.match(host):
-            raise ToolFailure(kind, f"`{raw}` does not have a valid host name") from None
-    return url
-
-
-def host_and_port(url: httpx.URL) -> tuple[str, int]:
-    """Host (normalised as ``allow_domains`` rules are) and port of ``url``, the pair :meth:`HttpPolicy.check_host` takes."""
-    host = _normal_host(url.raw_host.decode("ascii"))
-    return host, url.port or (443 if url.scheme == "https" else 80)
-
-
-async def resolve(host: str, port: int, policy: HttpPolicy) -> list[IPAddress]:
-    """Every address ``host`` resolves to, each checked; refuses the host if any is blocked."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        kind: ErrorKind = "transient" if exc.errno == socket.EAI_AGAIN else "permanent"
-        raise ToolFailure(kind, f"cannot resolve `{host}`: {exc.strerror}") from None
-    addresses: list[IPAddress] = []
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if ip not in addresses:
-            addresses.append(ip)
-    if not addresses:
-        raise ToolFailure("permanent", f"`{host}` resolves to no address")
-    for ip in addresses:
-        try:
-            policy.check_receiver(ip, port)
-            policy.check_address(ip)
-        except ToolFailure as exc:
-            raise ToolFailure("denied", f"host `{host}` resolves to a refused address: {exc.message}") from None
-    return addresses
-
-
-@asynccontextmanager
-async def stream_checked(
-    client: httpx.AsyncClient, method: str, url: httpx.URL, host: str, addresses: Iterable[IPAddress], *, headers: dict[str, str], content: bytes | None
-) -> AsyncIterator[httpx.Response]:
-    """The response of ``method url`` sent to the first of the checked ``addresses`` that accepts a connection.
-
-    The request goes to the address itself (``Host`` header and TLS SNI keep the name), so
-    a DNS answer that changed since :func:`resolve` cannot redirect it. An address that
-    refuses the connection costs nothing (nothing was sent) and the next is tried; any
-    other httpx error, also while the caller reads the body, is a classified
-    ``ToolFailure`` (:func:`map_httpx_error`). Shared by every family that sends through
-    this jail (http, webhook).
-    """
-    last_error: Exception | None = None
-    for ip in addresses:
-        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers, "Host": url.netloc.decode("ascii")}
-        extensions: dict[str, Any] = {"sni_hostname": host} if url.scheme == "https" and host != ip.compressed else {}
-        try:
-            async with client.stream(method, url.copy_with(host=ip.compressed), headers=sent, content=content, extensions=extensions) as response:
-                yield response
-                return
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            last_error = exc  # nothing was sent: try the host's next checked address
-        except httpx.HTTPError as exc:
-            raise map_httpx_error(exc, str(url)) from None
-    assert last_error is not None
-    raise map_httpx_error(last_error, str(url)) from None
-
-
 class BoundedBody:
     """Reads a raw body up to ``limit`` decoded bytes, inflating gzip/deflate with the same bound."""
 
@@ -644,31 +391,26 @@ class BoundedBody:
 
 async def _fetch(method: str, raw_url: str, policy: HttpPolicy, *, headers: dict[str, str], content: bytes | None) -> tuple[_Fetched, list[str]]:
     redirects: list[str] = []
-    url = split_url(raw_url, hop=0)
-    async with httpx.AsyncClient(
-        trust_env=False,
-        follow_redirects=False,
-        timeout=httpx.Timeout(policy.timeout),
-        verify=policy.ssl_context(),
-        limits=httpx.Limits(max_keepalive_connections=0),
-    ) as client:
-        for hop in range(policy.max_redirects + 1):
-            host, port = host_and_port(url)
-            policy.check_host(host, port)
-            addresses = await resolve(host, port, policy)
-            async with stream_checked(client, method, url, host, addresses, headers=headers, content=content) as response:
-                location = response.headers.get("location")
-                if not (response.status_code in _REDIRECTS and location):
-                    reader = BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
-                    async for chunk in response.aiter_raw():
-                        if not reader.feed(chunk):
-                            break  # leaving the block closes the connection: the rest is never read
-                    note = f"compressed with {response.headers['content-encoding']}" if reader.opaque else ""
-                    fetched = _Fetched(
-                        status=response.status_code, reason=response.reason_phrase, url=str(url), address=response.request.url.host,  # the checked address it went to
-                        content_type=response.headers.get("content-type", ""), body=bytes(reader.body), cut=reader.cut, encoding_note=note,
-                    )  # fmt: skip
-                    return fetched, redirects
+    url = policy.gate.check_url(raw_url).url  # a bad URL is bad_args, a host off the allowlist denied
+    sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+    async with policy.client() as client:
+        for _hop in range(policy.max_redirects + 1):
+            try:
+                async with client.stream(method, url, headers=sent, content=content) as response:
+                    location = response.headers.get("location")
+                    if not (response.status_code in _REDIRECTS and location):
+                        reader = BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
+                        async for chunk in response.aiter_raw():
+                            if not reader.feed(chunk):
+                                break  # leaving the block closes the connection: the rest is never read
+                        note = f"compressed with {response.headers['content-encoding']}" if reader.opaque else ""
+                        fetched = _Fetched(
+                            status=response.status_code, reason=response.reason_phrase, url=str(url), address=response.extensions[PINNED_ADDRESS],
+                            content_type=response.headers.get("content-type", ""), body=bytes(reader.body), cut=reader.cut, encoding_note=note,
+                        )  # fmt: skip
+                        return fetched, redirects
+            except httpx.HTTPError as exc:
+                raise map_httpx_error(exc, str(url)) from None
             # A redirect: gate the next hop like the first one.
             status = response.status_code
             try:
@@ -676,16 +418,14 @@ async def _fetch(method: str, raw_url: str, policy: HttpPolicy, *, headers: dict
             except httpx.InvalidURL as exc:
                 raise ToolFailure("permanent", f"redirect from {url} to an invalid location `{location}`: {exc}") from None
             try:
-                next_url = split_url(str(next_url), hop=hop + 1)
-                next_host, next_port = host_and_port(next_url)
-                policy.check_host(next_host, next_port)
+                next_url = policy.gate.check_url(next_url, redirect=True).url
             except ToolFailure as exc:
                 raise ToolFailure(exc.kind, f"redirect from {url} to {next_url} refused: {exc.message}") from None
             if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
                 method, content = "GET", None
-                headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type",)}
+                sent = {k: v for k, v in sent.items() if k.lower() not in ("content-type",)}
             if (next_url.scheme, next_url.raw_host, next_url.port) != (url.scheme, url.raw_host, url.port):
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CROSS_ORIGIN_DROP}
+                sent = {k: v for k, v in sent.items() if k.lower() not in _CROSS_ORIGIN_DROP}
             redirects.append(str(next_url))
             url = next_url
     raise ToolFailure("permanent", f"more than {policy.max_redirects} redirects (last: {url}); the server may be redirecting in a loop")

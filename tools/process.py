@@ -11,11 +11,13 @@ looked through, scrubbed environment, ``cwd`` inside the workspace), so the
 too.
 
 **How a process runs.** kasloop does not start the program itself: it starts
-a tiny stdlib-only log relay (``python -I -S -c``, the interpreter running
-kasloop, environment scrubbed like the program's) in a new session
-(``start_new_session=True``). The relay starts the program in its own process
-group with stdin closed and stdout + stderr on a pipe, reports the PID and the
-start time (field 22 of ``/proc/PID/stat``) back, and then:
+a tiny stdlib-only log relay, the script :mod:`kasloop.tools.process_relay`
+run by path (``python -I -S .../process_relay.py <id>``: the interpreter
+running kasloop, isolated, no site-packages, environment scrubbed like the
+program's) in a new session (``start_new_session=True``). The relay starts
+the program in its own process group with stdin closed and stdout + stderr
+on a pipe, reports the PID and the start time (field 22 of
+``/proc/PID/stat``) back, and then:
 
 * copies the output into ``<tools home>/processes/<id>.log``, rotating to
   ``<id>.log.1`` when the file reaches half of ``process.log_limit_bytes``, so
@@ -55,8 +57,10 @@ process, or ``max_running`` reached → ``denied``; unknown program or id, bad
 quoting, bad ``cwd`` → ``bad_args``; a broken ``process`` or ``shell``
 config → ``permanent``.
 
-Config (``ToolContext.extra["process"]``, all optional; the jail itself is
-configured under ``shell``):
+Config (``[tool_settings.process]``, i.e. ``ToolContext.extra["process"]``, all
+optional; validated by :class:`ProcessSettings`: an unknown key or a value of the
+wrong type is one ``permanent`` line naming it; the jail itself is configured
+under ``shell``):
 
 ``max_running``      processes of one thread running at once (8); starting
                      more is refused until one ends or is stopped.
@@ -87,12 +91,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from kasloop.checkpoints.processes import MemoryProcessStore, ProcessConflict, ProcessRecord, ProcessStore, ProcessStoreProtocol
-from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
+from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult, ToolSettings
 from kasloop.tools.files import resolve_in_workspace
 from kasloop.tools.procfs import GONE_STATES, ProcStat, proc_stat, session_members, signal_quietly
 from kasloop.tools.sandbox import sandbox_shells
@@ -100,6 +104,7 @@ from kasloop.tools.shell import ShellPolicy, check_command, child_env, sandboxed
 
 __all__ = [
     "PROCESS_TOOLS",
+    "RELAY_PATH",
     "ProcessIdArgs",
     "ProcessListArgs",
     "ProcessSettings",
@@ -126,26 +131,15 @@ LIST_LIMIT = 50
 _POLL = 0.02
 
 
-class ProcessSettings(BaseModel):
-    """``ToolContext.extra["process"]`` (see the module docstring)."""
+class ProcessSettings(ToolSettings):
+    """``[tool_settings.process]`` (see the module docstring); read with ``ProcessSettings.from_context(ctx)``."""
 
-    model_config = ConfigDict(extra="forbid")
+    family: ClassVar[str] = "process"
 
     max_running: int = Field(default=8, ge=1, le=1000, description="Processes of one thread running at once.")
     kill_grace: float = Field(default=5.0, gt=0, le=30, description="Seconds between SIGTERM and SIGKILL on stop.")
     log_limit_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 30, description="Disk kept per process log, bytes.")
     max_lifetime: float | None = Field(default=None, gt=0, description="Seconds a process may run before it is stopped; None: no limit.")
-
-    @classmethod
-    def from_context(cls, ctx: ToolContext) -> ProcessSettings:
-        """The settings of this call; a broken config is a ``permanent`` failure naming the key."""
-        raw = ctx.extra.get("process") or {}
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "process"
-            raise ToolFailure("permanent", f"process config `{key}`: {err['msg']}; fix it in the agent config (see kasloop.tools.process)") from None
 
 
 # --------------------------------------------------------------------------- /proc
@@ -174,134 +168,11 @@ def _session_members(sid: int) -> list[int]:
 
 # --------------------------------------------------------------------------- the relay
 
-# Runs as ``python -I -S -c _BOOT kasloop-process-relay <id>`` (stdlib only, no site, no workspace on
-# sys.path; ``ps`` shows the short boot line and the id). stdin: one JSON object {relay: this source,
-# argv, executable, cwd, env, log, state, limit}; stdout: one JSON line {pid, start_ticks} or
-# {error, errno}, then closed. See the module docstring.
-_BOOT = "import json, sys; cfg = json.loads(sys.stdin.buffer.read()); exec(cfg['relay'], {'cfg': cfg, '__name__': 'relay'})"
-_RELAY = r"""
-import json, os, select, signal, subprocess, sys, threading, time
-
-def ticks(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as fh:
-            data = fh.read()
-        return int(data[data.rfind(b")") + 2:].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-def reply(obj):
-    sys.stdout.buffer.write(json.dumps(obj).encode() + b"\n")
-    sys.stdout.buffer.flush()
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.close(null)
-
-def main():
-    # Outlive signals sent to the whole session, so the exit status still gets recorded.
-    # Caught (not ignored) signals are reset to the default in the program at exec.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: None)
-    log, state_path, segment = cfg["log"], cfg["state"], max(cfg["limit"] // 2, 1)
-    lock = threading.Lock()
-    state = {"relay_pid": os.getpid(), "relay_ticks": ticks(os.getpid()), "pid": None, "total": 0, "dropped": 0,
-             "returncode": None, "ended_at": None}
-
-    def save(**changes):
-        with lock:
-            state.update(changes)
-            tmp = state_path + ".tmp"
-            with open(tmp, "w") as fh:
-                json.dump(state, fh)
-            os.replace(tmp, state_path)
-
-    out = open(log, "ab", buffering=0)  # exists once the PID is known
-    read_fd, write_fd = os.pipe()
-    try:
-        child = subprocess.Popen(
-            cfg["argv"], executable=cfg["executable"], cwd=cfg["cwd"], env=cfg["env"],
-            stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd, process_group=0,
-        )
-    except OSError as exc:
-        reply({"error": exc.strerror or str(exc), "errno": exc.errno or 0})
-        return
-    os.close(write_fd)
-    save(pid=child.pid)
-    reply({"pid": child.pid, "start_ticks": ticks(child.pid)})
-
-    # The waiter only wakes the reader: the exit is recorded once the pipe holds nothing more
-    # from the program, so "exited" always means its whole output is in the log.
-    wake_r, wake_w = os.pipe()
-    ended = []
-
-    def wait():
-        code = child.wait()
-        if cfg.get("sandboxed") and 128 < code <= 192:
-            code = 128 - code  # bubblewrap exits 128+N when the program died of signal N: report it as a signal
-        ended.append((code, time.time()))
-        os.write(wake_w, b"x")
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    size, total, dropped, broken, watch = out.tell(), 0, 0, None, [read_fd, wake_r]
-    # A lifetime (process.max_lifetime): past it the program's group gets SIGTERM, SIGKILL after the grace.
-    deadline = time.monotonic() + cfg["lifetime"] if cfg.get("lifetime") else None
-    kill_sig = signal.SIGTERM
-    while True:
-        wait_for = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = select.select(watch, [], [], wait_for)[0]
-        if not ready:
-            try:
-                os.killpg(child.pid, kill_sig)
-            except OSError:
-                pass
-            if kill_sig == signal.SIGTERM:
-                save(lifetime_expired=True)
-                kill_sig, deadline = signal.SIGKILL, time.monotonic() + cfg["kill_grace"]
-            else:
-                deadline = None
-            continue
-        if read_fd not in ready:
-            code, when = ended[0]
-            save(returncode=code, ended_at=when)
-            watch = [read_fd]
-            continue
-        try:
-            chunk = os.read(read_fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
-        view = memoryview(chunk)
-        while view and broken is None:
-            try:
-                if size >= segment:
-                    out.close()
-                    try:
-                        dropped += os.path.getsize(log + ".1")
-                    except OSError:
-                        pass
-                    os.replace(log, log + ".1")
-                    out = open(log, "wb", buffering=0)
-                    size = 0
-                    save(total=total, dropped=dropped)
-                written = out.write(view[: segment - size]) or 0
-            except OSError as exc:  # disk full: keep draining so the program never blocks
-                broken = exc.strerror or str(exc)
-                save(log_error=broken)
-                break
-            size += written
-            view = view[written:]
-        if broken is not None:
-            dropped += len(view)
-    out.close()
-    waiter.join()
-    code, when = ended[0]
-    save(returncode=code, ended_at=when, total=total, dropped=dropped, done=True)
-
-main()
-"""
+RELAY_PATH = Path(__file__).resolve().with_name("process_relay.py")
+"""The relay script (:mod:`kasloop.tools.process_relay`, stdlib only), run by path as
+``python -I -S RELAY_PATH <id>`` (``ps`` shows the file and the id). stdin: one JSON object {argv,
+executable, cwd, env, log, state, limit, lifetime, kill_grace, sandboxed}; stdout: one JSON line
+{pid, start_ticks} or {error, errno}, then closed. See the module docstrings."""
 
 _RELAYS: set[subprocess.Popen[bytes]] = set()
 """Relays started by this OS process; polled (reaped) on each call so none stays a zombie for long."""
@@ -317,7 +188,7 @@ def _launch(process_id: str, env: dict[str, str], folder: Path) -> subprocess.Po
     """Start a relay (its own session, so it and the program outlive kasloop and its terminal)."""
     try:
         relay = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOT, "kasloop-process-relay", process_id],
+            [sys.executable, "-I", "-S", str(RELAY_PATH), process_id],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=folder, env=env, start_new_session=True, close_fds=True,
         )  # fmt: skip
@@ -332,7 +203,7 @@ def _handshake(relay: subprocess.Popen[bytes], config: dict[str, Any]) -> dict[s
     assert relay.stdin is not None and relay.stdout is not None
     try:
         try:
-            relay.stdin.write(json.dumps({**config, "relay": _RELAY}).encode())
+            relay.stdin.write(json.dumps(config).encode())
             relay.stdin.close()
         except BrokenPipeError:
             pass

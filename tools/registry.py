@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kasloop.errors import ConfigError
-from kasloop.tools.base import Tool, ToolContext, ToolFailure
+from kasloop.tools.base import SettingsFailure, Tool, ToolContext, ToolFailure
 from kasloop.tools.browser import BROWSER_TOOLS, BrowserSettings
 from kasloop.tools.email import EMAIL_TOOLS, EmailSettings
 from kasloop.tools.files import FILES_TOOLS, FilesSettings
@@ -59,7 +59,7 @@ def _model_check(model: type[BaseModel]) -> Callable[[dict[str, Any], Path], Non
 SETTINGS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "files": _model_check(FilesSettings),
     "shell": _policy_check("shell", ShellPolicy),
-    "http": _policy_check("http", HttpPolicy),
+    "http": _policy_check("http", HttpPolicy),  # HttpSettings, then the gate built from it
     "process": _model_check(ProcessSettings),
     "email": _model_check(EmailSettings),
     "telegram": _model_check(TelegramSettings),
@@ -86,6 +86,9 @@ def check_tool_settings(settings: dict[str, Any], workspace: Path) -> None:
             raise ConfigError(f"tool_settings.{family} must be a table of settings, got `{raw!r}`. Fix kasloop.toml.")
         try:
             check(raw, workspace)
+        except SettingsFailure as exc:
+            where = f"tool_settings.{family}.{exc.key}" if exc.key else f"tool_settings.{family}"
+            raise ConfigError(f"{where}: {exc.problem}. Fix kasloop.toml.") from None
         except ToolFailure as exc:
             raise ConfigError(f"tool_settings.{family}: {exc.message}. Fix kasloop.toml.") from None
         except ValidationError as exc:

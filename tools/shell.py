@@ -66,7 +66,8 @@ refused by policy → ``denied``; unknown program, bad quoting, a ``cwd`` that
 is not a folder → ``bad_args``; timeout → ``timeout`` (with the partial
 output); a broken ``shell`` config → ``permanent``.
 
-Config (``ToolContext.extra["shell"]``, all optional):
+Config (``[tool_settings.shell]``, i.e. ``ToolContext.extra["shell"]``, all optional; validated by
+:class:`ShellSettings`: an unknown key or a value of the wrong type is one ``permanent`` line naming it):
 
 ``allow``            list of program names added to the allowlist; ``"*"`` = any
                      program not denied or opaque; opaque programs must be named.
@@ -79,7 +80,10 @@ Config (``ToolContext.extra["shell"]``, all optional):
                      passed to the child besides :data:`DEFAULT_ENV`.
 ``timeout``          default seconds per call (60).
 ``max_timeout``      cap for the ``timeout`` argument (600).
-``kill_grace``       seconds between SIGTERM and SIGKILL (2).
+``kill_grace``       seconds between SIGTERM and SIGKILL (2, at most 30).
+``sandbox``          ``"bwrap"`` (default: every program runs in the bubblewrap sandbox) or
+                     ``"none"`` (a person's decision: programs run unsandboxed, with kasloop's rights).
+``network``          bool, default false: sandboxed programs share the host's network.
 """
 
 from __future__ import annotations
@@ -95,16 +99,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictStr, ValidationInfo, field_validator
 
 from kasloop.protected import setting_values
 from kasloop.secrets import DEFAULT_SECRET_ENVS
-from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult
+from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult, ToolSettings
 from kasloop.tools.files import resolve_in_workspace
 from kasloop.tools.procfs import session_members, signal_quietly
-from kasloop.tools.sandbox import SANDBOX_MODES, absent_protected, bwrap_argv, record_sandbox, remove_created, require_sandbox, sandbox_shells
+from kasloop.tools.sandbox import absent_protected, bwrap_argv, record_sandbox, remove_created, require_sandbox, sandbox_shells
 
 __all__ = [
     "DEFAULT_ALLOW",
@@ -116,6 +120,7 @@ __all__ = [
     "SHELL_TOOLS",
     "ShellPolicy",
     "ShellRunArgs",
+    "ShellSettings",
     "check_command",
     "child_env",
     "looks_secret",
@@ -200,6 +205,7 @@ SANDBOX_RECORDS = "sandboxes"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_TIMEOUT = 600.0
 DEFAULT_KILL_GRACE = 2.0
+MAX_KILL_GRACE = 30.0
 MAX_WRAPPER_DEPTH = 8
 # Per-stream head/tail kept while reading: together they fit the 4,000-character output limit.
 STDOUT_KEEP = (1400, 700)
@@ -216,18 +222,47 @@ def _is_opaque(name: str) -> bool:
     return name in OPAQUE or any(fnmatch.fnmatchcase(name, pattern) for pattern in OPAQUE_PATTERNS)
 
 
-def _str_list(raw: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = raw.get(key, [])
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ToolFailure("permanent", f"shell config `{key}` must be a list of strings, got `{value!r}`; fix it in the agent config")
-    return tuple(value)
+_Names = list[StrictStr]
+"""Names, strings only; the fields using it add ``strict=False`` so that a tuple passes as well as a list."""
 
 
-def _positive(raw: dict[str, Any], key: str, default: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ToolFailure("permanent", f"shell config `{key}` must be a number of seconds > 0, got `{value!r}`")
-    return float(value)
+class ShellSettings(ToolSettings):
+    """``[tool_settings.shell]`` (see the module docstring): what a person wrote; :class:`ShellPolicy` is
+    what one call runs under (defaults merged, the search path resolved)."""
+
+    family: ClassVar[str] = "shell"
+
+    allow: _Names = Field(default_factory=list, strict=False)
+    """Program names added to the allowlist; ``"*"``: any program neither denied nor opaque (opaque ones must be named)."""
+    allow_defaults: bool = True
+    """Start the allowlist from :data:`DEFAULT_ALLOW`."""
+    deny: _Names = Field(default_factory=list, strict=False)
+    """Program names added to :data:`DEFAULT_DENY`."""
+    path: _Names | None = Field(default=None, strict=False)
+    """Absolute folders outside the workspace to look programs up in (also the child's ``PATH``);
+    ``None``: the absolute ``PATH`` entries outside the workspace."""
+    env_passthrough: _Names = Field(default_factory=list, strict=False)
+    """Variable names or fnmatch patterns (``"LC_*"``) passed to the child besides :data:`DEFAULT_ENV`."""
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
+    """Default seconds per call (capped at ``max_timeout``)."""
+    max_timeout: float = Field(default=DEFAULT_MAX_TIMEOUT, gt=0, le=DEFAULT_MAX_TIMEOUT)
+    """Cap for the ``timeout`` argument, in seconds; at most the tool's own limit."""
+    kill_grace: float = Field(default=DEFAULT_KILL_GRACE, gt=0)
+    """Seconds between SIGTERM and SIGKILL (more than 30 counts as 30)."""
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    """``bwrap`` (every program runs in the bubblewrap sandbox, :mod:`kasloop.tools.sandbox`) or ``none``."""
+    network: bool = False
+    """The sandbox shares the host's network; otherwise programs have none."""
+
+    @field_validator("path")
+    @classmethod
+    def _outside_workspace(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        workspace = (info.context or {}).get("workspace")
+        root = Path(workspace).resolve() if workspace is not None else None
+        for entry in value or ():
+            if not os.path.isabs(entry) or (root is not None and _inside(Path(entry), root)):
+                raise ValueError(f"entries must be absolute folders outside the workspace, got `{entry}`")
+        return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,45 +294,34 @@ class ShellPolicy:
 
     @classmethod
     def from_context(cls, ctx: ToolContext) -> ShellPolicy:
-        raw = ctx.extra.get("shell") or {}
-        if not isinstance(raw, dict):
-            raise ToolFailure("permanent", f"shell config must be a table of settings, got `{raw!r}`")
-        unknown = set(raw) - {"allow", "allow_defaults", "deny", "path", "env_passthrough", "timeout", "max_timeout", "kill_grace", "sandbox", "network"}
-        if unknown:
-            raise ToolFailure("permanent", f"unknown shell config key(s) `{', '.join(sorted(unknown))}`; see kasloop.tools.shell")
-        named = frozenset(_str_list(raw, "allow"))
-        defaults = raw.get("allow_defaults", True)
-        if not isinstance(defaults, bool):
-            raise ToolFailure("permanent", f"shell config `allow_defaults` must be true or false, got `{defaults!r}`")
-        workspace = ctx.workspace.resolve()
-        if "path" in raw:
-            search = _str_list(raw, "path")
-            bad = [p for p in search if not os.path.isabs(p) or _inside(Path(p), workspace)]
-            if bad:
-                raise ToolFailure("permanent", f"shell config `path` entries must be absolute folders outside the workspace, got `{bad[0]}`")
+        """The policy of this call, from ``ctx.extra["shell"]``.
+
+        Raises:
+            SettingsFailure: (``permanent``) the table is broken; one line naming the key.
+        """
+        return cls.from_settings(ShellSettings.from_context(ctx), ctx)
+
+    @classmethod
+    def from_settings(cls, settings: ShellSettings, ctx: ToolContext) -> ShellPolicy:
+        """Merge validated settings with the defaults; the search path is resolved against ``ctx.workspace``."""
+        if settings.path is not None:
+            search = tuple(settings.path)
         else:
+            workspace = ctx.workspace.resolve()
             search = tuple(p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(p) and not _inside(Path(p), workspace))
-        sandbox = raw.get("sandbox", "bwrap")
-        if sandbox not in SANDBOX_MODES:
-            raise ToolFailure("permanent", f"shell config `sandbox` must be \"bwrap\" (the default) or \"none\", got `{sandbox!r}`")
-        network = raw.get("network", False)
-        if not isinstance(network, bool):
-            raise ToolFailure("permanent", f"shell config `network` must be true or false, got `{network!r}`")
-        max_timeout = _positive(raw, "max_timeout", DEFAULT_MAX_TIMEOUT)
-        if max_timeout > DEFAULT_MAX_TIMEOUT:
-            raise ToolFailure("permanent", f"shell config `max_timeout` must be <= {DEFAULT_MAX_TIMEOUT:g} s (the tool's own limit), got `{max_timeout:g}`")
+        named = frozenset(settings.allow)
         return cls(
-            allow=(DEFAULT_ALLOW if defaults else frozenset()) | (named - {"*"}),
+            allow=(DEFAULT_ALLOW if settings.allow_defaults else frozenset()) | (named - {"*"}),
             allow_any="*" in named,
             named=named - {"*"},
-            deny=DEFAULT_DENY | frozenset(_str_list(raw, "deny")),
+            deny=DEFAULT_DENY | frozenset(settings.deny),
             search_path=search,
-            env_passthrough=_str_list(raw, "env_passthrough"),
-            timeout=min(_positive(raw, "timeout", DEFAULT_TIMEOUT), max_timeout),
-            max_timeout=max_timeout,
-            kill_grace=min(_positive(raw, "kill_grace", DEFAULT_KILL_GRACE), 30.0),
-            sandbox=sandbox,
-            network=network,
+            env_passthrough=tuple(settings.env_passthrough),
+            timeout=min(settings.timeout, settings.max_timeout),
+            max_timeout=settings.max_timeout,
+            kill_grace=min(settings.kill_grace, MAX_KILL_GRACE),
+            sandbox=settings.sandbox,
+            network=settings.network,
             own_secrets=frozenset(setting_values(ctx.extra, "_env")),
         )
 

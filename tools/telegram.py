@@ -70,7 +70,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
+from kasloop.tools.base import Tool, ToolContext, ToolErrorKind, ToolFailure, ToolResult
 
 __all__ = [
     "APPROVAL_PREFIX",
@@ -266,7 +266,7 @@ def _bot_id(token: str) -> str:
 class TelegramError(ToolFailure):
     """A classified Bot API failure; ``retry_after`` is set for 429 answers."""
 
-    def __init__(self, kind: Literal["transient", "bad_args", "denied", "permanent", "timeout"], message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, kind: ToolErrorKind, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(kind, message)
         self.retry_after = retry_after
 

@@ -15,19 +15,20 @@ UTF-8 with ``Content-Type: application/json``. A retry is signed again with a
 new timestamp; the delivery id stays. The secret is read at call time from the
 environment variable ``webhook.secret_env`` and never appears in output.
 
-**Where it may post**: the URL is gated exactly like the http family (it reuses
-:class:`kasloop.tools.http.HttpPolicy` and its resolver): http(s) only, the host
-must match ``webhook.allow_domains`` when set, every address the host resolves
-to must be public (``localhost``, 10/8, 169.254/16... are refused) unless allowed
-by ``webhook.allow_private`` or named as an IP in ``allow_domains``, and the
-request goes to the checked address (no DNS rebinding). kasloop's own receivers
-(the approvals receiver, ``approval_channels.receivers``) are refused whatever
-``allow_private`` says (:mod:`kasloop.channels.receivers`). The webhook family has
-its **own** settings section: being allowed to browse a site does not make it
-a webhook target. Redirects: 307 and 308 keep the method and body and are
-followed like the http family follows them (each hop gated, at most
-``max_redirects``); 301, 302 and 303 would turn the POST into a GET, so they
-are reported as a permanent error naming the new location instead.
+**Where it may post**: the URL goes through the one network gate
+(:class:`kasloop.tools.network.NetworkGate`, the http family's jail): http(s)
+only, the host must match ``webhook.allow_domains`` when set, every address
+the host resolves to must be public (``localhost``, 10/8, 169.254/16... are
+refused) unless allowed by ``webhook.allow_private`` or named as an IP in
+``allow_domains``, and the request goes to the checked address (no DNS
+rebinding). kasloop's own receivers (the approvals receiver,
+``approval_channels.receivers``) are refused whatever ``allow_private`` says
+(:mod:`kasloop.channels.receivers`). The webhook family has its **own**
+settings section: being allowed to browse a site does not make it a webhook
+target. Redirects: 307 and 308 keep the method and body and are followed like
+the http family follows them (each hop gated, at most ``max_redirects``); 301,
+302 and 303 would turn the POST into a GET, so they are reported as a
+permanent error naming the new location instead.
 
 Errors: refused host/address → ``denied``; bad URL or payload → ``bad_args``;
 connection failures, timeouts, 5xx, 408, 425, 429 → ``transient`` (safe to retry:
@@ -54,8 +55,9 @@ Config (``ToolContext.extra["webhook"]``, all optional):
 ``secret_env``     environment variable holding the HMAC secret (``KASLOOP_WEBHOOK_SECRET``); never a
                    ``KASLOOP_APPROVAL_*`` variable, and a value an approval channel's secret also has
                    is refused at call time (``denied``): what a tool signs is never an approval.
-``allow_domains``  as ``http.allow_domains``: ``host``, ``*.domain`` or IP, optionally ``:port``;
-                   empty = any public host.
+``allow_domains``  host rules in the grammar every family shares (:mod:`kasloop.tools.network`):
+                   ``host``, ``*.domain``, globs, IP addresses, optionally ``:port``; empty = any
+                   public host.
 ``allow_private``  ``true`` or a list of networks, as ``http.allow_private`` (default false).
 ``timeout``        seconds per connect / read / write (20).
 ``max_redirects``  307/308 redirects followed (5).
@@ -67,7 +69,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import re
@@ -83,20 +84,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.approvals import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
-from kasloop.tools.http import (
-    AllowPrivate,
-    BoundedBody,
-    HostRule,
-    HttpPolicy,
-    host_and_port,
-    map_httpx_error,
-    private_networks,
-    render_body,
-    resolve,
-    split_url,
-    status_kind,
-    stream_checked,
-)
+from kasloop.tools.http import USER_AGENT, BoundedBody, HttpPolicy, map_httpx_error, render_body, status_kind
+from kasloop.tools.network import AllowDomains, AllowPrivate, NetworkGate
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -160,19 +149,12 @@ class WebhookSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     secret_env: str = Field(default=DEFAULT_SECRET_ENV, min_length=1)
-    allow_domains: list[str] = Field(default_factory=list)
+    allow_domains: AllowDomains = Field(default_factory=list)
     allow_private: AllowPrivate = False
     timeout: float = Field(default=20.0, gt=0, le=300)
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_bytes: int = Field(default=65536, ge=1, le=16 * 1024 * 1024)
     ca_file: str | None = None
-
-    @field_validator("allow_domains")
-    @classmethod
-    def _domains(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            HostRule.parse(entry)  # raises ValueError with the entry in the message
-        return value
 
     @field_validator("secret_env")
     @classmethod
@@ -180,18 +162,9 @@ class WebhookSettings(BaseModel):
         return refuse_approval_env(value, "sign with")
 
     def policy(self) -> HttpPolicy:
-        rules = tuple(HostRule.parse(e) for e in self.allow_domains)
-        networks = [ipaddress.ip_network(r.address) for r in rules if r.address is not None]
-        networks += private_networks(self.allow_private)
-        return HttpPolicy(
-            allow_domains=rules,
-            allow_private=self.allow_private is True,
-            private_networks=tuple(networks),
-            max_bytes=self.max_bytes,
-            timeout=self.timeout,
-            max_redirects=self.max_redirects,
-            ca_file=self.ca_file,
-        )
+        """The http jail with this section's gate (messages name ``webhook.*`` settings) and limits."""
+        gate = NetworkGate.from_settings("webhook", allow_domains=self.allow_domains, allow_private=self.allow_private)
+        return HttpPolicy(gate=gate, max_bytes=self.max_bytes, timeout=self.timeout, max_redirects=self.max_redirects, ca_file=self.ca_file)
 
 
 def _settings(ctx: ToolContext) -> WebhookSettings:
@@ -214,41 +187,32 @@ def _secret(settings: WebhookSettings) -> bytes:
     return secret.encode()
 
 
-def _ours(exc: ToolFailure) -> ToolFailure:
-    """The http policy's messages name ``http.*`` keys; here they are ``webhook.*``."""
-    return ToolFailure(exc.kind, exc.message.replace("http.allow_", "webhook.allow_").replace("http allowlist", "webhook allowlist"))
-
-
 # --------------------------------------------------------------------------- sending
 
 
 async def _post(raw_url: str, body: bytes, headers: dict[str, str], policy: HttpPolicy) -> tuple[int, str, str, bytes, str, list[str]]:
-    """POST through the http jail; returns (status, reason, final url, body, content type, redirects)."""
+    """POST through the network gate; returns (status, reason, final url, body, content type, redirects)."""
     redirects: list[str] = []
-    url = split_url(raw_url, hop=0)
-    async with httpx.AsyncClient(
-        trust_env=False, follow_redirects=False, timeout=httpx.Timeout(policy.timeout),
-        verify=policy.ssl_context(), limits=httpx.Limits(max_keepalive_connections=0),
-    ) as client:  # fmt: skip
-        for hop in range(policy.max_redirects + 1):
-            host, port = host_and_port(url)
-            policy.check_host(host, port)
-            addresses = await resolve(host, port, policy)
-            async with stream_checked(client, "POST", url, host, addresses, headers=headers, content=body) as response:
-                location = response.headers.get("location")
-                status = response.status_code
-                if not (status in _FOLLOWED and location):
-                    if status in _METHOD_CHANGING and location:
-                        raise ToolFailure("permanent", f"the receiver at {url} answered {status} (moved to `{location}`); a webhook is not re-sent as GET: use the new URL")
-                    reader = BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
-                    async for chunk in response.aiter_raw():
-                        if not reader.feed(chunk):
-                            break
-                    return status, response.reason_phrase, str(url), bytes(reader.body), response.headers.get("content-type", ""), redirects
+    url = policy.gate.check_url(raw_url).url
+    sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+    async with policy.client() as client:
+        for _hop in range(policy.max_redirects + 1):
             try:
-                next_url = split_url(str(url.join(location or "")), hop=hop + 1)
-                next_host, next_port = host_and_port(next_url)
-                policy.check_host(next_host, next_port)
+                async with client.stream("POST", url, headers=sent, content=body) as response:
+                    location = response.headers.get("location")
+                    status = response.status_code
+                    if not (status in _FOLLOWED and location):
+                        if status in _METHOD_CHANGING and location:
+                            raise ToolFailure("permanent", f"the receiver at {url} answered {status} (moved to `{location}`); a webhook is not re-sent as GET: use the new URL")
+                        reader = BoundedBody(response.headers.get("content-encoding", ""), policy.max_bytes)
+                        async for chunk in response.aiter_raw():
+                            if not reader.feed(chunk):
+                                break
+                        return status, response.reason_phrase, str(url), bytes(reader.body), response.headers.get("content-type", ""), redirects
+            except httpx.HTTPError as exc:
+                raise map_httpx_error(exc, str(url)) from None
+            try:
+                next_url = policy.gate.check_url(url.join(location or ""), redirect=True).url
             except (ToolFailure, httpx.InvalidURL) as exc:
                 message = exc.message if isinstance(exc, ToolFailure) else str(exc)
                 kind = exc.kind if isinstance(exc, ToolFailure) else "permanent"
@@ -297,8 +261,6 @@ async def post_signed(url: str, payload: dict[str, Any], policy: HttpPolicy, sec
     }
     try:
         status, reason, final, answer, content_type, redirects = await _post(url, body, headers, policy)
-    except ToolFailure as exc:
-        raise _ours(exc) from None
     except httpx.HTTPError as exc:
         raise map_httpx_error(exc, url) from None
     text = render_body(answer, content_type, final).strip()

@@ -15,7 +15,8 @@ to the thing that approves its calls. kasloop knows their addresses three ways:
    while it listens (:func:`record`), so the tools of every process on the same
    database see it (:func:`known_receivers`).
 
-The http, webhook and browser gates call :func:`refusal` for every address they
+The network gate (:class:`kasloop.tools.network.NetworkGate`, shared by http,
+webhook, browser and email) calls :func:`refusal` for every address a tool
 would connect to, after DNS and at every redirect, **whatever**
 ``allow_private`` or ``allow_domains`` say. A receiver bound to a wildcard
 address (``0.0.0.0``, ``::``) is refused on every loopback, private or local

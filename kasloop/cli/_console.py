@@ -40,9 +40,12 @@ def print_approvals(approvals: list[dict[str, Any]]) -> None:
         out.print("No pending approvals.")
         return
     table = Table(title="Pending approvals", title_justify="left")
-    # The id is what people copy into `kasloop approve`: never wrapped or cut, at any width or in a pipe.
+    # The ids are what people copy into `kasloop approve` / `kasloop resume`: never wrapped or cut, at any
+    # width or in a pipe; nor is the tool's name. The long columns (args, reason) fold instead.
     table.add_column("approval_id", no_wrap=True, min_width=len("ap-0123456789"))
-    for col in ("thread", "tool", "args", "risk", "reason", "expires"):
+    table.add_column("thread", no_wrap=True, min_width=len("t-0123456789"))
+    table.add_column("tool", no_wrap=True, min_width=len("files_write"))
+    for col in ("args", "risk", "reason", "expires"):
         table.add_column(col, overflow="fold")
     for a in approvals:
         args = json.dumps(a["args"], ensure_ascii=False)

@@ -44,11 +44,13 @@ def test_approval_ids_stay_whole_on_80_columns_and_in_pipes(tmp_path: Path) -> N
     write_script(tmp_path / "s.jsonl", [{"tool_calls": [call("files_write", path=long, content="x" * 300)]}])
     started = runner("run", "write it", "--autonomy", "2", "--workspace", "ws", "--model", "scripted:s.jsonl", "--json")
     approval = started.json()["approvals"][0]["approval_id"]
+    thread = started.json()["thread"]
     for columns in ("80", "60"):
         listed = runner("approvals", env={"COLUMNS": columns})  # stdout is a pipe here
         assert listed.code == 0
         assert approval in listed.out, listed.out
         assert re.search(rf"(?<![0-9a-f]){re.escape(approval)}(?![0-9a-f])", listed.out)
+        assert thread in listed.out and "files_write" in listed.out, "the thread id and the tool stay whole too"
 
 
 async def test_live_progress_names_the_node_running_now(tmp_path: Path) -> None:

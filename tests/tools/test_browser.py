@@ -25,7 +25,9 @@ import pytest
 import pytest_asyncio
 
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult, openai_schema, run_tool
-from kasloop.tools.browser import BROWSER_ARGS, BROWSER_TOOLS, BrowserSession, BrowserSettings, SiteRule
+from kasloop.tools.browser import BROWSER_ARGS, BROWSER_TOOLS, BrowserSession, BrowserSettings, browser_gate
+from kasloop.tools.http import HTTP_TOOLS, HttpPolicy
+from kasloop.tools.network import HostRule
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -251,18 +253,44 @@ async def test_bad_settings_are_permanent_and_name_the_key(settings: dict[str, A
         BrowserSettings.model_validate(settings)
 
 
-async def test_site_rules_are_host_globs_with_optional_ports() -> None:
-    assert SiteRule.parse("*.Example.com").matches("docs.example.com", 443)
-    assert not SiteRule.parse("*.example.com").matches("example.com", 443)
-    assert SiteRule.parse("127.0.0.1:8080").matches("127.0.0.1", 8080)
-    assert not SiteRule.parse("127.0.0.1:8080").matches("127.0.0.1", 8081)
-    assert SiteRule.parse("[::1]:80").matches("::1", 80) and SiteRule.parse("::1").address is not None
-    assert SiteRule.parse("*.example.com").address is None
+async def test_site_rules_are_the_shared_host_rules_with_optional_ports() -> None:
+    gate = browser_gate(BrowserSettings(allow_domains=["*.Example.com", "127.0.0.1:8080", "[::1]:80", "api-?.example.org"]))
+    assert gate.section == "browser"
+    assert gate.rules == tuple(HostRule.parse(e) for e in ("*.example.com", "127.0.0.1:8080", "[::1]:80", "api-?.example.org"))
+    assert HostRule.parse("*.Example.com").matches("docs.example.com", 443)
+    assert not HostRule.parse("*.example.com").matches("example.com", 443)
+    assert HostRule.parse("127.0.0.1:8080").matches("127.0.0.1", 8080)
+    assert not HostRule.parse("127.0.0.1:8080").matches("127.0.0.1", 8081)
+    assert HostRule.parse("[::1]:80").matches("::1", 80) and HostRule.parse("::1").address is not None
+    assert HostRule.parse("*.example.com").address is None
     for bad in ("", "a.com:x", "http://a.com", "a.com:0"):
         with pytest.raises(ValueError):
-            SiteRule.parse(bad)
+            HostRule.parse(bad)
     assert BROWSER_ARGS == ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                             "--disable-background-networking", "--disable-component-update", "--disable-sync")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [["example.com"], ["*.example.com"], ["api-*.example.com"], ["127.0.0.1:8080"], ["[::1]:8080"], ["::1"], ["bücher.de"], ["*"], ["*:8443"], ["Example.COM."]],
+)
+async def test_browser_and_http_accept_the_same_allow_domains_forms(entries: list[str]) -> None:
+    """One grammar: every form the browser takes, http (and webhook) take too, and they build the same rules."""
+    browser = browser_gate(BrowserSettings(allow_domains=entries))
+    http = HttpPolicy.from_context(ToolContext(workspace=Path("."), extra={"http": {"allow_domains": entries}})).gate
+    assert browser.rules == http.rules and browser.private_networks == http.private_networks
+
+
+@pytest.mark.parametrize("entry", ["a:b:c", "http://a.com", "a.com:99999", "[::1]x", "a..b"])
+async def test_browser_and_http_refuse_the_same_bad_entries_with_one_line(entry: str) -> None:
+    resources = ToolResources()
+    browser = await call(resources, "browser_open", settings={"allow_domains": [entry]}, url="http://127.0.0.1:1/")
+    http_get = {t.name: t for t in HTTP_TOOLS}["http_get"]
+    http = await run_tool(http_get, {"url": "http://127.0.0.1:1/"}, ToolContext(workspace=Path("."), extra={"http": {"allow_domains": [entry]}}))
+    for result in (browser, http):
+        assert result.error_kind == "permanent" and f"`{entry}`" in result.output and "\n" not in result.output, result
+        assert "allow_domains" in result.output and ("write a host" in result.output or "host:port" in result.output), result
+    assert "browser" not in resources._objects
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "data:text/html,<b>x</b>", "javascript:alert(1)", "chrome://version", "ftp://127.0.0.1/"])

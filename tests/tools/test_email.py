@@ -195,6 +195,33 @@ async def test_implicit_tls(smtp: Any, cert: Cert) -> None:
     assert [m["Subject"] for m in server.recorder.messages()] == ["ssl"]
 
 
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+async def test_a_server_named_by_host_name_is_reached_at_the_checked_address_and_tls_checks_the_name(smtp: Any, cert: Cert, security: str) -> None:
+    """The network gate resolves `localhost` once and smtplib connects to that address; TLS still verifies `localhost`."""
+    server = smtp(security=security, cert=cert)
+    result = await send(send_settings(server, host="localhost", ca_file=str(cert.cert)), to="bob@example.org", subject="by name", body="b")
+    assert result.ok, result
+    assert [m["Subject"] for m in server.recorder.messages()] == ["by name"]
+
+
+async def test_kasloops_receivers_are_refused_as_mail_servers_too(smtp: Any, mailbox: Mailbox) -> None:
+    from kasloop.channels.receivers import declare, withdraw
+
+    server = smtp()
+    imap_port = int(mailbox.settings("plain")["port"])
+    for port in (server.port, imap_port):
+        declare("127.0.0.1", port, "test receiver")
+    try:
+        sent = await send(send_settings(server), to="bob@example.org", subject="x", body="y")
+        assert not sent.ok and sent.error_kind == "denied" and "kasloop's own test receiver" in sent.output, sent
+        found = await imap("email_search", mailbox, query="anything")
+        assert not found.ok and found.error_kind == "denied" and "kasloop's own test receiver" in found.output, found
+    finally:
+        for port in (server.port, imap_port):
+            withdraw("127.0.0.1", port, "test receiver")
+    assert nothing_arrived(server)
+
+
 async def test_a_missing_password_variable_is_a_config_error_before_connecting(smtp: Any) -> None:
     server = smtp()
     os.environ.pop(SMTP_ENV, None)
