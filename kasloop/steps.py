@@ -28,7 +28,10 @@ import re
 
 from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydantic builds no JSON schema from it (Studio's input form)
 
-__all__ = ["MAX_STEPS", "NUDGES_PER_STEP", "Plan", "SINGLE_DONE_TEMPLATE", "advanced", "new_plan", "nudged", "should_nudge", "split_steps", "step_prompt"]
+__all__ = [
+    "MAX_STEPS", "NUDGES_PER_STEP", "Plan", "SINGLE_DONE_TEMPLATE", "advanced", "echoes_step_prompt", "new_plan", "nudged",
+    "should_nudge", "split_steps", "step_prompt",
+]
 
 MAX_STEPS = 8
 """Steps at most: a longer goal is not a small model's job, and its tail stays one step."""
@@ -155,6 +158,23 @@ def step_prompt(plan: Plan | None) -> str | None:
     if current >= len(steps):
         return DONE_TEMPLATE
     return f"Step {current + 1} of {len(steps)}: {steps[current]}"
+
+
+_STEP_LINE = re.compile(r"^step \d+ of \d+:")
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9:]+", " ", text.lower()).split())
+
+
+def echoes_step_prompt(text: str) -> bool:
+    """The answer only repeats what kasloop showed the model (measured on the 0.5B model: after
+    :data:`SINGLE_DONE_TEMPLATE` it sometimes answers with that very sentence). Such an answer ends the
+    run like any other, but it is kasloop's line, not the model's: the run's output says what was done instead."""
+    said = _words(text)
+    if not said:
+        return False
+    return said in (_words(DONE_TEMPLATE), _words(SINGLE_DONE_TEMPLATE)) or bool(_STEP_LINE.match(said))
 
 
 def should_nudge(plan: Plan) -> bool:

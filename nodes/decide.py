@@ -28,12 +28,12 @@ from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
-from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, receipts
+from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, last_result, receipts
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usage
-from kasloop.steps import nudged, should_nudge, step_prompt
+from kasloop.steps import echoes_step_prompt, nudged, should_nudge, step_prompt
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE
 
 __all__ = ["SYSTEM_PROMPT", "kasloop_call_id", "make_decide", "with_call_ids"]
@@ -318,6 +318,10 @@ def make_decide(deps: NodeDeps) -> Any:
         elif not reply.tool_calls:
             update["status"] = "done"
             update["output"] = text
+            if echoes_step_prompt(text):
+                # kasloop's own prompt line given back: the output is what was done, from the last result.
+                last = last_result(state.get("messages", []), deps.tools)
+                update["output"] = f"Done. Last result: {last}" if last else "Done."
             update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
         await deps.events.append(
             ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=size,

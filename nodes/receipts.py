@@ -24,7 +24,7 @@ from langchain_core.messages import BaseMessage, ToolMessage
 
 from kasloop.tools.base import Tool
 
-__all__ = ["COPIED_RESULT", "RECEIPT_SHAPES", "copied_receipt", "receipts"]
+__all__ = ["COPIED_RESULT", "RECEIPT_SHAPES", "copied_receipt", "last_result", "receipts"]
 
 RECEIPT_SHAPES = re.compile(r"^(Wrote|Appended) \d+ bytes to .+\.$|^started p-[0-9a-f]{6} \(pid \d+\)", re.MULTILINE)
 """kasloop's receipts that no one writes as content, recognised by shape too (from an evicted turn or
@@ -62,6 +62,24 @@ def receipts(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> list
             text = envelope.get("message") if tool is None or not tool.returns_untrusted else None
         if isinstance(text, str) and len(text.strip()) >= MIN_RECEIPT_CHARS:
             found.append(text.strip())
+    return found
+
+
+def last_result(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> str | None:
+    """The newest successful side-effect call's result ("Wrote 39 bytes to notes.md."), or None."""
+    found = None
+    for message in messages:
+        if not isinstance(message, ToolMessage):
+            continue
+        try:
+            envelope = json.loads(str(message.content))
+        except ValueError:
+            continue
+        tool = tools.get(message.name or "")
+        if isinstance(envelope, dict) and envelope.get("ok") and not envelope.get("untrusted") and tool is not None and tool.risk != "read":
+            result = envelope.get("result")
+            if isinstance(result, str) and result.strip():
+                found = result.strip() if len(result.strip()) <= 200 else result.strip()[:199] + "…"
     return found
 
 

@@ -110,3 +110,27 @@ async def test_an_echoed_result_with_name_for_tool_is_the_answer_not_a_call(tmp_
         result = await agent.run("Create a.txt containing x.")
     assert result.status == "done" and result.output == "files_write: Wrote 1 bytes to a.txt."
     assert [e["tool"] for e in await agent.history(result.thread) if e["kind"] == "tool"] == ["files_write"]
+
+
+async def test_an_answer_that_only_repeats_kasloops_prompt_line_reports_what_was_done(tmp_path: Path, workspace: Path) -> None:
+    """Measured on the embedded model: after "The call succeeded. If nothing else is needed, answer the user in
+    plain text, not JSON." it sometimes answers with that very line. The run is done (the file is right), but
+    the output a person reads is what was done, not kasloop's own prompt."""
+    from kasloop.steps import SINGLE_DONE_TEMPLATE
+
+    with wire_model() as model:
+        model.reply(None, [("files_append", {"path": "log.txt", "content": "paid\n"}, "c1")])
+        model.reply(SINGLE_DONE_TEMPLATE)
+        agent = agent_for(tmp_path, workspace, model.base_url)
+        result = await agent.run("Append the line paid to log.txt.")
+    assert result.status == "done" and (workspace / "log.txt").read_text().endswith("paid\n")
+    assert result.output == "Done. Last result: Appended 5 bytes to log.txt.", result.output
+
+
+def test_only_kasloops_own_lines_count_as_echoes() -> None:
+    from kasloop.steps import DONE_TEMPLATE, SINGLE_DONE_TEMPLATE, echoes_step_prompt
+
+    assert echoes_step_prompt(SINGLE_DONE_TEMPLATE) and echoes_step_prompt(DONE_TEMPLATE.lower())
+    assert echoes_step_prompt("Step 2 of 2: write it into b.txt")
+    assert not echoes_step_prompt("The call succeeded: log.txt now ends with paid.")
+    assert not echoes_step_prompt("") and not echoes_step_prompt("Done, log.txt has the new line.")
