@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any, Literal, TypedDict
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Connection, Database
 
 __all__ = ["ApprovalRecord", "ApprovalStore", "Decision"]
 
@@ -132,7 +132,7 @@ class ApprovalStore:
         """
         status = {"approve": "approved", "edit": "edited", "reject": "rejected", "respond": "responded"}[decision["decision"]]
 
-        def write(conn: Any) -> bool:
+        def write(conn: Connection) -> bool:
             changed = conn.execute(
                 "UPDATE kasloop_approvals SET status = ?, decision = ?, decided_at = ?, decided_by = ?, channel = ?"
                 " WHERE approval_id = ? AND status = 'pending'",

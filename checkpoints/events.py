@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
 from kasloop.logs import EVENTS_LOGGER, log_event
 from kasloop.secrets import known_secrets
 

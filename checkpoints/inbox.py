@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Connection, Database, Row
 from kasloop.secrets import Redactor, known_secrets, remember_secrets
 
 __all__ = ["RECHECK_EVERY", "Inbox", "InboxItem"]
@@ -51,7 +50,7 @@ class InboxItem:
     received_at: float
 
 
-def _item(row: sqlite3.Row) -> InboxItem:
+def _item(row: Row) -> InboxItem:
     return InboxItem(
         id=row["id"], thread_id=row["thread_id"], source=row["source"], text=row["text"],
         data=json.loads(row["data"]), received_at=row["received_at"],
@@ -101,7 +100,7 @@ class Inbox:
         redactor = known_secrets()
         source, text, data = redactor.text(source), redactor.text(text), redactor.deep(data)
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO kasloop_inbox (thread_id, source, text, data, received_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (thread_id, source, text, json.dumps(data, default=str), time.time()),
@@ -139,7 +138,7 @@ class Inbox:
             self._quiet[thread_id] = (signal, after, quiet[2] + 1)
             return []
 
-        def read_and_mark(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+        def read_and_mark(conn: Connection) -> list[Row]:
             rows = conn.execute(
                 "SELECT * FROM kasloop_inbox WHERE thread_id = ? AND id > ? ORDER BY id", (thread_id, after)
             ).fetchall()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Connection, Database
 
 __all__ = ["Ledger", "LedgerEntry", "idempotency_key"]
 
@@ -69,7 +69,7 @@ class Ledger:
         (rolled back whole if it fails).
         """
 
-        def claim_row(conn: Any) -> Any:
+        def claim_row(conn: Connection) -> Any:
             row = conn.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
             if row is None:
                 conn.execute(

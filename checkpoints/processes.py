@@ -7,42 +7,20 @@ mistaken for it), what it runs and where its log is. ``stopped_at`` and
 ``exit_code`` are filled in once the process is seen to have ended.
 
 Two stores share one interface: :class:`ProcessStore` over the kasloop
-database (table ``kasloop_processes``, created on first use) and
+database (table ``kasloop_processes``, declared in ``checkpoints/schema.py``) and
 :class:`MemoryProcessStore` for a graph without a database (it forgets
 everything when the agent's tool resources go away).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Connection, Database, IntegrityError, Row
 
 __all__ = ["MemoryProcessStore", "ProcessConflict", "ProcessRecord", "ProcessStore", "ProcessStoreProtocol"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kasloop_processes (
-    id TEXT PRIMARY KEY,
-    thread_id TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    start_ticks INTEGER,
-    command TEXT NOT NULL,
-    log_path TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    idempotency_key TEXT,
-    stopped_at REAL,
-    exit_code INTEGER,
-    name TEXT
-);
-CREATE INDEX IF NOT EXISTS kasloop_processes_thread ON kasloop_processes(thread_id, started_at);
-CREATE UNIQUE INDEX IF NOT EXISTS kasloop_processes_key
-    ON kasloop_processes(thread_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-"""
-
 
 @dataclass(frozen=True, kw_only=True)
 class ProcessRecord:
@@ -77,7 +55,7 @@ class ProcessStoreProtocol(Protocol):
     async def threads_like(self, thread_id: str) -> list[str]: ...
 
 
-def _record(row: sqlite3.Row) -> ProcessRecord:
+def _record(row: Row) -> ProcessRecord:
     return ProcessRecord(
         id=row["id"], thread_id=row["thread_id"], pid=row["pid"], start_ticks=row["start_ticks"],
         command=json.loads(row["command"]), log_path=row["log_path"], started_at=row["started_at"],
@@ -87,25 +65,10 @@ def _record(row: sqlite3.Row) -> ProcessRecord:
 
 
 class ProcessStore:
-    """Process rows in the kasloop database; the table is created on first use."""
+    """Process rows in the kasloop database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._ready = False
-        self._lock = asyncio.Lock()
-
-    async def _ensure(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-
-                def create(conn: sqlite3.Connection) -> None:
-                    conn.executescript(_SCHEMA)
-                    conn.commit()
-
-                await self.db.call(create)
-                self._ready = True
 
     async def add(self, record: ProcessRecord) -> None:
         """Insert ``record``.
@@ -113,13 +76,12 @@ class ProcessStore:
         Raises:
             ProcessConflict: the id, or the thread's idempotency key, is already recorded.
         """
-        await self._ensure()
         values: tuple[Any, ...] = (
             record.id, record.thread_id, record.pid, record.start_ticks, json.dumps(record.command), record.log_path,
             record.started_at, record.idempotency_key or None, record.stopped_at, record.exit_code, record.name,
         )  # fmt: skip
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             try:
                 conn.execute(
                     "INSERT INTO kasloop_processes (id, thread_id, pid, start_ticks, command, log_path, started_at,"
@@ -127,19 +89,17 @@ class ProcessStore:
                     values,
                 )
                 conn.commit()
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 conn.rollback()
                 raise ProcessConflict(str(exc)) from None
 
         await self.db.call(write)
 
     async def get(self, process_id: str) -> ProcessRecord | None:
-        await self._ensure()
         row = await self.db.fetchone("SELECT * FROM kasloop_processes WHERE id = ?", (process_id,))
         return None if row is None else _record(row)
 
     async def find_by_key(self, thread_id: str, key: str) -> ProcessRecord | None:
-        await self._ensure()
         row = await self.db.fetchone(
             "SELECT * FROM kasloop_processes WHERE thread_id = ? AND idempotency_key = ?", (thread_id, key)
         )
@@ -147,7 +107,6 @@ class ProcessStore:
 
     async def list(self, thread_id: str, *, limit: int = 50, active_only: bool = False) -> list[ProcessRecord]:
         """The thread's processes, newest first (``active_only``: not yet seen to have ended)."""
-        await self._ensure()
         where = " AND stopped_at IS NULL" if active_only else ""
         rows = await self.db.fetchall(
             f"SELECT * FROM kasloop_processes WHERE thread_id = ?{where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
@@ -157,7 +116,6 @@ class ProcessStore:
 
     async def threads_like(self, thread_id: str) -> list[str]:
         """``thread_id`` and its specialists' threads (``<thread_id>/...``) that have recorded processes."""
-        await self._ensure()
         prefix = thread_id + "/"
         rows = await self.db.fetchall(
             "SELECT DISTINCT thread_id FROM kasloop_processes WHERE thread_id = ? OR substr(thread_id, 1, ?) = ?",
@@ -167,7 +125,6 @@ class ProcessStore:
 
     async def mark_ended(self, process_id: str, stopped_at: float, exit_code: int | None) -> None:
         """Record the end; a known exit code is never replaced by an unknown one."""
-        await self._ensure()
         await self.db.execute(
             "UPDATE kasloop_processes SET stopped_at = COALESCE(stopped_at, ?), exit_code = COALESCE(?, exit_code) WHERE id = ?",
             (stopped_at, exit_code, process_id),

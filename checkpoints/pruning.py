@@ -15,10 +15,9 @@ and old rows can only go as a whole, oldest first, by age or by count.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Connection, Database
 
 __all__ = ["prune_events", "prune_thread"]
 
@@ -35,7 +34,7 @@ async def prune_events(db: Database, thread_id: str, *, keep_days: float | None,
         return 0
     cutoff = (now if now is not None else time.time()) - keep_days * 86400 if keep_days is not None else None
 
-    def prune(conn: sqlite3.Connection) -> int:
+    def prune(conn: Connection) -> int:
         gone = 0
         if cutoff is not None:
             gone += conn.execute("DELETE FROM kasloop_events WHERE thread_id = ? AND ts < ?", (thread_id, cutoff)).rowcount

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Connection, Database
 from kasloop.config import PolicyRule
 
 __all__ = ["RuleStore"]
@@ -24,7 +24,7 @@ class RuleStore:
         self.db = db
 
     async def add(self, rule: PolicyRule, *, by: str) -> int:
-        def insert(conn: Any) -> int:
+        def insert(conn: Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO kasloop_rules (tool, action, args, created_by, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (rule.tool, rule.action, json.dumps(rule.args, sort_keys=True), by, time.time()),

@@ -43,6 +43,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.checkpoint.sqlite.utils import load_pending_writes, pending_writes_sql, search_where
 
+from kasloop.checkpoints.database import DeferredRows
 from kasloop.checkpoints.serde import MessageCachingSerializer
 
 __all__ = ["DeferredRows", "KasloopSaver", "in_worker", "write_in_worker"]
@@ -58,28 +59,6 @@ _ORPHANED_WRITES = (
     "DELETE FROM writes WHERE thread_id = ? AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = writes.thread_id"
     " AND c.checkpoint_ns = writes.checkpoint_ns AND c.checkpoint_id = writes.checkpoint_id)"
 )
-
-
-class DeferredRows:
-    """Inserts that ride along with the next unit of work on the connection instead of costing a hop and a commit each.
-
-    The event log's appends are queued here; the next write (a checkpoint, a
-    node's writes, a ledger row) inserts them in its own transaction, and the
-    next read commits them first, so this process reads its own rows. A
-    node's events are therefore committed together with (or before) the
-    node's writes: if the process dies in between, the node itself is re-run
-    and logs them again. ``Database`` flushes what is left when it closes.
-    """
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, tuple[Any, ...]]] = []
-
-    def add(self, sql: str, params: tuple[Any, ...]) -> None:
-        self.rows.append((sql, params))
-
-    def take(self) -> list[tuple[str, tuple[Any, ...]]]:
-        rows, self.rows = self.rows, []
-        return rows
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[str, tuple[Any, ...]]]) -> None:

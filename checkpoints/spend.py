@@ -7,7 +7,7 @@ limit is checked against, so several threads (or processes) share one limit.
 
 from __future__ import annotations
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
 
 __all__ = ["MemorySpend", "SpendLog"]
 

@@ -1,9 +1,11 @@
-"""The kasloop database: LangGraph's async SQLite saver plus kasloop's own tables, in one file.
+"""The kasloop database on SQLite: LangGraph's saver plus kasloop's own tables, in one file.
 
-One aiosqlite connection serves the saver, the act ledger, the event log,
-the approvals and the thread registry, so writes from one process never
-fight each other; WAL and a busy timeout let other processes (``kasloop
-approve`` while a daemon runs) share the file. The saver is ``KasloopSaver``
+``SqliteDatabase`` implements ``kasloop.checkpoints.database.Database``, as
+``PostgresDatabase`` (``checkpoints/postgres.py``) does for PostgreSQL. One
+aiosqlite connection serves the saver, the act ledger, the event log, the
+approvals and the thread registry, so writes from one process never fight
+each other; WAL and a busy timeout let other processes (``kasloop approve``
+while a daemon runs) share the file. The saver is ``KasloopSaver``
 (``checkpoints/saver.py``): LangGraph's SQLite saver with one thread hop per
 operation instead of three or four. Every unit of work is one hop to the
 connection's thread; the event log's inserts are deferred to the next one.
@@ -12,151 +14,37 @@ connection's thread; the event log's inserts are deferred to the next one.
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import aiosqlite
 
+from kasloop.checkpoints.database import display_db, flushed, is_postgres_url, lock_base
 from kasloop.checkpoints.saver import KasloopSaver, in_worker, write_in_worker
+from kasloop.checkpoints.schema import TABLES, sqlite_script
+from kasloop.checkpoints.store import KasloopStore
 from kasloop.errors import CheckpointError
+from kasloop.locks import try_lock
 
-__all__ = ["Database", "display_db", "flushed", "is_postgres_url", "lock_base", "open_database", "sqlite_path"]
+# display_db, flushed, is_postgres_url and lock_base live in ``database.py`` (both engines use them); they stay
+# importable from here for the modules that imported them from this one.
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "Database",
+    "SqliteDatabase",
+    "display_db",
+    "flushed",
+    "is_postgres_url",
+    "lock_base",
+    "open_sqlite_database",
+    "sqlite_path",
+]
 
 BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
-
-_SCHEMA = """
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
-CREATE TABLE IF NOT EXISTS kasloop_threads (
-    thread_id TEXT PRIMARY KEY,
-    goal TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kasloop_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    thread_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    step INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS kasloop_events_thread ON kasloop_events(thread_id, id);
-CREATE TRIGGER IF NOT EXISTS kasloop_events_no_update BEFORE UPDATE ON kasloop_events
-BEGIN SELECT RAISE(ABORT, 'the kasloop event log is append-only'); END;
-CREATE TABLE IF NOT EXISTS kasloop_ledger (
-    key TEXT PRIMARY KEY,
-    thread_id TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    tool TEXT NOT NULL,
-    arg_hash TEXT NOT NULL,
-    idempotent INTEGER NOT NULL,
-    intent_at REAL NOT NULL,
-    result TEXT,
-    result_at REAL
-);
-CREATE INDEX IF NOT EXISTS kasloop_ledger_thread ON kasloop_ledger(thread_id);
-CREATE TABLE IF NOT EXISTS kasloop_approvals (
-    approval_id TEXT PRIMARY KEY,
-    thread_id TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    tool TEXT NOT NULL,
-    args TEXT NOT NULL,
-    risk TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    arg_hash TEXT NOT NULL,
-    status TEXT NOT NULL,
-    decision TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    decided_at REAL,
-    decided_by TEXT,
-    channel TEXT,
-    path TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS kasloop_approvals_thread ON kasloop_approvals(thread_id, status);
-CREATE TABLE IF NOT EXISTS kasloop_inbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    thread_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    text TEXT NOT NULL,
-    data TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    taken_at REAL
-);
-CREATE INDEX IF NOT EXISTS kasloop_inbox_pending ON kasloop_inbox(thread_id, taken_at, id);
-CREATE TABLE IF NOT EXISTS kasloop_rules (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tool TEXT NOT NULL,
-    action TEXT NOT NULL,
-    args TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kasloop_announcements (
-    approval_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    ref TEXT NOT NULL,
-    code TEXT NOT NULL,
-    sent_at REAL NOT NULL,
-    PRIMARY KEY (approval_id, channel)
-);
-CREATE TABLE IF NOT EXISTS kasloop_spend (
-    day TEXT NOT NULL,
-    thread_id TEXT NOT NULL,
-    model_calls INTEGER NOT NULL DEFAULT 0,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    usd REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, thread_id)
-);
-CREATE TABLE IF NOT EXISTS kasloop_daemon (
-    name TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    next_wake_at REAL,
-    cycles INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    last_error TEXT,
-    stopped_at REAL
-);
-"""
-
-
-_ADDED_COLUMNS = (("kasloop_approvals", "path", "TEXT NOT NULL DEFAULT ''"),)
-"""(table, column, declaration) added after the first release of a table."""
-
-
-def is_postgres_url(db: object) -> bool:
-    """Whether ``db`` names a PostgreSQL database (``checkpoints/postgres.py``) rather than a SQLite file."""
-    return str(db).startswith(("postgresql://", "postgres://"))
-
-
-def display_db(db: str | Path) -> str:
-    """``db`` as shown in messages: a URL's password is never printed."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", str(db))
-
-
-def lock_base(db: str | Path, home: Path) -> Path:
-    """The file next to which per-database lock files go (``NAME.locks/``, ``NAME.daemon.lock``).
-
-    A SQLite database is a file: its own path. A Postgres database has none: a
-    name under ``home`` derived from the URL, so every process on this machine
-    using that database takes the same locks.
-    """
-    if is_postgres_url(db):
-        return home / f"postgres-{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.db"
-    return Path(db)
 
 
 def sqlite_path(db: str | Path) -> Path:
@@ -171,8 +59,11 @@ def sqlite_path(db: str | Path) -> Path:
     return Path(text)
 
 
-class Database:
-    """An open kasloop database. Create it with ``open_database``."""
+class SqliteDatabase:
+    """An open kasloop database in a SQLite file (``kasloop.checkpoints.database.Database``).
+
+    Create it with ``open_database``; ``conn`` is the aiosqlite connection every unit of work runs on.
+    """
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
@@ -180,23 +71,29 @@ class Database:
         self.saver = KasloopSaver(conn)
         self.deferred = self.saver.deferred
         """Inserts (the event log's) that go with the next unit of work of this connection: see ``defer``."""
+        self._locks: dict[str, IO[str] | None] = {}
+        """Locks this database holds (``try_lock``): the open lock file, None for an in-memory database."""
 
     async def setup(self) -> None:
+        """LangGraph's saver tables and every kasloop table (``kasloop.checkpoints.schema``), WAL on."""
         await self.saver.setup()
-        await self.conn.executescript(_SCHEMA)
+        await self.conn.executescript(sqlite_script())
         await self._add_missing_columns()
         await self.conn.commit()
 
     async def _add_missing_columns(self) -> None:
         """Columns added since a database was created (``CREATE TABLE IF NOT EXISTS`` keeps old tables as they were)."""
-        for table, column, decl in _ADDED_COLUMNS:
-            async with self.conn.execute(f"PRAGMA table_info({table})") as cursor:
+        for table in TABLES:
+            if not table.added:
+                continue
+            async with self.conn.execute(f"PRAGMA table_info({table.name})") as cursor:
                 present = {row[1] for row in await cursor.fetchall()}
-            if column not in present:
-                await self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for column in table.added:
+                if column.name not in present:
+                    await self.conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.sqlite}")
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` on the connection's worker thread in one hop.
+        """Run ``fn(connection)`` on the connection's worker thread in one hop (see ``Database.call``).
 
         aiosqlite's public API costs a thread hop per execute, fetch, cursor
         close and commit; the loop writes a few rows per iteration, so kasloop
@@ -211,13 +108,7 @@ class Database:
         return await write_in_worker(self.conn, fn, self.deferred)
 
     def defer(self, sql: str, params: tuple[Any, ...]) -> None:
-        """Queue an insert to be committed with the next unit of work (any read or write, the saver's too).
-
-        For rows that must not cost a hop and a commit of their own but need
-        no commit at this very moment: the event log's, whose rows then
-        commit together with the node's writes. ``flush`` (and closing the
-        database) commits what is queued.
-        """
+        """Queue an insert to be committed with the next unit of work (see ``Database.defer``)."""
         self.deferred.add(sql, params)
 
     async def flush(self) -> None:
@@ -235,40 +126,55 @@ class Database:
     async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
         return await self.call(lambda conn: conn.execute(sql, params).fetchone())
 
+    async def try_lock(self, name: str) -> bool:
+        """Take the lock ``name``: an exclusive ``flock`` on ``NAME.locks/<hash>.lock`` next to the file, which the
+        kernel drops when this process dies. In-memory (``:memory:``), the lock is this object's alone."""
+        if name in self._locks:
+            return False
+        if self.path.name == ":memory:":
+            self._locks[name] = None
+            return True
+        digest = hashlib.sha256(name.encode()).hexdigest()[:24]
+        handle = try_lock(self.path.with_name(self.path.name + ".locks") / f"{digest}.lock")
+        if handle is None:
+            return False
+        self._locks[name] = handle
+        return True
+
+    async def unlock(self, name: str) -> None:
+        handle = self._locks.pop(name, None)
+        if handle is not None:
+            handle.close()
+
+    async def open_store(self) -> KasloopStore:
+        """Long-term memory's store: LangGraph's SQLite store on this connection, with an FTS5 keyword index."""
+        return await KasloopStore.open(self)
+
+    async def close(self) -> None:
+        """Release the locks and close the connection (``open_database`` flushes the deferred rows first)."""
+        for name in list(self._locks):
+            await self.unlock(name)
+        await self.conn.close()
+
+
+Database = SqliteDatabase
+"""The name the table modules' callers imported before the engines shared a protocol; new code annotates with
+``kasloop.checkpoints.database.Database`` (either engine)."""
+
 
 @asynccontextmanager
-async def flushed(db: T, errors: type[Exception]) -> AsyncIterator[T]:
-    """Yield an open database, then commit its deferred rows (the event log's). If the block fails they are
-    committed best effort (``errors`` of the engine suppressed): the error in flight is what matters."""
-    try:
-        yield db
-    except BaseException:
-        with suppress(errors):
-            await db.flush()  # type: ignore[attr-defined]
-        raise
-    await db.flush()  # type: ignore[attr-defined]
-
-
-@asynccontextmanager
-async def open_database(path: str | Path) -> AsyncIterator[Database]:
-    """Open (and create if needed) the kasloop database at ``path`` (a file, ``sqlite:///PATH``, or a
-    ``postgresql://`` URL: then the database is a ``PgDatabase`` with the same interface)."""
-    if is_postgres_url(path):
-        from kasloop.checkpoints.postgres import open_pg_database  # psycopg is imported only for Postgres
-
-        async with open_pg_database(str(path)) as pg:
-            yield pg  # type: ignore[misc]
-        return
+async def open_sqlite_database(path: str | Path) -> AsyncIterator[SqliteDatabase]:
+    """Open (and create if needed) the kasloop database in the SQLite file ``path`` (or ``sqlite:///PATH``)."""
     file = sqlite_path(path)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(file), timeout=BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error) as exc:
         raise CheckpointError(f"Cannot open the kasloop database `{file}`: {exc}. Check --home / --db.") from None
+    db = SqliteDatabase(conn, file)
     try:
         conn.row_factory = sqlite3.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        db = Database(conn, file)
         try:
             await db.setup()
         except sqlite3.DatabaseError as exc:
@@ -276,4 +182,5 @@ async def open_database(path: str | Path) -> AsyncIterator[Database]:
         async with flushed(db, sqlite3.Error):
             yield db
     finally:
-        await conn.close()
+        await db.close()
+

@@ -13,12 +13,12 @@ checked by the tests on every LangGraph upgrade) rather than copying them.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from langgraph.store.base import GetOp, ListNamespacesOp, Op, PutOp, Result, SearchItem, SearchOp
+import aiosqlite
+from langgraph.store.base import BaseStore, GetOp, ListNamespacesOp, Op, PutOp, Result, SearchItem, SearchOp
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 from langgraph.store.sqlite.base import (
     NS_MATCH_FUNCTION,
@@ -30,65 +30,17 @@ from langgraph.store.sqlite.base import (
     _row_to_search_item,
 )
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
+from kasloop.checkpoints.keywords import MAX_QUERY_TERMS, STOPWORDS, fts_query
+from kasloop.checkpoints.schema import MEMORY_FTS_BACKFILL, MEMORY_FTS_TABLES, MEMORY_FTS_TRIGGERS
 
 __all__ = ["MAX_QUERY_TERMS", "STOPWORDS", "KasloopStore", "fts_query", "open_store"]
 
-MAX_QUERY_TERMS = 32
 
-# Words that match nearly every item; dropping them keeps bm25 on the words that matter.
-STOPWORDS = frozenset(
-    """a about after again all also am an and any are as at be because been before being but by can could did do does
-    doing done for from had has have having he her here hers him his how i if in into is it its itself just me more most
-    my no nor not now of off on once only or other our ours out over own same she should so some such than that the
-    their theirs them then there these they this those through to too under until up very was we were what when where
-    which while who whom why will with would you your yours""".split()
-)
+class OnSqlite(Database, Protocol):
+    """A kasloop database on an aiosqlite connection (``SqliteDatabase``): what ``KasloopStore`` runs on."""
 
-_FTS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS kasloop_memory_fts_keys ("
-    " id INTEGER PRIMARY KEY, prefix TEXT NOT NULL, key TEXT NOT NULL, UNIQUE (prefix, key))",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS kasloop_memory_fts USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')",
-)
-# Every string in an item's value except its kind (which the namespace already says) is searchable.
-_BODY = "(SELECT group_concat(j.value, ' ') FROM json_tree(CAST({v}.value AS TEXT)) AS j WHERE j.type = 'text' AND j.fullkey <> '$.kind')"
-_ID = "(SELECT id FROM kasloop_memory_fts_keys WHERE prefix = {v}.prefix AND key = {v}.key)"
-_INDEX_NEW = (
-    "INSERT OR IGNORE INTO kasloop_memory_fts_keys (prefix, key) VALUES (new.prefix, new.key);"
-    f" DELETE FROM kasloop_memory_fts WHERE rowid = {_ID.format(v='new')};"
-    f" INSERT INTO kasloop_memory_fts (rowid, body) VALUES ({_ID.format(v='new')}, coalesce({_BODY.format(v='new')}, ''));"
-)
-_UNINDEX_OLD = (
-    f"DELETE FROM kasloop_memory_fts WHERE rowid = {_ID.format(v='old')};"
-    " DELETE FROM kasloop_memory_fts_keys WHERE prefix = old.prefix AND key = old.key;"
-)
-# INSERT OR REPLACE fires only the insert trigger (recursive_triggers is off), so it re-indexes too.
-_TRIGGERS = (
-    f"CREATE TRIGGER IF NOT EXISTS kasloop_memory_fts_ai AFTER INSERT ON store BEGIN {_INDEX_NEW} END",
-    f"CREATE TRIGGER IF NOT EXISTS kasloop_memory_fts_ad AFTER DELETE ON store BEGIN {_UNINDEX_OLD} END",
-    f"CREATE TRIGGER IF NOT EXISTS kasloop_memory_fts_au AFTER UPDATE ON store BEGIN {_UNINDEX_OLD} {_INDEX_NEW} END",
-)
-_BACKFILL = (
-    "INSERT OR IGNORE INTO kasloop_memory_fts_keys (prefix, key) SELECT prefix, key FROM store",
-    "DELETE FROM kasloop_memory_fts",
-    f"INSERT INTO kasloop_memory_fts (rowid, body) SELECT {_ID.format(v='s')}, coalesce({_BODY.format(v='s')}, '') FROM store AS s",
-)
-
-
-def fts_query(text: str) -> str | None:
-    """Turn free text into a safe FTS5 query: quoted terms joined by OR, or ``None`` if nothing is left.
-
-    User text like ``foo"bar OR (`` is never parsed as FTS syntax: only word
-    characters survive, each term is double-quoted, stopwords are dropped.
-    bm25 then ranks items matching more (and rarer) terms first.
-    """
-    terms: list[str] = []
-    for word in re.findall(r"\w+", text.lower()):
-        if word not in STOPWORDS and word not in terms:
-            terms.append(word)
-        if len(terms) >= MAX_QUERY_TERMS:
-            break
-    return " OR ".join(f'"{term}"' for term in terms) if terms else None
+    conn: aiosqlite.Connection
 
 
 class KasloopStore(AsyncSqliteStore):
@@ -102,12 +54,12 @@ class KasloopStore(AsyncSqliteStore):
     No embedding index and no TTLs.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: OnSqlite) -> None:
         super().__init__(db.conn)
         self.db = db
 
     @classmethod
-    async def open(cls, db: Database) -> KasloopStore:
+    async def open(cls, db: OnSqlite) -> KasloopStore:
         store = cls(db)
         await store.setup()
         return store
@@ -133,10 +85,10 @@ class KasloopStore(AsyncSqliteStore):
                 conn.execute(sql)  # each stock migration is one statement
                 conn.execute("INSERT INTO store_migrations (v) VALUES (?)", (v,))
             fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'kasloop_memory_fts'").fetchone() is None
-            for sql in (*_FTS_SCHEMA, *_TRIGGERS):
+            for sql in (*MEMORY_FTS_TABLES, *MEMORY_FTS_TRIGGERS):
                 conn.execute(sql)
             if fresh:  # items written before kasloop indexed this file
-                for sql in _BACKFILL:
+                for sql in MEMORY_FTS_BACKFILL:
                     conn.execute(sql)
             conn.commit()
         except BaseException:
@@ -226,13 +178,10 @@ class KasloopStore(AsyncSqliteStore):
             self._task.cancel()
 
 
-async def open_store(db: Any) -> Any:
-    """kasloop's ``BaseStore`` on an open database: ``KasloopStore`` on SQLite, ``KasloopPostgresStore`` on PostgreSQL.
+async def open_store(db: Database) -> BaseStore:
+    """kasloop's ``BaseStore`` on an open database (``Database.open_store``): ``KasloopStore`` on SQLite,
+    ``KasloopPostgresStore`` on PostgreSQL.
 
     Both rank ``asearch(query=...)`` by keywords; long-term memory and the collaboration blackboard live there.
     """
-    if db.path is None:  # a PgDatabase: no file
-        from kasloop.checkpoints.postgres import KasloopPostgresStore  # psycopg is imported only for Postgres
-
-        return await KasloopPostgresStore.open(db)
-    return await KasloopStore.open(db)
+    return await db.open_store()

@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any, TypedDict
 
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
 from kasloop.secrets import known_secrets
 
 __all__ = ["ThreadRecord", "ThreadStore"]

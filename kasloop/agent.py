@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import getpass
 import hashlib
-import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -25,17 +24,29 @@ from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from kasloop.approvals import Approve, Reject, Respond, TypedDecision, check_decision, parse_decision, record_decision
+from kasloop.approvals import (
+    Approve,
+    Checked,
+    Reject,
+    Respond,
+    TypedDecision,
+    approval_json,
+    check_decision,
+    parse_decision,
+    record_decision,
+    record_request,
+    reject_expired,
+)
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, Decision, EventLog, Inbox, Ledger, ThreadStore, open_database
-from kasloop.checkpoints.events import event_row
 from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.checkpoints.rules import RuleStore
-from kasloop.budget import LIMITS, budget_request, check_prices, granted_value, with_budgets
+from kasloop.budget import LIMITS, budget_request, check_prices, with_budgets
 from kasloop.channels import runner
 from kasloop.checkpoints.spend import SpendLog
-from kasloop.checkpoints.sqlite import display_db, is_postgres_url, sqlite_path
+from kasloop.checkpoints.database import display_db, is_postgres_url
+from kasloop.checkpoints.sqlite import sqlite_path
 from kasloop.config import AgentConfig, PolicyRule, Specialist
-from kasloop.errors import ApprovalError, ConfigError, ThreadBusy, ThreadNotFound, UsageError, check_text
+from kasloop.errors import ConfigError, ThreadBusy, ThreadNotFound, UsageError, check_text
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, team_tools, tool_names_for
 from kasloop.locks import try_lock
@@ -50,7 +61,7 @@ from kasloop.tools.sandbox import reap_orphans
 from kasloop.tools.shell import SANDBOX_RECORDS
 from kasloop.tools.registry import check_tool_settings, select_tools
 
-__all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]
+__all__ = ["Agent", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.approvals' own, kept importable here
 
 EXIT_CODES = {"done": 0, "waiting_approval": 10, "paused_budget": 11, "escalated": 12, "failed": 12}
 
@@ -66,23 +77,6 @@ has a ``node_started(node)`` method, that is called with each node's name just b
 live display shows the node running now). Names are the graph's nodes (perceive, decide, act,
 self_diagnose, human_approval, ...), never LangGraph's internal ``__interrupt__``/``__start__``/``__end__``."""
 T = TypeVar("T")
-
-
-def approval_json(record: ApprovalRecord | dict[str, Any]) -> dict[str, Any]:
-    """The stable JSON shape of a pending approval (DESIGN §12)."""
-    return {
-        "approval_id": record["approval_id"],
-        "thread": record["thread"],
-        "tool": record["tool"],
-        "args": record["args"],
-        "risk": record["risk"],
-        "reason": record["reason"],
-        "arg_hash": record["arg_hash"],
-        "created_at": record["created_at"],
-        "expires_at": record["expires_at"],
-        "kind": record.get("kind", "tool_call"),
-        "path": record.get("path", ""),
-    }
 
 
 @dataclass
@@ -310,18 +304,12 @@ class Agent:
         snapshot = await graph.aget_state(run_config)
         values = snapshot.values or {}
         approvals = ApprovalStore(db)
-        events = EventLog(db)
         step = values.get("usage", empty_usage())["steps"]
         batch_id: str | None = None
         for intr in snapshot.interrupts:
             batch_id = intr.id
             for request in intr.value.get("requests", []):
-                request = _at_top(request, thread_id)
-                if await approvals.add({**request, "batch_id": intr.id}):
-                    await events.append(
-                        thread_id, step, "approval_requested", approval_id=request["approval_id"], tool=request["tool"],
-                        arg_hash=request["arg_hash"], reason=request["reason"], path=request["path"],
-                    )
+                await record_request(db, {**_at_top(request, thread_id), "batch_id": intr.id}, step)
         breach = values.get("budget_breach") if values.get("status") == "paused_budget" and not snapshot.interrupts else None
         if breach:
             batch_id = await self._ask_for_budget(db, thread_id, breach, step)
@@ -352,24 +340,16 @@ class Agent:
         if record is None or record["policy"].get("autonomy", 3) >= 4:
             return None
         request = budget_request(thread_id, breach, self.config.approval_ttl)
-        if await ApprovalStore(db).add(request):
-            await EventLog(db).append(
-                thread_id, step, "approval_requested", approval_id=request["approval_id"], tool="budget", arg_hash=request["arg_hash"], reason=request["reason"],
-            )
+        await record_request(db, request, step)
         return str(request["batch_id"])
 
-    async def _decide_budget(self, db: Database, record: ApprovalRecord, decision: dict[str, Any], by: str, channel: str, resume: bool) -> RunResult:
-        """Approve (raise the limit in the thread's stored policy, then continue) or reject (stay paused)."""
-        thread_id = record["thread"]
-        kind = decision.get("decision")
-        breach = record["args"]
-        value = granted_value(breach, decision)  # also refuses a decision a budget request cannot take
-        event = event_row(thread_id, 0, "approval_decision", approval_id=record["approval_id"], decision=kind, by=by, channel=channel, arg_hash=record["arg_hash"], new_arg_hash=None)
-        if not await ApprovalStore(db).decide(record["approval_id"], {**decision, "arg_hash": record["arg_hash"]}, by=by, channel=channel, event=event):  # type: ignore[typeddict-item]
-            raise ApprovalError(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
-        if kind == "reject":
+    async def _decide_budget(self, db: Database, checked: Checked, resume: bool) -> RunResult:
+        """Record a checked budget decision: approve (raise the limit in the thread's stored policy, then continue) or reject (stay paused)."""
+        thread_id = checked.record["thread"]
+        await record_decision(db, checked)
+        if checked.granted is None:  # rejected
             return await self._settle(db, self._graph(db, await self._stored_config(db, thread_id)), thread_id, {"configurable": {"thread_id": thread_id}})
-        await self._set_budgets(db, thread_id, {breach["limit"]: value}, by=by)
+        await self._set_budgets(db, thread_id, {checked.record["args"]["limit"]: checked.granted}, by=checked.by)
         if not resume:
             return await self._settle(db, self._graph(db, await self._stored_config(db, thread_id)), thread_id, {"configurable": {"thread_id": thread_id}})
         return await self._continue_paused(db, thread_id)
@@ -456,8 +436,8 @@ class Agent:
             graph = self._graph(db, config)
             run_config = {"configurable": {"thread_id": thread_id}}
             snapshot = await graph.aget_state(run_config)
-            if snapshot.interrupts:
-                await self._expire(db, thread_id, config, snapshot)
+            if snapshot.interrupts:  # requests that expired unanswered are rejected first (unless the policy keeps them)
+                await reject_expired(db, config, thread_id, (snapshot.values or {}).get("usage", empty_usage())["steps"])
                 batch = await ApprovalStore(db).batch(snapshot.interrupts[0].id)
                 if not batch or any(r["status"] == "pending" for r in batch):
                     return await self._settle(db, graph, thread_id, run_config)
@@ -505,22 +485,6 @@ class Agent:
             await EventLog(db).append(thread_id, 0, "told", message_id=message_id, source=source)
             return message_id
 
-    async def _expire(self, db: Database, thread_id: str, config: AgentConfig, snapshot: Any) -> None:
-        """Reject this thread's requests that expired unanswered (unless its policy keeps them)."""
-        if config.approval_expiry != "reject":
-            return
-        store = ApprovalStore(db)
-        step = (snapshot.values or {}).get("usage", empty_usage())["steps"]
-        for record in await store.expired(thread_id, time.time()):
-            decision: Decision = {
-                "decision": "reject", "reason": "Nobody decided before the request expired; do not retry it, choose another way.",
-                "arg_hash": record["arg_hash"],
-            }
-            await store.decide(record["approval_id"], decision, by="kasloop", channel="expiry", event=event_row(
-                thread_id, step, "approval_decision", approval_id=record["approval_id"], decision="reject", by="kasloop",
-                channel="expiry", arg_hash=record["arg_hash"], new_arg_hash=None, reason=decision["reason"],
-            ))
-
     async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
         """Pending approval requests, oldest first, across threads (or of one thread)."""
         async with self._open() as db:
@@ -539,10 +503,12 @@ class Agent:
 
         ``decision`` is typed (``kasloop.approvals.Approve / Edit / Reject / Respond``) or the same as a
         mapping (``{"decision": "approve"}``). Every way a human decides ends here, in the one check of
-        :func:`kasloop.approvals.check_decision`.
+        :func:`kasloop.approvals.check_decision`. ``Approve/Edit(always=True)`` and ``Reject(never=True)``
+        also add a standing allow / deny rule for the tool (see :meth:`add_rule`) before the thread goes on.
 
         Raises:
-            ApprovalError: unknown, stale, expired or already-decided id, or invalid edited args.
+            ApprovalError: unknown id, or invalid edited args; its subclasses ``ApprovalExpired``,
+                ``ApprovalStale`` and ``ApprovalAlreadyDecided`` say why a request cannot be decided.
                 Nothing is written in that case (an expired one is logged as ``approval_refused``).
         """
         async with self._open() as db:
@@ -560,8 +526,10 @@ class Agent:
             )
             record = checked.record
             if record["kind"] == "budget":
-                return await self._decide_budget(db, record, checked.stored, checked.by, channel, resume)
+                return await self._decide_budget(db, checked, resume)
             await record_decision(db, checked)
+            if checked.rule is not None:  # read by the drive below: the thread's next calls already follow it
+                await self._add_rule(db, PolicyRule(tool=record["tool"], action=checked.rule), by=checked.by)
             batch = await ApprovalStore(db).batch(record["batch_id"])
             if not resume or any(r["status"] == "pending" for r in batch):
                 return await self._settle(db, self._graph(db, checked.config), record["thread"], {"configurable": {"thread_id": record["thread"]}})
@@ -575,34 +543,24 @@ class Agent:
 
         ``always=True`` also adds a standing ``allow`` rule for the tool (see :meth:`add_rule`), so it is not asked again.
         """
-        decision = parse_decision({"decision": "edit", "args": edit}) if edit is not None else Approve()
-        return await self._decide_and_remember(approval_id, decision, "allow" if always else None, by, channel, resume)
+        decision = parse_decision({"decision": "edit", "args": edit, "always": always}) if edit is not None else Approve(always=always)
+        return await self.decide(approval_id, decision, by=by, channel=channel, resume=resume)
 
     async def reject(
         self, approval_id: str, reason: str = "", *, by: str | None = None, channel: str = "python", resume: bool = True, never: bool = False,
     ) -> RunResult:
         """Refuse a pending call; the model is told ``reason`` and plans again. ``never=True`` adds a standing ``deny`` rule."""
-        return await self._decide_and_remember(approval_id, Reject(reason=reason), "deny" if never else None, by, channel, resume)
-
-    async def _decide_and_remember(
-        self, approval_id: str, decision: TypedDecision, action: str | None, by: str | None, channel: str, resume: bool,
-    ) -> RunResult:
-        if action is None:
-            return await self.decide(approval_id, decision, by=by, channel=channel, resume=resume)
-        async with self._open() as db:
-            record = await ApprovalStore(db).get(approval_id)
-        if record is None or record["kind"] != "tool_call":
-            raise ApprovalError(f"`--always` / `--never` need a pending tool call; `{approval_id}` is not one.")
-        result = await self.decide(approval_id, decision, by=by, channel=channel, resume=False)
-        await self.add_rule(PolicyRule(tool=record["tool"], action=action), by=by)  # type: ignore[arg-type]
-        return await self.resume(record["thread"]) if resume and not result.approvals else result
+        return await self.decide(approval_id, Reject(reason=reason, never=never), by=by, channel=channel, resume=resume)
 
     async def add_rule(self, rule: PolicyRule, *, by: str | None = None) -> int:
         """Add a standing rule for every thread of this database (from their next drive); returns its id."""
         async with self._open() as db:
-            rule_id = await RuleStore(db).add(rule, by=by or getpass.getuser())
-            await EventLog(db).append("", 0, "rule_added", rule_id=rule_id, tool=rule.tool, action=rule.action, args=rule.args, by=by or getpass.getuser())
-            return rule_id
+            return await self._add_rule(db, rule, by=by or getpass.getuser())
+
+    async def _add_rule(self, db: Database, rule: PolicyRule, *, by: str) -> int:
+        rule_id = await RuleStore(db).add(rule, by=by)
+        await EventLog(db).append("", 0, "rule_added", rule_id=rule_id, tool=rule.tool, action=rule.action, args=rule.args, by=by)
+        return rule_id
 
     async def rules(self) -> list[dict[str, Any]]:
         """The standing rules people added (configured rules live in kasloop.toml)."""

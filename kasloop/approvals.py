@@ -1,13 +1,27 @@
-"""The approval lifecycle in one place: ids, typed decisions, and the one check every decision passes.
+"""The approval lifecycle in one place: ids, requests and their JSON, typed decisions, the one check, expiry.
+
+A request is made by ``human_approval`` (a tool call or an escalation, passed
+to ``interrupt()``) or by ``Agent`` when a budget pauses a thread at levels 2
+and 3; its id comes from :func:`approval_id`, :func:`record_request` stores
+it, and :func:`approval_json` is the one shape every listing shows (``Agent.approvals()``, ``RunResult``,
+``kasloop approvals --json``, ``kasloop status``, the channels, the report).
 
 Every way a human decides (``kasloop approve`` / ``reject``, ``Agent.approve`` /
 ``reject`` / ``respond`` / ``decide``, a Telegram button, an email reply, a
 signed webhook callback) ends in :func:`check_decision`, which refuses an
-unknown, already-decided, stale or expired request and edited arguments the
-tool would not take, and binds the decision to the request's argument hash
-(an edit gets the hash of its new arguments, recorded next to the old one).
-:func:`record_decision` then writes it with its audit event in one
-transaction. There is no other path from a channel to the approvals table.
+unknown, already-decided, stale or expired request, and then binds the
+decision to the request with :func:`bind_decision`: a decision made for other
+arguments is stale, edited arguments must pass the tool's schema (an edit gets
+the hash of its new arguments, recorded next to the old one), and a budget
+request takes only a new limit above what is used. ``human_approval`` binds
+every resume value with the same :func:`bind_decision`, so a resume that never
+went through kasloop's table (``Command(resume=...)`` from LangGraph Studio)
+is held to the same rules. :func:`record_decision` writes a checked decision
+with its audit event in one transaction; :func:`reject_expired` is the only
+decision kasloop takes itself. There is no other path from a channel to the
+approvals table. Refusals are typed (``ApprovalExpired``, ``ApprovalStale``,
+``ApprovalAlreadyDecided``, all ``ApprovalError``): callers branch on the
+class, never on the message.
 
 Who may decide is the channels' business (``kasloop.channels``); what they
 must never share with a tool is settled here too: an approval channel's
@@ -23,33 +37,40 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from kasloop.errors import ApprovalError
+from kasloop.errors import ApprovalAlreadyDecided, ApprovalError, ApprovalExpired, ApprovalStale
 
 if TYPE_CHECKING:
     from kasloop.checkpoints.approvals import ApprovalRecord
-    from kasloop.checkpoints.sqlite import Database
+    from kasloop.checkpoints.database import Database
     from kasloop.config import AgentConfig
     from kasloop.tools.base import Tool
 
 __all__ = [
     "APPROVAL_ENV_PREFIX",
-    "refuse_approval_env",
     "DECISIONS",
+    "EXPIRED_REASON",
+    "ApprovalRequest",
     "Approve",
+    "Bound",
     "Checked",
     "Edit",
     "Reject",
     "Respond",
     "TypedDecision",
     "approval_id",
+    "approval_json",
     "approval_secret_problem",
+    "bind_decision",
     "check_decision",
     "parse_decision",
     "record_decision",
+    "refuse_approval_env",
+    "record_request",
+    "reject_expired",
     "require_approval_secret",
     "tool_secret_problem",
 ]
@@ -57,6 +78,8 @@ __all__ = [
 DECISIONS = ("approve", "edit", "reject", "respond")
 APPROVAL_ENV_PREFIX = "KASLOOP_APPROVAL_"
 """Environment variables of this prefix hold approval channels' secrets; no tool may read one."""
+EXPIRED_REASON = "Nobody decided before the request expired; do not retry it, choose another way."
+"""What the model is told when kasloop rejects a request nobody decided in time (``approval_expiry = "reject"``)."""
 
 
 def approval_id(*parts: object) -> str:
@@ -67,6 +90,63 @@ def approval_id(*parts: object) -> str:
     """
     seed = ":".join(str(part) for part in parts)
     return "ap-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------- requests and their JSON shape
+
+
+class ApprovalRequest(TypedDict):
+    """One request as ``human_approval`` hands it to ``interrupt()``; the runner stores it as it is."""
+
+    approval_id: str
+    thread: str
+    kind: Literal["tool_call", "escalation", "budget"]
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    risk: str
+    reason: str
+    arg_hash: str
+    created_at: float
+    expires_at: float
+
+
+def approval_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The stable JSON shape of a pending approval (a stored record or a request; DESIGN §12).
+
+    What ``Agent.approvals()``, ``RunResult.approvals``, ``kasloop approvals --json``, ``kasloop status``,
+    the channels' announcements and the report show. Idempotent: the shape of a shape is itself.
+    """
+    return {
+        "approval_id": record["approval_id"],
+        "thread": record["thread"],
+        "tool": record["tool"],
+        "args": record["args"],
+        "risk": record["risk"],
+        "reason": record["reason"],
+        "arg_hash": record["arg_hash"],
+        "created_at": record["created_at"],
+        "expires_at": record["expires_at"],
+        "kind": record.get("kind", "tool_call"),
+        "path": record.get("path", ""),
+    }
+
+
+async def record_request(db: Database, request: Mapping[str, Any], step: int) -> bool:
+    """Store a request (with ``batch_id``, the pause it belongs to) and log ``approval_requested``.
+
+    False if it was stored already: a re-run asks with the same id, and the first payload is kept.
+    """
+    from kasloop.checkpoints.approvals import ApprovalStore
+    from kasloop.checkpoints.events import EventLog
+
+    if not await ApprovalStore(db).add(dict(request)):
+        return False
+    await EventLog(db).append(
+        request["thread"], step, "approval_requested", approval_id=request["approval_id"], tool=request["tool"],
+        arg_hash=request["arg_hash"], reason=request["reason"], path=request.get("path", ""),
+    )
+    return True
 
 
 # --------------------------------------------------------------------------- typed decisions
@@ -80,7 +160,7 @@ class _Decision(BaseModel):
 
 
 class Approve(_Decision):
-    """Run the call as requested (``always``: also allow the tool from now on)."""
+    """Run the call as requested (``always``: also allow the tool from now on, a standing rule)."""
 
     decision: Literal["approve"] = "approve"
     reason: str = ""
@@ -88,7 +168,10 @@ class Approve(_Decision):
 
 
 class Edit(_Decision):
-    """Run the call with these arguments instead (checked against the tool's schema; a new hash is recorded)."""
+    """Run the call with these arguments instead (checked against the tool's schema; a new hash is recorded).
+
+    On a budget request, ``args`` is ``{"value": N}``: the new limit. ``always``: also allow the tool from now on.
+    """
 
     decision: Literal["edit"] = "edit"
     args: dict[str, Any]
@@ -96,10 +179,11 @@ class Edit(_Decision):
 
 
 class Reject(_Decision):
-    """Do not run it; the model is told ``reason`` and plans again."""
+    """Do not run it; the model is told ``reason`` and plans again (``never``: also deny the tool from now on)."""
 
     decision: Literal["reject"] = "reject"
     reason: str = ""
+    never: bool = False
 
 
 class Respond(_Decision):
@@ -133,6 +217,67 @@ def parse_decision(value: Any) -> Approve | Edit | Reject | Respond:
 # --------------------------------------------------------------------------- the one check
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A decision bound to the request it answers (:func:`bind_decision`)."""
+
+    decision: Approve | Edit | Reject | Respond
+    stored: dict[str, Any]
+    """What is recorded and handed to the graph: the decision's fields and ``arg_hash`` (the request's, or
+    the edited arguments' for an edit). ``always`` / ``never`` are not in it: they become ``rule``."""
+    granted: float | None = None
+    """The new limit an approved budget request grants."""
+    rule: Literal["allow", "deny"] | None = None
+    """The standing rule the decision asks for (``always``: allow, ``never``: deny), added by ``Agent.decide``."""
+
+
+def bind_decision(request: Mapping[str, Any], decision: Any, tool: Tool | None) -> Bound:
+    """The one validation of a decision against the request it answers (``request``: a stored record or an
+    :class:`ApprovalRequest`; ``tool``: the tool that would run an edit, or None).
+
+    :func:`check_decision` calls it before anything is recorded, and ``human_approval`` on every resume
+    value (kasloop's own, already checked, and one that never went through the approvals table, such as
+    ``Command(resume=...)`` from LangGraph Studio), so both refuse the same things.
+
+    Raises:
+        ApprovalStale: an ``arg_hash`` that is neither the request's nor, for an edit, its new arguments'.
+        ApprovalError: not a decision; ``always`` / ``never`` on anything but a tool call; on a budget
+            request, a decision it cannot take or a limit not above what is used; an edit of no tool call,
+            or edited arguments the tool's schema refuses.
+    """
+    from kasloop.policy import arg_hash
+
+    typed = parse_decision(decision)
+    approval, kind = request["approval_id"], request.get("kind", "tool_call")
+    edited = isinstance(typed, Edit) and kind != "budget"  # a budget edit is a number, not a tool's arguments
+    new_hash = arg_hash(request["tool"], typed.args) if edited else None  # type: ignore[union-attr]
+    if typed.arg_hash is not None and typed.arg_hash not in (request["arg_hash"], new_hash):
+        raise ApprovalStale(f"The decision for `{approval}` was made for other arguments (arg_hash mismatch); it is stale.")
+    rule: Literal["allow", "deny"] | None = "allow" if getattr(typed, "always", False) else "deny" if getattr(typed, "never", False) else None
+    if rule is not None and kind != "tool_call":
+        raise ApprovalError(f"`--always` / `--never` need a pending tool call; `{approval}` is not one.")
+    stored: dict[str, Any] = typed.model_dump(exclude_defaults=True, exclude={"arg_hash", "always", "never"})
+    stored["decision"] = typed.decision
+    stored["arg_hash"] = request["arg_hash"]
+    if kind == "budget":
+        from kasloop.budget import granted_value  # kasloop.budget imports this module for approval_id
+
+        granted = granted_value(request["args"], stored)  # refuses a decision a budget request cannot take
+        return Bound(typed, stored, granted=None if typed.decision == "reject" else granted)
+    if edited:
+        if tool is None:
+            raise ApprovalError(f"Approval `{approval}` is not a tool call; edit is only for tool calls.")
+        try:
+            tool.args_model.model_validate(typed.args)  # type: ignore[union-attr]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "arguments"
+            raise ApprovalError(f"Edited arguments for `{tool.name}` are invalid: {where}: {first['msg']}.") from None
+        stored["args"] = dict(typed.args)  # type: ignore[union-attr]
+        stored["arg_hash"] = new_hash
+    return Bound(typed, stored, rule=rule)
+
+
 def _redacted(typed: Approve | Edit | Reject | Respond, config: AgentConfig) -> Approve | Edit | Reject | Respond:
     """The decision with secrets redacted from what a person typed (a reason, a response, edited arguments):
     it reaches the model, the approvals table and the checkpoints like any other input."""
@@ -143,7 +288,6 @@ def _redacted(typed: Approve | Edit | Reject | Respond, config: AgentConfig) -> 
         return typed
     fields = {name: redactor.deep(getattr(typed, name)) for name in ("reason", "text", "args") if hasattr(typed, name)}
     return typed.model_copy(update=fields)
-
 
 
 @dataclass(frozen=True)
@@ -159,6 +303,10 @@ class Checked:
     step: int
     by: str
     channel: str
+    granted: float | None = None
+    """The new limit an approved budget request grants (``kasloop.budget.granted_value``)."""
+    rule: Literal["allow", "deny"] | None = None
+    """The standing rule the decision asks for (``always`` / ``never``)."""
 
 
 ThreadConfig = Callable[[dict[str, Any]], "AgentConfig"]
@@ -181,74 +329,93 @@ async def check_decision(
 ) -> Checked:
     """Check one decision on ``approval_id`` against the request as stored; nothing is written on success.
 
+    The request must be pending, its thread must exist and (tool calls, escalations) still wait in that
+    pause, and it must not have expired; then :func:`bind_decision` checks the decision itself.
+
     Raises:
-        ApprovalError: unknown id, not pending any more (decided, stale), the thread is gone, an
-            ``arg_hash`` that is not the request's, expired (logged as ``approval_refused``), the thread
-            no longer waits for it, a decision the request cannot take, or edited arguments the tool refuses.
+        ApprovalAlreadyDecided: someone decided it already.
+        ApprovalExpired: nobody decided in time and the thread's policy rejects it (logged as ``approval_refused``).
+        ApprovalStale: marked stale, the thread is gone or no longer waits for it, or a decision made for other arguments.
+        ApprovalError: unknown id, or a decision :func:`bind_decision` refuses.
     """
     from kasloop.checkpoints.approvals import ApprovalStore
     from kasloop.checkpoints.events import EventLog
     from kasloop.checkpoints.threads import ThreadStore
-    from kasloop.policy import arg_hash
 
     record = await ApprovalStore(db).get(approval_id)
     if record is None:
         raise ApprovalError(f"No approval `{approval_id}`; list pending ones with `kasloop approvals`.")
     if record["status"] != "pending":
-        raise ApprovalError(f"Approval `{approval_id}` is {record['status']}, not pending; nothing to decide. List pending ones with `kasloop approvals`.")
+        error = ApprovalStale if record["status"] == "stale" else ApprovalAlreadyDecided
+        raise error(f"Approval `{approval_id}` is {record['status']}, not pending; nothing to decide. List pending ones with `kasloop approvals`.")
     thread = await ThreadStore(db).get(record["thread"])
     if thread is None:
-        raise ApprovalError(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
+        raise ApprovalStale(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
     config = thread_config(thread["policy"])
     typed = _redacted(parse_decision(decision), config)
-    if typed.arg_hash is not None and typed.arg_hash != record["arg_hash"]:
-        raise ApprovalError(f"The decision for `{approval_id}` was made for other arguments (arg_hash mismatch); it is stale.")
-    stored: dict[str, Any] = typed.model_dump(exclude_defaults=True, exclude={"arg_hash"})
-    stored["decision"] = typed.decision
-    if record["kind"] == "budget":  # the limit it raises is checked by kasloop.budget.granted_value; it does not expire
-        return Checked(record=record, config=config, decision=typed, stored={**stored, "arg_hash": record["arg_hash"]}, step=0, by=by, channel=channel)
-    if record["expires_at"] < (time.time() if now is None else now) and config.approval_expiry == "reject":
-        await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
-        raise ApprovalError(
-            f"Approval `{approval_id}` expired at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['expires_at']))}; "
-            f"`kasloop resume {record['thread']}` rejects it as the thread's policy says (approval_expiry)."
-        )
-    live, step = await pause(config, record["thread"])
-    if record["batch_id"] not in live:
-        raise ApprovalError(f"Approval `{approval_id}` is stale: thread `{record['thread']}` is no longer waiting for it.")
-    if isinstance(typed, Edit):
-        tool = tool_for(config, record["tool"])
-        if tool is None:
-            raise ApprovalError(f"Approval `{approval_id}` is not a tool call; edit is only for tool calls.")
-        try:
-            tool.args_model.model_validate(typed.args)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            raise ApprovalError(f"Edited arguments for `{tool.name}` are invalid: {where}: {first['msg']}.") from None
-        stored["args"] = dict(typed.args)
-        stored["arg_hash"] = arg_hash(record["tool"], stored["args"])
-    else:
-        stored["arg_hash"] = record["arg_hash"]
-    stored.pop("always", None)
-    stored["by"], stored["channel"] = by, channel
-    return Checked(record=record, config=config, decision=typed, stored=stored, step=step, by=by, channel=channel)
+    step = 0
+    if record["kind"] != "budget":  # a budget request does not expire, and no graph pause waits for it
+        if record["expires_at"] < (time.time() if now is None else now) and config.approval_expiry == "reject":
+            await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
+            raise ApprovalExpired(
+                f"Approval `{approval_id}` expired at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['expires_at']))}; "
+                f"`kasloop resume {record['thread']}` rejects it as the thread's policy says (approval_expiry)."
+            )
+        live, step = await pause(config, record["thread"])
+        if record["batch_id"] not in live:
+            raise ApprovalStale(f"Approval `{approval_id}` is stale: thread `{record['thread']}` is no longer waiting for it.")
+    tool = tool_for(config, record["tool"]) if isinstance(typed, Edit) and record["kind"] != "budget" else None
+    bound = bind_decision(record, typed, tool)
+    stored = {**bound.stored, "by": by, "channel": channel}
+    return Checked(
+        record=record, config=config, decision=bound.decision, stored=stored, step=step, by=by, channel=channel,
+        granted=bound.granted, rule=bound.rule,
+    )
 
 
 async def record_decision(db: Database, checked: Checked) -> None:
-    """Write a checked decision and its ``approval_decision`` event together (``ApprovalError`` if someone else decided first)."""
+    """Write a checked decision and its ``approval_decision`` event together.
+
+    Raises:
+        ApprovalAlreadyDecided: someone else decided it meanwhile; nothing changed.
+    """
     from kasloop.checkpoints.approvals import ApprovalStore
     from kasloop.checkpoints.events import event_row
 
     record, stored = checked.record, checked.stored
     kind = checked.decision.decision
+    edited = kind == "edit" and record["kind"] != "budget"  # a budget edit changes a number, not arguments
     said = {key: str(stored[key])[:500] for key in ("reason", "text") if stored.get(key)}  # what the person told the model
     event = event_row(
         record["thread"], checked.step, "approval_decision", approval_id=record["approval_id"], decision=kind, by=checked.by,
-        channel=checked.channel, arg_hash=record["arg_hash"], new_arg_hash=stored["arg_hash"] if kind == "edit" else None, **said,
+        channel=checked.channel, arg_hash=record["arg_hash"], new_arg_hash=stored["arg_hash"] if edited else None, **said,
     )
     if not await ApprovalStore(db).decide(record["approval_id"], stored, by=checked.by, channel=checked.channel, event=event):  # type: ignore[arg-type]
-        raise ApprovalError(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
+        raise ApprovalAlreadyDecided(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
+
+
+async def reject_expired(db: Database, config: AgentConfig, thread_id: str, step: int, *, now: float | None = None) -> list[str]:
+    """Reject the thread's requests that expired unanswered, when its policy says so (``approval_expiry``).
+
+    The one decision kasloop takes itself: recorded like a person's (by ``kasloop``, channel ``expiry``),
+    the model is told :data:`EXPIRED_REASON`. A request someone decided meanwhile keeps that decision.
+    Returns the ids rejected.
+    """
+    from kasloop.checkpoints.approvals import ApprovalStore
+
+    if config.approval_expiry != "reject":
+        return []
+    rejected: list[str] = []
+    decision = Reject(reason=EXPIRED_REASON)
+    for record in await ApprovalStore(db).expired(thread_id, time.time() if now is None else now):
+        stored = {"decision": "reject", "reason": EXPIRED_REASON, "arg_hash": record["arg_hash"], "by": "kasloop", "channel": "expiry"}
+        checked = Checked(record=record, config=config, decision=decision, stored=stored, step=step, by="kasloop", channel="expiry")
+        try:
+            await record_decision(db, checked)
+        except ApprovalAlreadyDecided:
+            continue
+        rejected.append(record["approval_id"])
+    return rejected
 
 
 # --------------------------------------------------------------------------- secrets of the approval channels

@@ -5,7 +5,10 @@ KasloopError                      root: every error kasloop raises on purpose
 ├── ConfigError                   bad config, flag or model spec (CLI exit 2)
 │   └── AutonomyLevelError        autonomy outside 2..4
 ├── UsageError                    a valid config used wrongly (CLI exit 2)
-│   ├── ApprovalError             unknown, stale or already decided approval
+│   ├── ApprovalError             an approval decision that cannot be applied (unknown id, malformed)
+│   │   ├── ApprovalAlreadyDecided    someone decided it first
+│   │   ├── ApprovalExpired           nobody decided before it expired
+│   │   └── ApprovalStale             the thread moved on, or the decision was made for other arguments
 │   ├── ThreadNotFound            no such thread in this home
 │   └── ThreadBusy                another process is driving this thread
 ├── ModelError                    the model failed (HTTP error, bad reply)
@@ -30,7 +33,10 @@ command line) into a ``UsageError`` that shows them escaped.
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalAlreadyDecided",
     "ApprovalError",
+    "ApprovalExpired",
+    "ApprovalStale",
     "AutonomyLevelError",
     "BudgetExceeded",
     "CheckpointError",
@@ -78,7 +84,23 @@ class UsageError(KasloopError):
 
 
 class ApprovalError(UsageError):
-    """An approval decision that cannot be applied: unknown, stale or malformed."""
+    """An approval decision that cannot be applied: unknown, stale or malformed.
+
+    Callers that must act differently on one reason catch its subclass, never match the message text.
+    """
+
+
+class ApprovalAlreadyDecided(ApprovalError):
+    """The request was decided already (possibly by another channel a moment ago); nothing changed."""
+
+
+class ApprovalExpired(ApprovalError):
+    """Nobody decided before the request expired (``approval_ttl``); the refusal is logged as ``approval_refused``."""
+
+
+class ApprovalStale(ApprovalError):
+    """The request can no longer be decided as asked: its thread moved on (or is gone), or the
+    decision is bound to an ``arg_hash`` that is not the request's."""
 
 
 class ThreadNotFound(UsageError):

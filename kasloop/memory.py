@@ -56,7 +56,7 @@ from kasloop.errors import KasloopError, UsageError
 from kasloop.secrets import known_secrets
 
 if TYPE_CHECKING:
-    from kasloop.checkpoints.sqlite import Database
+    from kasloop.checkpoints.database import Database
     from kasloop.tools.base import ToolResources
 
 __all__ = [
@@ -421,14 +421,14 @@ async def shared_memory(resources: ToolResources, namespace: str = DEFAULT_NAMES
     """
 
     async def open_db() -> Any:
-        from kasloop.checkpoints.sqlite import Database
+        from kasloop.checkpoints.sqlite import SqliteDatabase
 
         pending = aiosqlite.connect(":memory:")
         # Nobody may close a graph served without a database: a daemon worker never keeps the process alive.
         pending._thread.daemon = True  # noqa: SLF001 - aiosqlite has no public switch for this
         conn = await pending
         conn.row_factory = sqlite3.Row
-        return Database(conn, Path(":memory:"))
+        return SqliteDatabase(conn, Path(":memory:"))
 
     async def close_db(db: Any) -> None:
         await db.conn.close()

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from kasloop.agent import Agent
 from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
-from kasloop.checkpoints.sqlite import Database, display_db, is_postgres_url, lock_base
+from kasloop.checkpoints.database import Database, display_db, is_postgres_url, lock_base
 from kasloop.errors import KasloopError, ThreadBusy, UsageError
 from kasloop.locks import try_lock
 from kasloop.tools.base import ToolFailure

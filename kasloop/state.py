@@ -68,7 +68,7 @@ class PendingCall(TypedDict, total=False):
     arg_hash: str
     approval_id: str
     decision: Literal["approve", "edit", "reject", "respond"]
-    decision_note: str
+    """Set by human_approval on a call a human approved or edited (it is not asked again)."""
     attempt: int
     """Retries so far of this call (part of its idempotency key)."""
     turn: int

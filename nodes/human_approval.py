@@ -8,43 +8,33 @@ the state alone, and kasloop's runner (not this node) writes them to the
 approvals table.
 
 Resume with ``Command(resume={approval_id: decision, ...})`` (or a single
-decision applied to every request). A decision whose ``arg_hash`` does not
-match the request's is refused: it was made for different arguments.
+decision applied to every request). Each decision is bound to its request by
+:func:`kasloop.approvals.bind_decision`, the same check ``Agent.decide`` made
+before recording it: a decision whose ``arg_hash`` is not the request's is
+refused (it was made for different arguments), and edited arguments must
+pass the tool's schema. So a resume that never went through kasloop's
+approvals table (LangGraph Studio) is held to the same rules, and the node
+applies the hash the check bound instead of computing its own.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, TypedDict
+from collections.abc import Mapping
+from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from kasloop.approvals import approval_id
+from kasloop.approvals import DECISIONS, ApprovalRequest, approval_id, bind_decision
 from kasloop.errors import ApprovalError
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import failed_call_message, tool_error, tool_ok
-from kasloop.policy import arg_hash
 from kasloop.state import AgentState, PendingCall, RunContext
+from kasloop.tools.base import Tool
 
 __all__ = ["ApprovalRequest", "build_requests", "make_human_approval", "route_after_approval"]
-
-DECISIONS = ("approve", "edit", "reject", "respond")
-
-
-class ApprovalRequest(TypedDict):
-    approval_id: str
-    thread: str
-    kind: Literal["tool_call", "escalation", "budget"]
-    call_id: str
-    tool: str
-    args: dict[str, Any]
-    risk: str
-    reason: str
-    arg_hash: str
-    created_at: float
-    expires_at: float
 
 
 def _escalation_id(ctx: RunContext, state: AgentState) -> str:
@@ -79,7 +69,8 @@ def build_requests(deps: NodeDeps, ctx: RunContext, state: AgentState) -> list[A
     ]
 
 
-def _normalise(resume: Any, requests: list[ApprovalRequest]) -> dict[str, dict[str, Any]]:
+def _normalise(resume: Any, requests: list[ApprovalRequest], tools: Mapping[str, Tool]) -> dict[str, dict[str, Any]]:
+    """Each request's decision from the resume value, bound by the one check (``ApprovalError`` if one is missing or refused)."""
     if isinstance(resume, dict) and "decision" in resume:
         resume = {r["approval_id"]: resume for r in requests}
     if not isinstance(resume, dict):
@@ -87,13 +78,12 @@ def _normalise(resume: Any, requests: list[ApprovalRequest]) -> dict[str, dict[s
     decisions: dict[str, dict[str, Any]] = {}
     for request in requests:
         decision = resume.get(request["approval_id"])
-        if not isinstance(decision, dict) or decision.get("decision") not in DECISIONS:
+        if not isinstance(decision, Mapping):
             raise ApprovalError(
                 f"No valid decision for approval `{request['approval_id']}`; give one of {', '.join(DECISIONS)}."
             )
-        if decision["decision"] != "edit" and decision.get("arg_hash") not in (None, request["arg_hash"]):
-            raise ApprovalError(f"Decision for `{request['approval_id']}` was made for other arguments (arg_hash mismatch); it is stale.")
-        decisions[request["approval_id"]] = decision
+        bound = bind_decision(request, decision, tools.get(request["tool"]))
+        decisions[request["approval_id"]] = {**bound.stored, "by": decision.get("by"), "channel": decision.get("channel")}
     return decisions
 
 
@@ -106,9 +96,9 @@ def _apply_to_calls(state: AgentState, decisions: dict[str, dict[str, Any]]) -> 
             kept.append(call)
             continue
         kind = decision["decision"]
-        if kind in ("approve", "edit"):
-            args = decision.get("args", call["args"]) if kind == "edit" else call["args"]
-            kept.append({**call, "args": args, "arg_hash": arg_hash(call["tool"], args), "decision": kind, "gate": "allow"})
+        if kind in ("approve", "edit"):  # the bound decision carries the arguments that run and their hash
+            args = decision["args"] if kind == "edit" else call["args"]
+            kept.append({**call, "args": args, "arg_hash": decision["arg_hash"], "decision": kind, "gate": "allow"})
         elif kind == "reject":
             reason = decision.get("reason") or "no reason given"
             messages.append(tool_error(call["id"], call["tool"], "rejected", f"Rejected by a human: {reason}. Do not retry this call as it was; choose another way."))
@@ -123,9 +113,8 @@ def _apply_to_escalation(state: AgentState, decision: dict[str, Any]) -> dict[st
     base: dict[str, Any] = {"attempts": 0, "diagnosis": None, "last_error": None}
     if kind in ("approve", "edit"):
         retry = [{**c, "attempt": c.get("attempt", 0) + 1} for c in failed]
-        if kind == "edit" and retry:
-            retry[0] = {**retry[0], "args": decision.get("args", retry[0]["args"])}
-            retry[0]["arg_hash"] = arg_hash(retry[0]["tool"], retry[0]["args"])
+        if kind == "edit" and retry:  # the request named the first failed call: the edit is its new arguments
+            retry[0] = {**retry[0], "args": decision["args"], "arg_hash": decision["arg_hash"]}
         return {**base, "status": "running", "pending": retry}
     if kind == "respond":
         text = decision.get("text", "")
@@ -147,7 +136,7 @@ def make_human_approval(deps: NodeDeps) -> Any:
         ctx = deps.context(runtime)
         requests = build_requests(deps, ctx, state)
         resume = interrupt({"kind": requests[0]["kind"], "thread": ctx.thread_id, "requests": requests})
-        decisions = _normalise(resume, requests)
+        decisions = _normalise(resume, requests, deps.tools)
         await deps.events.append(
             ctx.thread_id, step_of(state), "human_approval",
             decisions={k: {"decision": v["decision"], "by": v.get("by"), "channel": v.get("channel")} for k, v in decisions.items()},

@@ -192,7 +192,7 @@ def assert_conformant(report: Any) -> None:
 
 def fingerprint(db: str | Path) -> list[str]:
     """``db_fingerprint`` on either backend."""
-    from kasloop.checkpoints.sqlite import is_postgres_url
+    from kasloop.checkpoints.database import is_postgres_url
     from pgserver import pg_fingerprint
 
     return pg_fingerprint(str(db)) if is_postgres_url(db) else db_fingerprint(Path(db))
@@ -200,7 +200,7 @@ def fingerprint(db: str | Path) -> list[str]:
 
 def query(db: str | Path, sql: str) -> list[tuple[object, ...]]:
     """Rows of one read-only query, on either backend (a connection of its own, like another process)."""
-    from kasloop.checkpoints.sqlite import is_postgres_url
+    from kasloop.checkpoints.database import is_postgres_url
 
     if is_postgres_url(db):
         import psycopg

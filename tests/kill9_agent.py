@@ -95,7 +95,7 @@ def die_before_checkpoint(n: int) -> None:
     a no-op unit of work on the database's single worker thread: it runs after
     every write queued before it (first in, first out), so no sleep is needed.
     """
-    from kasloop.checkpoints.sqlite import Database
+    from kasloop.checkpoints.sqlite import SqliteDatabase as Database
 
     init = Database.__init__
     seen = {"checkpoints": 0}

@@ -233,6 +233,7 @@ async def test_signed_webhook_callbacks_decide_and_forged_or_replayed_ones_are_r
         waiting = await agent.run("write the report", thread_id="t")
         approval_id = waiting.approvals[0]["approval_id"]
         assert [r["approval_id"] for r in seen] == [approval_id] and seen[0]["type"] == "approval_request"
+        assert seen[0] == {"type": "approval_request", **waiting.approvals[0]}, "the one JSON shape, arg_hash included"
 
         async with receiver(agent) as callback, httpx.AsyncClient() as client:
             forged_body, forged = signed({"approval_id": approval_id, "decision": "approve"}, "cb-1", secret="wrong")

@@ -12,7 +12,7 @@ from langgraph.types import Command
 
 from kasloop import AgentConfig, Specialist
 from kasloop.checkpoints.memory import MemoryEventLog
-from kasloop.checkpoints.sqlite import open_database
+from kasloop.checkpoints import open_database
 from kasloop.errors import ConfigError
 from kasloop.graphs.collaboration import blackboard_store, build_collaboration_graph, read_blackboard
 from kasloop.tools.base import ToolResources

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kasloop import Agent, AgentConfig
-from kasloop.checkpoints.sqlite import is_postgres_url
+from kasloop.checkpoints.database import is_postgres_url
 from conftest import call, query
 
 THREADS = 200

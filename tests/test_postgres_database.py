@@ -13,7 +13,7 @@ import pytest
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
 from kasloop.checkpoints import ApprovalStore, EventLog, Inbox, Ledger, ThreadStore, open_database
-from kasloop.checkpoints.postgres import KasloopPostgresSaver, PgDatabase, pg_schema
+from kasloop.checkpoints.postgres import KasloopPostgresSaver, PostgresDatabase
 from kasloop.checkpoints.processes import ProcessConflict, ProcessRecord, ProcessStore
 from kasloop.checkpoints.pruning import prune_events
 from kasloop.checkpoints.rules import RuleStore
@@ -27,20 +27,9 @@ def _kinds(url: str) -> list[str]:
         return [r[0] for r in raw.execute("SELECT kind FROM kasloop_events ORDER BY id")]
 
 
-def test_the_sqlite_schema_reads_as_postgres_ddl() -> None:
-    ddl = pg_schema(
-        "PRAGMA journal_mode=WAL;\nCREATE TABLE IF NOT EXISTS a (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n    ts REAL NOT NULL\n);\n"
-        "CREATE TABLE IF NOT EXISTS b (\n    k TEXT PRIMARY KEY,\n    n INTEGER\n);\n"
-        "CREATE TRIGGER IF NOT EXISTS t BEFORE UPDATE ON a\nBEGIN SELECT RAISE(ABORT, 'no'); END;\n"
-    )
-    assert "PRAGMA" not in ddl and "TRIGGER" not in ddl
-    assert "id BIGSERIAL PRIMARY KEY" in ddl and "ts DOUBLE PRECISION" in ddl and "n BIGINT" in ddl
-    assert ddl.count("rowid BIGSERIAL") == 1  # b only: a's id is its insertion order already
-
-
 async def test_every_kasloop_table_works_on_postgres(pg_url: str) -> None:
     async with open_database(pg_url) as db:
-        assert isinstance(db, PgDatabase) and isinstance(db.saver, KasloopPostgresSaver)
+        assert isinstance(db, PostgresDatabase) and isinstance(db.saver, KasloopPostgresSaver)
         threads = ThreadStore(db)
         await threads.create("t", "the goal", {"autonomy": 2})
         await threads.set_status("t", "done")

@@ -11,7 +11,7 @@ import pytest
 from kasloop import Agent, AgentConfig, Budgets
 from kasloop.checkpoints import open_database
 from kasloop.checkpoints.pruning import prune_thread
-from kasloop.checkpoints.sqlite import is_postgres_url
+from kasloop.checkpoints.database import is_postgres_url
 from conftest import call, query
 
 KEEP = 4

@@ -196,19 +196,11 @@ def redact(text: str, token: str) -> str:
 # --------------------------------------------------------------------------- state: sent messages and offsets
 
 
-_TABLE = """CREATE TABLE IF NOT EXISTS kasloop_telegram (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (kind, key)
-)"""
-
-
 class TelegramState:
     """Small key/value records of the family: ``sent`` messages, ``offset`` per bot, ``updates`` outputs.
 
-    Stored in the kasloop database when one is given (survives restarts), else in memory.
+    Stored in the kasloop database when one is given (survives restarts; table ``kasloop_telegram``, declared in
+    ``kasloop.checkpoints.schema``), else in memory.
     """
 
     def __init__(self, database: Any = None) -> None:
@@ -220,7 +212,6 @@ class TelegramState:
             return self._memory.get((kind, key))
 
         def read(conn: sqlite3.Connection) -> str | None:
-            conn.execute(_TABLE)
             row = conn.execute("SELECT value FROM kasloop_telegram WHERE kind = ? AND key = ?", (kind, key)).fetchone()
             return None if row is None else str(row[0])
 
@@ -234,7 +225,6 @@ class TelegramState:
         raw = json.dumps(value)
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_TABLE)
             conn.execute(
                 "INSERT INTO kasloop_telegram (kind, key, value, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

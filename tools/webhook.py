@@ -306,18 +306,16 @@ class DeliveryLog:
 class DatabaseDeliveryLog(DeliveryLog):
     """The same, in the kasloop database (table ``kasloop_webhook_seen``), so a restart does not forget."""
 
-    _TABLE = "CREATE TABLE IF NOT EXISTS kasloop_webhook_seen (key TEXT PRIMARY KEY, seen_at REAL NOT NULL)"
-
     def __init__(self, database: Any, ttl: float = 7 * 86400.0) -> None:
         super().__init__(ttl=ttl)
         self.database = database
 
     async def claim(self, keys: list[str]) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
-            conn.execute(self._TABLE)
             now = time.time()
             conn.execute("DELETE FROM kasloop_webhook_seen WHERE seen_at < ?", (now - self.ttl,))
-            fresh = all(conn.execute("INSERT OR IGNORE INTO kasloop_webhook_seen VALUES (?, ?)", (k, now)).rowcount == 1 for k in keys)
+            insert = "INSERT INTO kasloop_webhook_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+            fresh = all(conn.execute(insert, (k, now)).rowcount == 1 for k in keys)
             if fresh:
                 conn.commit()
             else:

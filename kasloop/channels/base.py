@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from kasloop.approvals import Approve, Reject
 from kasloop.checkpoints.events import EventLog
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
 from kasloop.config import AgentConfig
 
 __all__ = ["AnnouncementLog", "Channel", "Incoming", "Refuse", "announce", "channels_for", "notify", "request_text"]

@@ -33,7 +33,6 @@ import os
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -146,22 +145,11 @@ def refusal(address: str | IPAddress, port: int, known: Iterable[Receiver] = ())
 
 # --------------------------------------------------------------------------- the database registry
 
-_TABLE = (
-    "CREATE TABLE IF NOT EXISTS kasloop_receivers (address TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,"
-    " label TEXT NOT NULL, node TEXT NOT NULL, pid INTEGER NOT NULL, started_at REAL NOT NULL)"
-)
-_ready: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-async def _table(db: Any) -> None:
-    if db not in _ready:
-        await db.execute(_TABLE)
-        _ready.add(db)
+# Table ``kasloop_receivers``, declared in ``kasloop.checkpoints.schema``: created when the database opens.
 
 
 async def record(db: Any, host: str, port: int, label: str = "approvals receiver") -> None:
     """Record a listening receiver in the database (every process's tools on it refuse its address)."""
-    await _table(db)
     await db.execute(
         "INSERT INTO kasloop_receivers (address, host, port, label, node, pid, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (address) DO UPDATE SET label = excluded.label, node = excluded.node, pid = excluded.pid, started_at = excluded.started_at",
@@ -171,7 +159,6 @@ async def record(db: Any, host: str, port: int, label: str = "approvals receiver
 
 async def forget(db: Any, host: str, port: int) -> None:
     """Remove a receiver that stopped listening."""
-    await _table(db)
     await db.execute("DELETE FROM kasloop_receivers WHERE address = ?", (f"{host}:{port}",))
 
 
@@ -187,7 +174,6 @@ def _alive(pid: int) -> bool:
 
 async def stored(db: Any) -> tuple[Receiver, ...]:
     """The receivers recorded in the database (rows of dead processes on this host are dropped)."""
-    await _table(db)
     rows = await db.fetchall("SELECT address, host, port, label, node, pid FROM kasloop_receivers")
     node = socket.gethostname()
     found: list[Receiver] = []

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kasloop.approvals import approval_json
 from kasloop.channels.base import Incoming, announce, channels_for, notify
 from kasloop.checkpoints import ApprovalStore, Database, EventLog, ThreadStore
-from kasloop.errors import ApprovalError, KasloopError
+from kasloop.errors import ApprovalError, ApprovalExpired, KasloopError
 from kasloop.tools.base import ToolFailure
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ async def poll_approvals(agent: Agent) -> int:
     an approved budget raise continues its thread here. Returns how many decisions were recorded.
     Signed webhook callbacks arrive on ``kasloop.channels.webhook.approvals_app`` instead.
     """
-    from kasloop.agent import approval_json  # the agent module imports this one
     channels = channels_for(agent.config)
     if not channels:
         return 0
@@ -66,9 +66,10 @@ async def poll_approvals(agent: Agent) -> int:
                 record = await store.get(incoming.approval_id)
                 try:
                     await agent.decide(incoming.approval_id, incoming.decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
+                except ApprovalExpired as exc:  # the check logged this refusal itself
+                    return f"Not recorded: {exc.message}"
                 except ApprovalError as exc:
-                    if "expired" not in exc.message:  # the check logs expiry itself
-                        await refuse(incoming.approval_id, incoming.by, exc.message, name)
+                    await refuse(incoming.approval_id, incoming.by, exc.message, name)
                     return f"Not recorded: {exc.message}"
                 recorded += 1
                 return f"Recorded: {incoming.decision.decision}."

@@ -26,7 +26,7 @@ from typing import Any
 
 from kasloop.approvals import Approve, Reject, approval_secret_problem
 from kasloop.channels.base import AnnouncementLog, Decide, Incoming, Refuse, request_text
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
 from kasloop.config import TelegramApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolFailure

@@ -17,7 +17,10 @@ and the http, webhook and browser gates refuse its address whatever
 
 A bad signature, a stale timestamp or a delivery id seen before is refused
 (401, 409) and logged; an expired, stale or already-decided approval is
-refused by the one check of ``kasloop.approvals`` (409) and logged too.
+refused by the one check of ``kasloop.approvals`` (409) and logged too, with
+the check's reason. Requests go out in the one JSON shape of
+:func:`kasloop.approvals.approval_json` (with ``arg_hash``, so the approvers'
+side can bind its decision to the arguments it was shown).
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kasloop.approvals import Approve, Reject, approval_secret_problem
+from kasloop.approvals import Approve, Reject, approval_json, approval_secret_problem
 from kasloop.channels import receivers
 from kasloop.channels.base import Decide, Refuse
 from kasloop.checkpoints.approvals import ApprovalStore
 from kasloop.checkpoints.events import EventLog
-from kasloop.checkpoints.sqlite import Database
+from kasloop.checkpoints.database import Database
 from kasloop.config import WebhookApprovals
-from kasloop.errors import ConfigError, KasloopError
+from kasloop.errors import ApprovalExpired, ConfigError, KasloopError
 from kasloop.tools.base import ToolContext, ToolFailure
 from kasloop.tools.webhook import DatabaseDeliveryLog, WebhookSettings, inbox_deliver, make_webhook_app, post_signed
 
@@ -76,7 +79,7 @@ class WebhookChannel:
         self.workspace = workspace
 
     async def send(self, record: dict[str, Any], code: str) -> str:
-        payload = {"type": "approval_request", **{k: record[k] for k in ("approval_id", "thread", "kind", "tool", "args", "risk", "reason", "expires_at")}}
+        payload = {"type": "approval_request", **approval_json(record)}
         return await self._post(payload, f"approval-{record['approval_id']}")
 
     async def notify(self, subject: str, text: str, data: dict[str, Any]) -> str:
@@ -120,10 +123,10 @@ def approvals_app(agent: Agent, db: Database, *, replay_window: float = 300.0) -
     events = EventLog(db)
     running: set[asyncio.Task[None]] = set()
 
-    async def refused(status: int, delivery: str, payload: dict[str, Any] | None = None) -> None:
+    async def refused(status: int, delivery: str, payload: dict[str, Any] | None = None, why: str = "") -> None:
         approval_id = str((payload or {}).get("approval_id", ""))
         record = await ApprovalStore(db).get(approval_id) if approval_id else None
-        why = {401: "bad signature or stale timestamp", 409: "replayed callback"}.get(status, f"refused ({status})")
+        why = why or {401: "bad signature or stale timestamp", 409: "replayed callback"}.get(status, f"refused ({status})")
         await events.append(record["thread"] if record else "", 0, "approval_refused", approval_id=approval_id, channel="webhook", reason=why, delivery=delivery)
 
     async def approvals(payload: dict[str, Any], delivery: str) -> tuple[int, dict[str, Any]]:
@@ -136,9 +139,10 @@ def approvals_app(agent: Agent, db: Database, *, replay_window: float = 300.0) -
         decided = Approve(reason=reason, arg_hash=expected) if decision == "approve" else Reject(reason=reason, arg_hash=expected)
         try:
             result = await agent.decide(approval_id, decided, by=by, channel="webhook", resume=False)
+        except ApprovalExpired as exc:  # the check logged this refusal itself
+            return 409, {"ok": False, "error": exc.message}
         except KasloopError as exc:
-            if "expired" not in exc.message:  # the check logs expiry itself
-                await refused(409, delivery, payload)
+            await refused(409, delivery, payload, exc.message)
             return 409, {"ok": False, "error": exc.message}
         if not result.approvals:  # the pause is fully decided: continue the thread after answering the caller
             task = asyncio.create_task(_continue(agent, result.thread, events))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, make_agent
-from kasloop.checkpoints.sqlite import display_db
+from kasloop.checkpoints.database import display_db
 from kasloop.cli._console import err
 from kasloop.runtime import Daemon
 

@@ -16,7 +16,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from kasloop.checkpoints.sqlite import open_database
+from kasloop.checkpoints import open_database
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
 from kasloop.errors import UsageError

@@ -29,7 +29,7 @@ from conftest import host_pids
 from pydantic import ValidationError
 
 from kasloop.checkpoints.processes import ProcessRecord, ProcessStore
-from kasloop.checkpoints.sqlite import open_database
+from kasloop.checkpoints import open_database
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult, openai_schema, run_tool
 from kasloop.tools.process import (
     PROCESS_TOOLS,
@@ -517,7 +517,7 @@ async def test_processes_outlive_the_run_and_a_later_run_manages_them(tmp_path: 
 LAUNCHER = """\
 import asyncio, json, sys
 from pathlib import Path
-from kasloop.checkpoints.sqlite import open_database
+from kasloop.checkpoints import open_database
 from kasloop.tools.base import ToolContext, ToolResources, run_tool
 from kasloop.tools.process import PROCESS_TOOLS
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import query
 from fake_telegram import TOKEN, FakeTelegram, start_fake_telegram, stop_fake_telegram
 
 from kasloop.checkpoints.inbox import Inbox
-from kasloop.checkpoints.sqlite import open_database
+from kasloop.checkpoints import open_database
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult, openai_schema, run_tool
 from kasloop.tools.telegram import (
     TELEGRAM_TOOLS,
@@ -171,10 +172,10 @@ async def test_a_retry_with_the_same_key_returns_the_earlier_message_in_memory(f
     assert len(fake.calls_of("sendMessage")) == 2
 
 
-async def test_the_sent_record_survives_a_restart_in_the_database(fake: FakeTelegram, tmp_path: Path) -> None:
-    async with open_database(tmp_path / "k.db") as db:
+async def test_the_sent_record_survives_a_restart_in_the_database(fake: FakeTelegram, db_url: str) -> None:
+    async with open_database(db_url) as db:
         first = await call("telegram_send", ctx(fake, key="k-1", resources=ToolResources(database=db)), chat_id=CHAT, text="once")
-    async with open_database(tmp_path / "k.db") as db:  # a new process: new resources, same file
+    async with open_database(db_url) as db:  # a new process: new resources, same database
         second = await call("telegram_send", ctx(fake, key="k-1", resources=ToolResources(database=db)), chat_id=CHAT, text="once")
         rows = await db.fetchall("SELECT kind, key FROM kasloop_telegram")
     assert first.ok and second.ok and second.metadata["message_id"] == first.metadata["message_id"]
@@ -286,11 +287,11 @@ async def test_updates_are_read_once_thanks_to_the_stored_offset(fake: FakeTeleg
     assert polls[0].params["allowed_updates"] == ["message", "callback_query"]
 
 
-async def test_updates_offset_and_result_persist_in_the_database(fake: FakeTelegram, tmp_path: Path) -> None:
+async def test_updates_offset_and_result_persist_in_the_database(fake: FakeTelegram, db_url: str) -> None:
     fake.queue_message(CHAT, "persist me")
-    async with open_database(tmp_path / "k.db") as db:
+    async with open_database(db_url) as db:
         first = await call("telegram_updates", ctx(fake, key="u-1", resources=ToolResources(database=db)))
-    async with open_database(tmp_path / "k.db") as db:
+    async with open_database(db_url) as db:
         retried = await call("telegram_updates", ctx(fake, key="u-1", resources=ToolResources(database=db)))
         later = await call("telegram_updates", ctx(fake, key="u-2", resources=ToolResources(database=db)))
     assert "persist me" in first.output and retried.output == first.output  # a retried call sees the same updates
@@ -318,12 +319,17 @@ def _wait_for_call(fake: FakeTelegram, method: str) -> None:
         assert fake.cond.wait_for(lambda: any(c.method == method for c in fake.calls), timeout=10)
 
 
+def _wait_for_poll(fake: FakeTelegram, offset: int) -> None:
+    with fake.cond:
+        assert fake.cond.wait_for(lambda: any(c.params.get("offset") == offset for c in fake.calls_of("getUpdates")), timeout=10)
+
+
 # --------------------------------------------------------------------------- the pump into the inbox
 
 
-async def test_pump_delivers_messages_and_button_presses_into_the_inbox(fake: FakeTelegram, tmp_path: Path) -> None:
+async def test_pump_delivers_messages_and_button_presses_into_the_inbox(fake: FakeTelegram, db_url: str) -> None:
     settings = TelegramSettings(base_url=fake.base_url, chat_threads={str(CHAT): "ops-thread"}, poll_timeout=20)
-    async with open_database(tmp_path / "k.db") as db:
+    async with open_database(db_url) as db:
         inbox = Inbox(db)
         put = inbox_deliver(db)
         arrived: asyncio.Queue[str] = asyncio.Queue()
@@ -340,6 +346,9 @@ async def test_pump_delivers_messages_and_button_presses_into_the_inbox(fake: Fa
             assert await asyncio.wait_for(arrived.get(), 10) == "status please"
             _, query_id = fake.queue_callback(CHAT, 1, "approve:9")
             assert await asyncio.wait_for(arrived.get(), 10) == "[button] approve:9"
+            # The offset is stored after deliver returns: the next long poll asks from past the press.
+            after = max(u["update_id"] for u in fake.updates) + 1
+            await asyncio.to_thread(_wait_for_poll, fake, after)
         finally:
             pump.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -355,8 +364,7 @@ async def test_pump_delivers_messages_and_button_presses_into_the_inbox(fake: Fa
         stop = asyncio.Event()
         stop.set()
         assert await pump_updates(settings, deliver, state=TelegramState(db), stop=stop) == 0
-        offset = await TelegramState(db).get("offset", TOKEN.split(":")[0])
-        assert offset == max(u["update_id"] for u in fake.updates) + 1
+        assert await TelegramState(db).get("offset", TOKEN.split(":")[0]) == after
 
     # The button press delivered by the pump can be answered with the tool.
     answered = await call("telegram_answer", ctx(fake), callback_query_id=query_id)
@@ -387,3 +395,31 @@ async def test_pump_retries_after_a_transient_failure(fake: FakeTelegram) -> Non
 
     count = await asyncio.wait_for(pump_updates({"base_url": fake.base_url, "default_thread": "main", "poll_timeout": 0}, deliver, stop=stop), 10)
     assert count == 1 and got == ["main:after the rate limit"] and len(fake.calls_of("getUpdates")) == 2
+
+
+# --------------------------------------------------------------------------- the family's records in the database
+
+
+async def test_the_state_keeps_one_value_per_kind_and_key_on_both_engines(db_url: str) -> None:
+    async with open_database(db_url) as db:
+        state = TelegramState(db)
+        assert await state.get("sent", "k-1") is None
+        await state.put("sent", "k-1", {"message_id": 7, "chat_id": CHAT})
+        await state.put("offset", "123", 41)
+        await state.put("offset", "123", 42)  # replaced, not a second row
+        assert await state.get("sent", "k-1") == {"message_id": 7, "chat_id": CHAT}
+    rows = query(db_url, "SELECT kind, key, value FROM kasloop_telegram ORDER BY kind, key")
+    assert rows == [("offset", "123", "42"), ("sent", "k-1", '{"message_id": 7, "chat_id": 4242}')]
+    async with open_database(db_url) as db:
+        assert await TelegramState(db).get("offset", "123") == 42
+
+
+async def test_the_state_runs_no_ddl(tmp_path: Path) -> None:
+    """Its table is created once, when the database opens, not by every read and write."""
+    async with open_database(tmp_path / "k.db") as db:
+        statements: list[str] = []
+        await db.call(lambda conn: conn.set_trace_callback(statements.append))
+        await TelegramState(db).put("sent", "k", 1)
+        assert await TelegramState(db).get("sent", "k") == 1
+        await db.call(lambda conn: conn.set_trace_callback(None))
+    assert statements and not [s for s in statements if "CREATE" in s.upper()]

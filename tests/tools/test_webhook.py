@@ -25,9 +25,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from conftest import query
 
 from kasloop.checkpoints.inbox import Inbox
-from kasloop.checkpoints.sqlite import open_database
+from kasloop.checkpoints import open_database
 from kasloop.tools.base import ToolContext, ToolResult, openai_schema, run_tool
 from kasloop.tools.webhook import (
     DELIVERY_HEADER,
@@ -469,7 +470,7 @@ async def test_a_failed_deliver_answers_500_and_the_retry_is_delivered(tmp_path:
     assert calls == ["retry me", "retry me"]
 
 
-async def test_the_database_delivery_log_survives_a_restart(tmp_path: Path) -> None:
+async def test_the_database_delivery_log_survives_a_restart(db_url: str) -> None:
     body = b'{"text":"once"}'
     got: list[str] = []
 
@@ -477,9 +478,40 @@ async def test_the_database_delivery_log_survives_a_restart(tmp_path: Path) -> N
         got.append(text)
 
     for round_ in range(2):
-        async with open_database(tmp_path / "k.db") as db:
+        async with open_database(db_url) as db:
             app = make_webhook_app(SECRET, deliver, seen=DatabaseDeliveryLog(db))
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver") as client:
                 answer = await client.post("/hooks/ops", content=body, headers=signed(body, delivery="persisted", timestamp=int(time.time()) + round_))
             assert answer.json()["duplicate"] is (round_ == 1)
     assert got == ["once"]
+
+
+async def test_the_database_delivery_log_claims_all_keys_or_none_and_releases_them(db_url: str) -> None:
+    """On both engines: a claim records every key or (one seen before) none; a release frees them; rows older than
+    the log's ``ttl`` are forgotten. Rows commit: another connection (another process) sees them."""
+    async with open_database(db_url) as db:
+        log = DatabaseDeliveryLog(db)
+        assert await log.claim(["delivery:a", "signature:a"]) is True
+        assert await log.claim(["delivery:b", "signature:a"]) is False  # one key seen: nothing of b recorded
+        assert await log.claim(["delivery:b", "signature:b"]) is True
+        await log.release(["delivery:a", "signature:a"])  # a failed delivery: the sender's retry must get through
+        assert await log.claim(["delivery:a", "signature:a"]) is True
+    assert sorted(r[0] for r in query(db_url, "SELECT key FROM kasloop_webhook_seen")) == [
+        "delivery:a", "delivery:b", "signature:a", "signature:b"
+    ]
+    async with open_database(db_url) as db:
+        assert await DatabaseDeliveryLog(db).claim(["delivery:a"]) is False  # remembered across a restart
+        assert await DatabaseDeliveryLog(db, ttl=-1.0).claim(["delivery:a"]) is True  # everything older has expired
+    assert [r[0] for r in query(db_url, "SELECT key FROM kasloop_webhook_seen")] == ["delivery:a"]
+
+
+async def test_the_delivery_log_runs_no_ddl(tmp_path: Path) -> None:
+    """Its table is created once, when the database opens, not by every claim (DDL locks tables on PostgreSQL)."""
+    async with open_database(tmp_path / "k.db") as db:
+        statements: list[str] = []
+        await db.call(lambda conn: conn.set_trace_callback(statements.append))
+        log = DatabaseDeliveryLog(db)
+        assert await log.claim(["delivery:x"]) is True
+        await log.release(["delivery:x"])
+        await db.call(lambda conn: conn.set_trace_callback(None))
+    assert statements and not [s for s in statements if "CREATE" in s.upper()]
