@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from langchain_core.messages import BaseMessage, ToolMessage
@@ -37,6 +37,19 @@ COPIED_RESULT = (
 MIN_RECEIPT_CHARS = 8
 
 
+def _envelopes(messages: Iterable[BaseMessage]) -> Iterator[tuple[ToolMessage, dict[str, Any]]]:
+    """Each tool message with its JSON envelope (``{"tool", "ok", "result" | "error", "message", ...}``)."""
+    for message in messages:
+        if not isinstance(message, ToolMessage):
+            continue
+        try:
+            envelope = json.loads(str(message.content))
+        except ValueError:
+            continue
+        if isinstance(envelope, dict):
+            yield message, envelope
+
+
 def receipts(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> list[str]:
     """kasloop's reports in working memory (newest last): the results of successful side-effect calls, and
     the error and refusal messages of every call whose result is not outside content.
@@ -46,14 +59,8 @@ def receipts(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> list
     kasloop's text (or a local tool's), never content a task asks for.
     """
     found: list[str] = []
-    for message in messages:
-        if not isinstance(message, ToolMessage):
-            continue
-        try:
-            envelope = json.loads(str(message.content))
-        except ValueError:
-            continue
-        if not isinstance(envelope, dict) or envelope.get("untrusted"):
+    for message, envelope in _envelopes(messages):
+        if envelope.get("untrusted"):
             continue
         tool = tools.get(message.name or "")
         if envelope.get("ok"):
@@ -68,15 +75,9 @@ def receipts(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> list
 def last_result(messages: Iterable[BaseMessage], tools: Mapping[str, Tool]) -> str | None:
     """The newest successful side-effect call's result ("Wrote 39 bytes to notes.md."), or None."""
     found = None
-    for message in messages:
-        if not isinstance(message, ToolMessage):
-            continue
-        try:
-            envelope = json.loads(str(message.content))
-        except ValueError:
-            continue
+    for message, envelope in _envelopes(messages):
         tool = tools.get(message.name or "")
-        if isinstance(envelope, dict) and envelope.get("ok") and not envelope.get("untrusted") and tool is not None and tool.risk != "read":
+        if envelope.get("ok") and not envelope.get("untrusted") and tool is not None and tool.risk != "read":
             result = envelope.get("result")
             if isinstance(result, str) and result.strip():
                 found = result.strip() if len(result.strip()) <= 200 else result.strip()[:199] + "…"
