@@ -33,7 +33,6 @@ class Decision(TypedDict, total=False):
     """Given to the model instead of a tool result (``respond``)."""
     arg_hash: str
     """The hash the decision is bound to (the request's, or the edited args')."""
-    always: bool
 
 
 class ApprovalRecord(TypedDict):
