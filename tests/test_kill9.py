@@ -293,7 +293,10 @@ class Scenario:
             kinds.pop("smtp_rcpt")
             kinds.pop("smtp_data")
         kind = self.rng.choices(list(kinds), weights=list(kinds.values()))[0]
-        fallback = self.t_last + span + 2
+        # Never past the plan's last turn: a moment that has not come by then must still land (measured:
+        # KILL9_SEED=1842935779 planned its last kill at t34 with a fallback at t41 of 40 turns, and the run
+        # ended one kill short).
+        fallback = min(self.t_last + span + 2, len(self.plan.turns) - 1)
         if kind == "time":
             return KillPlan(kind, delay=self.rng.uniform(0.0, 0.015 + 0.01 * span), fallback_turn=fallback)
         if kind == "wal":
