@@ -251,7 +251,7 @@ CREATE TABLE IF NOT EXISTS kasloop_rules (
     ),
     Table(
         name="kasloop_announcements",
-        owner="kasloop.channels.base",
+        owner="kasloop.channels.announcements",
         sqlite="""
 CREATE TABLE IF NOT EXISTS kasloop_announcements (
     approval_id TEXT NOT NULL,

@@ -83,7 +83,7 @@ import socket
 import ssl
 import stat
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.header import decode_header, make_header
@@ -110,7 +110,6 @@ __all__ = [
     "SmtpSettings",
     "imap_quote",
     "message_id_for",
-    "poll_inbox",
     "parse_addresses",
     "search_criteria",
     "take_unread",
@@ -1083,26 +1082,6 @@ def take_unread(
         found.append((sender, _header(msg, "Subject"), _body_text(msg), _header(msg, "Message-ID")))
         conn.uid("STORE", uid, "+FLAGS.SILENT", "(\\Seen)")
     return found
-
-
-async def poll_inbox(settings: EmailSettings | dict[str, Any], deliver: Callable[[str, str, str, dict[str, Any]], Awaitable[None]]) -> int:
-    """Feed unread mail from ``inbox_senders`` into ``inbox_thread`` (one IMAP session); returns how many.
-
-    Used by the daemon each cycle, like the Telegram pump and the webhook receiver.
-    """
-    conf = settings if isinstance(settings, EmailSettings) else EmailSettings.model_validate(settings)
-    if conf.inbox_thread is None:
-        return 0
-    if conf.imap is None or not conf.imap.username:
-        raise ToolFailure("permanent", "email.inbox_thread needs tool_settings.email.imap (host, username)")
-    password = _password(conf.imap, "imap")
-    assert password is not None
-    patterns = [p.lower() for p in conf.inbox_senders]
-    mails = await asyncio.to_thread(_imap_session, conf.imap, password, lambda conn: take_unread(conn, conf.inbox_folder, max_bytes=conf.max_read_bytes, senders=patterns))
-    for sender, subject, body, message_id in mails:
-        text = f"Email from {sender}: {subject}\n\n{body}"[:4000]
-        await deliver(conf.inbox_thread, "email", text, {"from": sender, "subject": subject, "message_id": message_id})
-    return len(mails)
 
 
 async def _search(args: SearchArgs, ctx: ToolContext) -> ToolResult:

@@ -33,12 +33,10 @@ and the record can still send twice; the act ledger reports such a call as
 "outcome unknown". ``telegram_updates`` stores its output under the
 idempotency key too, so a retried call returns the same updates.
 
-**Incoming messages for the agent**: :func:`pump_updates` long-polls
-``getUpdates`` and hands each message / button press to an async
-``deliver(thread_id, source, text, data)``, e.g. :func:`inbox_deliver` which
-puts it into the thread's :class:`~kasloop.checkpoints.inbox.Inbox`. Chats are
-mapped to threads by ``telegram.chat_threads``; chats not mapped (and not
-covered by ``default_thread``) are dropped. Run either the pump or the
+**Incoming messages for the agent** are not a tool: the update pump
+(``kasloop.channels.telegram_updates``) long-polls ``getUpdates`` with this
+family's client and offset and hands each message / button press to the
+thread mapped by ``chat_threads``. Run either the pump or the
 ``telegram_updates`` tool for one bot, not both: they share one offset.
 
 Config (``ToolContext.extra["telegram"]``, all optional):
@@ -48,23 +46,20 @@ Config (``ToolContext.extra["telegram"]``, all optional):
                    ``KASLOOP_APPROVAL_*`` variable (the approvals bot is kasloop's: see ``kasloop.channels.telegram``).
 ``allow_chats``     list of chat ids / ``@usernames`` the bot may write to and read from;
                     unset = any chat. ``telegram_send`` to another chat → ``denied``.
-``chat_threads``    table chat id → kasloop thread id, for :func:`pump_updates`.
+``chat_threads``    table chat id → kasloop thread id, for the update pump (``kasloop.channels.telegram_updates``).
 ``default_thread``  thread for chats not in ``chat_threads`` (unset: such chats are dropped).
 ``timeout``         seconds per request (20).
-``poll_timeout``    long-poll seconds of ``getUpdates`` in :func:`pump_updates` (25, at most 50).
+``poll_timeout``    long-poll seconds of ``getUpdates`` in the update pump (25, at most 50).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
@@ -73,20 +68,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kasloop.tools.base import Tool, ToolContext, ToolErrorKind, ToolFailure, ToolResult
 
 __all__ = [
-    "APPROVAL_PREFIX",
     "TELEGRAM_TOOLS",
     "TelegramClient",
     "TelegramError",
     "TelegramSettings",
     "TelegramState",
-    "handle_updates",
-    "inbox_deliver",
-    "poll_once",
-    "pump_updates",
+    "describe_update",
     "redact",
 ]
-
-_log = logging.getLogger("kasloop.tools.telegram")
 
 DEFAULT_BASE_URL = "https://api.telegram.org"
 DEFAULT_TOKEN_ENV = "KASLOOP_TELEGRAM_TOKEN"
@@ -96,8 +85,6 @@ MAX_CALLBACK_BYTES = 64  # Telegram's limit for callback_data
 ALLOWED_UPDATES = ["message", "callback_query"]
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,200}$")
 _CHAT_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31})$")
-
-Deliver = Callable[[str, str, str, dict[str, Any]], Awaitable[Any]]
 
 
 # --------------------------------------------------------------------------- settings
@@ -248,6 +235,15 @@ async def _state(ctx: ToolContext) -> TelegramState:
 def _bot_id(token: str) -> str:
     """The public part of the token (the bot's user id): the key of the bot's offset."""
     return token.split(":", 1)[0]
+
+
+async def _updates_params(state: TelegramState, bot: str, **params: Any) -> tuple[int | None, dict[str, Any]]:
+    """The stored offset and the ``getUpdates`` parameters that continue from it (nothing is read twice)."""
+    offset = await state.get("offset", bot)
+    params["allowed_updates"] = ALLOWED_UPDATES
+    if offset is not None:
+        params["offset"] = offset
+    return offset, params
 
 
 # --------------------------------------------------------------------------- the API client
@@ -529,133 +525,3 @@ TELEGRAM_TOOLS: tuple[Tool, ...] = (
     Tool(name="telegram_updates", description="Read new Telegram messages and button presses.", args_model=UpdatesArgs, func=_updates, risk="read", idempotent=True, timeout=120.0, family="telegram"),
     Tool(name="telegram_answer", description="Acknowledge a Telegram button press.", args_model=AnswerArgs, func=_answer, risk="low", idempotent=True, timeout=60.0, family="telegram", untrusted=False),
 )
-
-
-# --------------------------------------------------------------------------- the receiver loop
-
-
-async def _updates_params(state: TelegramState, bot: str, **params: Any) -> tuple[int | None, dict[str, Any]]:
-    """The stored offset and the ``getUpdates`` parameters that continue from it (nothing is read twice)."""
-    offset = await state.get("offset", bot)
-    params["allowed_updates"] = ALLOWED_UPDATES
-    if offset is not None:
-        params["offset"] = offset
-    return offset, params
-
-
-def _receiver(settings: TelegramSettings | Mapping[str, Any], state: TelegramState | None) -> tuple[TelegramSettings, str, TelegramState, str]:
-    """Settings, token, state and bot id of a receiving loop (``pump_updates``, ``poll_once``)."""
-    conf = settings if isinstance(settings, TelegramSettings) else TelegramSettings.model_validate(dict(settings))
-    token = _token(conf)
-    return conf, token, state or TelegramState(), _bot_id(token)
-
-
-def inbox_deliver(database: Any) -> Deliver:
-    """A ``deliver`` callback that appends to the thread's inbox in ``database``."""
-    from kasloop.checkpoints.inbox import Inbox
-
-    inbox = Inbox(database)
-
-    async def deliver(thread_id: str, source: str, text: str, data: dict[str, Any]) -> None:
-        await inbox.put(thread_id, source, text, **data)
-
-    return deliver
-
-
-async def pump_updates(
-    settings: TelegramSettings | Mapping[str, Any],
-    deliver: Deliver,
-    *,
-    state: TelegramState | None = None,
-    stop: asyncio.Event | None = None,
-    max_backoff: float = 60.0,
-) -> int:
-    """Long-poll ``getUpdates`` and hand each message / button press to ``deliver``; returns the count delivered.
-
-    Runs until ``stop`` is set (checked between polls) or the task is cancelled.
-    The offset is stored in ``state`` after each delivered update (give
-    ``TelegramState(database)`` to survive restarts), so an update is handed on
-    once; if ``deliver`` raises, the error propagates and that update is
-    offered again on the next run. Updates from chats without a thread
-    (``chat_threads`` / ``default_thread``) are skipped. Transient failures are
-    retried with backoff (Telegram's ``retry_after`` for 429); a permanent one
-    (token rejected) raises :class:`TelegramError`.
-    """
-    conf, token, state, bot = _receiver(settings, state)
-    delivered = 0
-    failures = 0
-    async with TelegramClient(conf, token) as client:
-        while stop is None or not stop.is_set():
-            _, params = await _updates_params(state, bot, timeout=conf.poll_timeout)
-            try:
-                updates = await client.call("getUpdates", params, read_timeout=conf.timeout + conf.poll_timeout)
-            except TelegramError as exc:
-                if exc.kind != "transient":
-                    raise
-                failures += 1
-                delay = exc.retry_after if exc.retry_after is not None else min(max_backoff, 2.0 ** min(failures, 6))
-                _log.warning("telegram getUpdates failed, retrying in %.0f s: %s", delay, exc.message)
-                await _pause(delay, stop)
-                continue
-            failures = 0
-            delivered += await handle_updates(client, conf, updates, deliver, state, bot)
-    return delivered
-
-
-APPROVAL_PREFIX = "kasloop:"
-# A press with this prefix that reaches the tools' bot is only a message (``telegram_send`` can put any
-# callback data on its buttons); decisions are taken from kasloop's own approvals bot, and only on the
-# message it sent for that approval (``kasloop.channels.telegram``).
-"""``callback_data`` of kasloop's approval buttons: ``kasloop:<approval id>:approve|reject``."""
-
-OnApproval = Callable[[dict[str, Any]], Awaitable[str]]
-"""Handles one approval button press (the ``callback_query``); returns the text to answer it with."""
-
-
-async def handle_updates(
-    client: TelegramClient, conf: TelegramSettings, updates: Any, deliver: Deliver, state: TelegramState, bot: str,
-    on_approval: OnApproval | None = None,
-) -> int:
-    """Hand one batch of updates on (approval buttons to ``on_approval``, the rest to ``deliver``); returns how many were delivered.
-
-    The offset is stored after each update, so each is handled once.
-    """
-    delivered = 0
-    for update in updates if isinstance(updates, list) else []:
-        update_id = update.get("update_id")
-        query = update.get("callback_query")
-        data = query.get("data") if isinstance(query, dict) else None
-        if on_approval is not None and isinstance(data, str) and data.startswith(APPROVAL_PREFIX):
-            answer = await on_approval(query)
-            with contextlib.suppress(TelegramError):  # a press not acknowledged only spins a while in the app
-                await client.call("answerCallbackQuery", {"callback_query_id": str(query.get("id", "")), "text": answer[:200]})
-        else:
-            described = describe_update(update)
-            thread = conf.thread_for(described[0]) if described is not None else None
-            if described is not None and thread is not None and conf.chat_allowed(described[0]):
-                await deliver(thread, "telegram", described[1], described[2])
-                delivered += 1
-        if isinstance(update_id, int):
-            await state.put("offset", bot, update_id + 1)
-    return delivered
-
-
-async def poll_once(
-    settings: TelegramSettings | Mapping[str, Any], deliver: Deliver, *, state: TelegramState | None = None, on_approval: OnApproval | None = None,
-) -> int:
-    """One ``getUpdates`` without waiting (for the daemon's cycle): approval buttons and messages alike."""
-    conf, token, state, bot = _receiver(settings, state)
-    async with TelegramClient(conf, token) as client:
-        _, params = await _updates_params(state, bot, timeout=0)
-        updates = await client.call("getUpdates", params)
-        return await handle_updates(client, conf, updates, deliver, state, bot, on_approval)
-
-
-async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
-    if stop is None:
-        await asyncio.sleep(seconds)
-        return
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -9,14 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kasloop.channels.base import Incoming, announce, channels_for
+    from kasloop.channels.base import Incoming
+    from kasloop.channels.fanout import announce, channels_for
 
 __all__ = ["Incoming", "announce", "channels_for"]
 
+_HOMES = {"Incoming": "base", "announce": "fanout", "channels_for": "fanout"}
+
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from kasloop.channels import base
+    if name in _HOMES:
+        from importlib import import_module
 
-        return getattr(base, name)
+        return getattr(import_module(f"kasloop.channels.{_HOMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

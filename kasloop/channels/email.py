@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from kasloop.approvals import Approve, Reject, approval_secret_problem
-from kasloop.channels.base import AnnouncementLog, Decide, Incoming, Refuse, request_text
+from kasloop.channels.announcements import AnnouncementLog, request_text
+from kasloop.channels.base import Decide, Incoming, Refuse
 from kasloop.checkpoints.database import Database
 from kasloop.config import EmailApprovals
 from kasloop.errors import ConfigError

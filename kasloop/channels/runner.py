@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kasloop.approvals import approval_json
-from kasloop.channels.base import Incoming, announce, channels_for, notify
+from kasloop.channels.base import Incoming
+from kasloop.channels.fanout import announce, channels_for, notify
 from kasloop.checkpoints import ApprovalStore, Database, EventLog, ThreadStore
 from kasloop.errors import ApprovalError, ApprovalExpired, KasloopError
 from kasloop.tools.base import ToolFailure
@@ -93,8 +94,9 @@ async def poll_inbox(agent: Agent) -> int:
     wants_telegram = telegram.get("chat_threads") or telegram.get("default_thread")
     if not email.get("inbox_thread") and not wants_telegram:
         return 0
-    from kasloop.tools.email import poll_inbox
-    from kasloop.tools.telegram import TelegramState, inbox_deliver, poll_once
+    from kasloop.channels.email_inbox import poll_inbox
+    from kasloop.channels.telegram_updates import inbox_deliver, poll_once
+    from kasloop.tools.telegram import TelegramState
 
     arrived = 0
     async with agent._open() as db:  # noqa: SLF001

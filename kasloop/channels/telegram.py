@@ -25,14 +25,14 @@ import os
 from typing import Any
 
 from kasloop.approvals import Approve, Reject, approval_secret_problem
-from kasloop.channels.base import AnnouncementLog, Decide, Incoming, Refuse, request_text
+from kasloop.channels.announcements import AnnouncementLog, request_text
+from kasloop.channels.base import APPROVAL_PREFIX, Decide, Incoming, Refuse
 from kasloop.checkpoints.database import Database
 from kasloop.config import TelegramApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.telegram import (
     _TOKEN_RE,
-    APPROVAL_PREFIX,
     DEFAULT_BASE_URL,
     TelegramClient,
     TelegramError,

@@ -21,13 +21,12 @@ from fake_telegram import TOKEN, FakeTelegram, start_fake_telegram, stop_fake_te
 from kasloop.checkpoints.inbox import Inbox
 from kasloop.checkpoints import open_database
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult, openai_schema, run_tool
+from kasloop.channels.telegram_updates import inbox_deliver, pump_updates
 from kasloop.tools.telegram import (
     TELEGRAM_TOOLS,
     TelegramError,
     TelegramSettings,
     TelegramState,
-    inbox_deliver,
-    pump_updates,
     redact,
 )
 
