@@ -33,7 +33,6 @@ setting may name, and whose values no other variable may hold
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +40,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from kasloop.approval_secrets import (
+    APPROVAL_ENV_PREFIX,
+    approval_secret_problem,
+    refuse_approval_env,
+    require_approval_secret,
+    tool_secret_problem,
+)
 from kasloop.errors import ApprovalAlreadyDecided, ApprovalError, ApprovalExpired, ApprovalStale
 
 if TYPE_CHECKING:
@@ -66,6 +72,7 @@ __all__ = [
     "approval_secret_problem",
     "bind_decision",
     "check_decision",
+    "granted_value",
     "parse_decision",
     "record_decision",
     "refuse_approval_env",
@@ -76,8 +83,6 @@ __all__ = [
 ]
 
 DECISIONS = ("approve", "edit", "reject", "respond")
-APPROVAL_ENV_PREFIX = "KASLOOP_APPROVAL_"
-"""Environment variables of this prefix hold approval channels' secrets; no tool may read one."""
 EXPIRED_REASON = "Nobody decided before the request expired; do not retry it, choose another way."
 """What the model is told when kasloop rejects a request nobody decided in time (``approval_expiry = "reject"``)."""
 
@@ -260,7 +265,6 @@ def bind_decision(request: Mapping[str, Any], decision: Any, tool: Tool | None) 
     stored["decision"] = typed.decision
     stored["arg_hash"] = request["arg_hash"]
     if kind == "budget":
-        from kasloop.budget import granted_value  # kasloop.budget imports this module for approval_id
 
         granted = granted_value(request["args"], stored)  # refuses a decision a budget request cannot take
         return Bound(typed, stored, granted=None if typed.decision == "reject" else granted)
@@ -418,62 +422,16 @@ async def reject_expired(db: Database, config: AgentConfig, thread_id: str, step
     return rejected
 
 
-# --------------------------------------------------------------------------- secrets of the approval channels
-
-
-def approval_secret_problem(setting: str, name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """Why environment variable ``name`` cannot hold an approval channel's secret (``setting`` names the key), or None.
-
-    It must be a ``KASLOOP_APPROVAL_*`` variable (no tool setting may name one), and its value, when
-    set, must be in no other variable: a tool configured with that other variable could sign or send
-    with the approvers' secret.
-    """
-    if not name.startswith(APPROVAL_ENV_PREFIX) or name == APPROVAL_ENV_PREFIX:
-        return (
-            f"{setting} = `{name}`: an approval channel's secret must be in its own {APPROVAL_ENV_PREFIX}* variable "
-            f"(e.g. {APPROVAL_ENV_PREFIX}WEBHOOK_SECRET), which no tool may read"
+def granted_value(breach: dict[str, Any], decision: dict[str, Any]) -> float:
+    """The new limit a decision on a budget request grants: the proposal, or an edited ``value`` above what is used."""
+    kind = decision.get("decision")
+    if kind not in ("approve", "edit", "reject"):
+        raise ApprovalError(f"A budget request takes approve, edit ('{{\"value\": N}}') or reject, not `{kind}`.")
+    if kind != "edit":
+        return float(breach["proposed"])
+    value = (decision.get("args") or {}).get("value")
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= breach["used"]:
+        raise ApprovalError(
+            f"The new {breach['limit']} must be a number above what is used ({breach['used']:g}), e.g. --edit '{{\"value\": {breach['proposed']:g}}}'."
         )
-    env = os.environ if environ is None else environ
-    value = env.get(name)
-    if not value:
-        return None
-    same = sorted(other for other, text in env.items() if other != name and text == value)
-    if same:
-        return (
-            f"the value of {name} ({setting}) is also the value of {same[0]}: approvals would trust what a tool "
-            f"configured with {same[0]} can sign or send; give the approval channel a secret of its own"
-        )
-    return None
-
-
-def refuse_approval_env(name: str, use: str = "use") -> str:
-    """``name`` unless it is a ``KASLOOP_APPROVAL_*`` variable, which no tool setting may name (``ValueError``)."""
-    if name.startswith(APPROVAL_ENV_PREFIX):
-        raise ValueError(f"`{name}`: {APPROVAL_ENV_PREFIX}* variables hold approval channels' secrets, which no tool may {use}; name another variable")
-    return name
-
-
-def require_approval_secret(setting: str, name: str) -> None:
-    """Raise ``ConfigError`` (one line; kasloop refuses to start) if :func:`approval_secret_problem` finds one."""
-    from kasloop.errors import ConfigError
-
-    problem = approval_secret_problem(setting, name)
-    if problem is not None:
-        raise ConfigError(f"Refusing to start: {problem}.")
-
-
-def tool_secret_problem(setting: str, name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """Why a tool may not use the secret in environment variable ``name`` (``setting`` names the key), or None.
-
-    ``KASLOOP_APPROVAL_*`` variables belong to the approval channels; a value equal to one of theirs
-    would let the tool sign or send as the approvers do.
-    """
-    if name.startswith(APPROVAL_ENV_PREFIX):
-        return f"{setting} = `{name}`: {APPROVAL_ENV_PREFIX}* variables hold approval channels' secrets, which no tool may use; name another variable"
-    env = os.environ if environ is None else environ
-    value = env.get(name)
-    if value:
-        for other, text in env.items():
-            if other.startswith(APPROVAL_ENV_PREFIX) and text == value:
-                return f"the value of {name} ({setting}) is also the value of {other}, an approval channel's secret, which no tool may use"
-    return None
+    return float(value)

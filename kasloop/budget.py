@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kasloop.approvals import approval_id
+from kasloop.approvals import approval_id, granted_value
 from kasloop.config import AgentConfig, Budgets, ModelPrice
-from kasloop.errors import ApprovalError, ConfigError, UsageError
+from kasloop.errors import ConfigError, UsageError
 from kasloop.state import RunContext, Usage
 
 __all__ = [
@@ -191,21 +191,6 @@ def budget_request(thread_id: str, breach: dict[str, Any], ttl: float) -> dict[s
         f"Approve to raise it to {breach['proposed']:g} (or --edit '{{\"value\": N}}'), reject to leave the thread paused.",
         "created_at": now, "expires_at": now + ttl,
     }
-
-
-def granted_value(breach: dict[str, Any], decision: dict[str, Any]) -> float:
-    """The new limit a decision on a budget request grants: the proposal, or an edited ``value`` above what is used."""
-    kind = decision.get("decision")
-    if kind not in ("approve", "edit", "reject"):
-        raise ApprovalError(f"A budget request takes approve, edit ('{{\"value\": N}}') or reject, not `{kind}`.")
-    if kind != "edit":
-        return float(breach["proposed"])
-    value = (decision.get("args") or {}).get("value")
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= breach["used"]:
-        raise ApprovalError(
-            f"The new {breach['limit']} must be a number above what is used ({breach['used']:g}), e.g. --edit '{{\"value\": {breach['proposed']:g}}}'."
-        )
-    return float(value)
 
 
 def with_budgets(policy: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from kasloop.approval_secrets import require_approval_secret
 from kasloop.errors import AutonomyLevelError
 
 __all__ = [
@@ -158,8 +159,6 @@ class TelegramApprovals(_Frozen):
 
     @model_validator(mode="after")
     def _own_secret(self) -> TelegramApprovals:
-        from kasloop.approvals import require_approval_secret
-
         require_approval_secret("approval_channels.telegram.token_env", self.token_env)
         return self
 
@@ -191,8 +190,6 @@ class EmailApprovals(_Frozen):
 
     @model_validator(mode="after")
     def _own_secret(self) -> EmailApprovals:
-        from kasloop.approvals import require_approval_secret
-
         require_approval_secret("approval_channels.email.imap.password_env", str(self.imap["password_env"]))
         return self
 
@@ -211,8 +208,6 @@ class WebhookApprovals(_Frozen):
 
     @model_validator(mode="after")
     def _own_secret(self) -> WebhookApprovals:
-        from kasloop.approvals import require_approval_secret
-
         require_approval_secret("approval_channels.webhook.secret_env", self.secret_env)
         return self
 

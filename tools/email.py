@@ -97,6 +97,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kasloop.approval_secrets import APPROVAL_ENV_PREFIX, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.base import ToolErrorKind as ErrorKind
 from kasloop.tools.files import resolve_in_workspace
@@ -210,8 +211,6 @@ class EmailSettings(BaseModel, extra="forbid"):
 
     @model_validator(mode="after")
     def _not_approvals(self) -> EmailSettings:
-        from kasloop.approvals import APPROVAL_ENV_PREFIX
-
         for section, server in (("smtp", self.smtp), ("imap", self.imap)):
             if server is not None and server.password_env.startswith(APPROVAL_ENV_PREFIX):
                 raise ValueError(
@@ -257,8 +256,6 @@ def _password(server: _ServerSettings, section: str) -> str | None:
             "permanent",
             f"environment variable {server.password_env} (email.{section}.password_env) is not set; set it to the {section.upper()} password",
         )
-    from kasloop.approvals import tool_secret_problem
-
     problem = tool_secret_problem(f"email.{section}.password_env", server.password_env)
     if problem is not None:  # the approvals mailbox is kasloop's, never a tool's
         raise ToolFailure("denied", problem)

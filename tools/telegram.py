@@ -65,6 +65,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kasloop.approval_secrets import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolErrorKind, ToolFailure, ToolResult
 
 __all__ = [
@@ -136,8 +137,6 @@ class TelegramSettings(BaseModel):
     @field_validator("token_env")
     @classmethod
     def _not_approvals(cls, value: str) -> str:
-        from kasloop.approvals import refuse_approval_env
-
         return refuse_approval_env(value)
 
     def chat_allowed(self, chat: int | str) -> bool:
@@ -163,8 +162,6 @@ def _token(settings: TelegramSettings) -> str:
         raise ToolFailure("permanent", f"no Telegram bot token: set the environment variable `{settings.token_env}` (telegram.token_env)")
     if not _TOKEN_RE.match(token):
         raise ToolFailure("permanent", f"the environment variable `{settings.token_env}` does not hold a bot token of the form 123456:ABC-def")
-    from kasloop.approvals import tool_secret_problem
-
     problem = tool_secret_problem("telegram.token_env", settings.token_env)
     if problem is not None:  # the approvals bot is kasloop's, never a tool's
         raise ToolFailure("denied", problem)

@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kasloop.approvals import refuse_approval_env, tool_secret_problem
+from kasloop.approval_secrets import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.http import USER_AGENT, BoundedBody, HttpPolicy, map_httpx_error, render_body, status_kind
 from kasloop.tools.network import AllowDomains, AllowPrivate, NetworkGate
