@@ -43,7 +43,7 @@ import subprocess
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from kasloop.protected import ProtectedPaths
 from kasloop.tools.base import ToolFailure
@@ -52,6 +52,7 @@ from kasloop.tools.procfs import GONE_STATES, proc_stat, signal_quietly
 __all__ = [
     "SANDBOX_FIX",
     "SANDBOX_MODES",
+    "SandboxMode",
     "absent_protected",
     "bwrap_argv",
     "bwrap_executable",
@@ -67,7 +68,9 @@ __all__ = [
     "sandbox_warning",
 ]
 
-SANDBOX_MODES = ("bwrap", "none")
+SandboxMode = Literal["bwrap", "none"]
+"""How shell and process commands run: in the bubblewrap sandbox, or (a person's decision) unsandboxed."""
+SANDBOX_MODES: tuple[str, ...] = get_args(SandboxMode)
 SANDBOX_FIX = (
     "install bubblewrap (`apt-get install bubblewrap`) and allow user namespaces "
     "(`sysctl kernel.unprivileged_userns_clone=1`), or let a person set "

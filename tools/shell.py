@@ -99,7 +99,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, StrictStr, ValidationInfo, field_validator
 
@@ -108,7 +108,7 @@ from kasloop.secrets import DEFAULT_SECRET_ENVS
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult, ToolSettings
 from kasloop.tools.files import resolve_in_workspace
 from kasloop.tools.procfs import session_members, signal_quietly
-from kasloop.tools.sandbox import absent_protected, bwrap_argv, record_sandbox, remove_created, require_sandbox, sandbox_shells
+from kasloop.tools.sandbox import SandboxMode, absent_protected, bwrap_argv, record_sandbox, remove_created, require_sandbox, sandbox_shells
 
 __all__ = [
     "DEFAULT_ALLOW",
@@ -249,7 +249,7 @@ class ShellSettings(ToolSettings):
     """Cap for the ``timeout`` argument, in seconds; at most the tool's own limit."""
     kill_grace: float = Field(default=DEFAULT_KILL_GRACE, gt=0)
     """Seconds between SIGTERM and SIGKILL (more than 30 counts as 30)."""
-    sandbox: Literal["bwrap", "none"] = "bwrap"
+    sandbox: SandboxMode = "bwrap"
     """``bwrap`` (every program runs in the bubblewrap sandbox, :mod:`kasloop.tools.sandbox`) or ``none``."""
     network: bool = False
     """The sandbox shares the host's network; otherwise programs have none."""
