@@ -29,7 +29,7 @@ async def open_database(url: str | Path) -> AsyncIterator[Database]:
             yield db
         return
     try:
-        from kasloop.checkpoints.postgres import open_postgres_database
+        from kasloop.checkpoints.postgres import open_postgres_database  # here: psycopg is optional (the postgres extra)
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith(("psycopg", "langgraph.checkpoint.postgres", "langgraph.store.postgres")):
             raise

@@ -299,7 +299,7 @@ CREATE TABLE IF NOT EXISTS kasloop_spend (
     ),
     Table(
         name="kasloop_daemon",
-        owner="kasloop.runtime",
+        owner="kasloop.runtime.daemon",
         sqlite="""
 CREATE TABLE IF NOT EXISTS kasloop_daemon (
     name TEXT PRIMARY KEY,

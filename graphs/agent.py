@@ -35,7 +35,7 @@ from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
 from kasloop.protected import protected_paths_for
 from kasloop.secrets import Redactor, protect_logs
-from kasloop.settings import resolve_home
+from kasloop.settings import load_config, resolve_home
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools
@@ -176,8 +176,6 @@ def __getattr__(name: str) -> Any:
     Built on first access so importing this module never needs a model.
     """
     if name == "graph":
-        from kasloop.settings import load_config
-
         built = build_graph(load_config())
         globals()["graph"] = built
         return built

@@ -38,15 +38,17 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydantic builds no JSON schema from it (Studio)
 
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
+from kasloop.checkpoints.store import open_store
 from kasloop.config import AgentConfig, Specialist
 from kasloop.errors import ConfigError
 from kasloop.graphs.agent import context_for, standalone_resources
-from kasloop.graphs.team import build_members, specialist_config, specialist_context
+from kasloop.graphs.members import build_members, specialist_config, specialist_context
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
@@ -103,21 +105,17 @@ def normalise(answer: str) -> str:
 async def blackboard_store(resources: ToolResources) -> BaseStore:
     """The store the blackboard lives in: kasloop's store on its database (SQLite or PostgreSQL), else an in-process one."""
 
-    async def open_store() -> BaseStore:
+    async def open_board() -> BaseStore:
         if resources.database is not None:
-            from kasloop.checkpoints.store import open_store
-
             return await open_store(resources.database)
-        from langgraph.store.memory import InMemoryStore
-
         return InMemoryStore()
 
-    async def close_store(store: BaseStore) -> None:
+    async def close_board(store: BaseStore) -> None:
         close = getattr(store, "close", None)
         if close is not None and resources.database is not None:
             close()
 
-    return await resources.shared("collaboration.store", open_store, close_store)
+    return await resources.shared("collaboration.store", open_board, close_board)
 
 
 def _namespace(thread: str) -> tuple[str, ...]:

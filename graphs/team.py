@@ -30,7 +30,7 @@ one node per specialist: ``act`` → specialist (``delegate``) → ``act``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -46,8 +46,11 @@ from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.budget import Breach
 from kasloop.config import AgentConfig, Specialist
-from kasloop.graphs.agent import build_graph, context_for, standalone_resources
+from kasloop.graphs.agent import build_graph, standalone_resources
+from kasloop.graphs.collaboration import blackboard_tools, build_collaboration_graph
+from kasloop.graphs.members import build_members, specialist_config, specialist_context
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
+from kasloop.nodes.messages import untrusted_sources
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
 from kasloop.tools.registry import select_tools
@@ -66,85 +69,6 @@ __all__ = [
 
 DELEGATE_TIMEOUT = 3600.0
 """Seconds one delegated task may take (the specialist's own step budget usually ends it first)."""
-
-SPECIALIST_PROMPT = (
-    "You are the {name} specialist of a team: {description} Do the task you are given with your tools. "
-    "Paths are relative to the workspace. If a call is refused or fails, read why and try another way. "
-    "When the task is done, reply in plain text with the result the manager needs."
-)
-
-
-def specialist_config(
-    manager: AgentConfig, name: str, member: Specialist, *, prompt: str = SPECIALIST_PROMPT, extra_tools: Iterable[str] = ()
-) -> AgentConfig:
-    """A member's config (a team's specialist, a collaboration's peer): the lead config with only the
-    member's tools (plus ``extra_tools``), its model, its ``prompt`` and a level capped at the lead's."""
-    autonomy = min(member.autonomy or manager.autonomy, manager.autonomy)
-    return manager.model_copy(update={
-        "tools": [*member.tools, *extra_tools],
-        "autonomy": autonomy,
-        "model": member.model if member.model is not None else manager.model,
-        "system_prompt": prompt.format(name=name, description=member.description),
-        "run_team": None,
-        "run_collaboration": None,
-        "budgets": manager.budgets.model_copy(update={"max_steps": member.max_steps}),
-    })
-
-
-def build_members(
-    members: Mapping[str, Specialist],
-    config_for: Callable[[str, Specialist], AgentConfig],
-    *,
-    models: Mapping[str, BaseChatModel] | None,
-    tools: tuple[Tool, ...],
-    ledger: LedgerLike,
-    events: EventSink,
-    inbox: InboxLike,
-    resources: ToolResources,
-    spend: SpendLike,
-) -> tuple[dict[str, Any], dict[str, AgentConfig], dict[str, tuple[str, ...]]]:
-    """Each member's compiled agent loop, config and tool names (a team's specialists, a collaboration's peers).
-
-    Members share the ledger, event log, inbox, tool resources and spend log of the graph they run in.
-    """
-    graphs: dict[str, Any] = {}
-    configs: dict[str, AgentConfig] = {}
-    names: dict[str, tuple[str, ...]] = {}
-    for name, member in members.items():
-        configs[name] = config_for(name, member)
-        names[name] = tuple(select_tools(configs[name].tools, tools))
-        graphs[name] = build_graph(
-            configs[name], model=(models or {}).get(name), tools=tools, ledger=ledger, events=events,
-            inbox=inbox, resources=resources, spend=spend, name=f"kasloop-{name}",
-        )
-    return graphs, configs, names
-
-
-def _left(limit: float | None, used: float) -> float | None:
-    return None if limit is None else max(limit - used, 0)
-
-
-def specialist_context(manager: RunContext, used: Usage, config: AgentConfig, thread_id: str, tools: Iterable[str]) -> RunContext:
-    """The specialist's run policy: its own tools and level, the manager's rules, and only what is left
-    of the manager's budgets (the delegation itself counts as one of the manager's tool calls)."""
-    own = context_for(config, thread_id, tools)
-    tool_calls = _left(manager.max_tool_calls, used["tool_calls"] + 1)
-    tokens = _left(manager.max_tokens, used["input_tokens"] + used["output_tokens"])
-    return RunContext(
-        thread_id=thread_id,
-        autonomy=min(own.autonomy, manager.autonomy),
-        tools=own.tools,
-        rules=manager.rules,
-        risk_overrides=dict(manager.risk_overrides),
-        max_steps=own.max_steps,
-        max_tool_calls=int(tool_calls) if tool_calls is not None else None,
-        max_tokens=int(tokens) if tokens is not None else None,
-        max_usd=_left(manager.max_usd, used["usd"]),
-        max_seconds=_left(manager.max_seconds, used["seconds"]),
-        max_tokens_per_day=manager.max_tokens_per_day,
-        max_usd_per_day=manager.max_usd_per_day,
-    )
-
 
 def delegate_tool(members: dict[str, Specialist], graphs: dict[str, Any], tools: dict[str, tuple[str, ...]], configs: dict[str, AgentConfig]) -> Tool:
     """The manager's ``delegate`` tool over these specialists (their compiled graphs, tool names and configs)."""
@@ -219,8 +143,6 @@ def _managers_breach(breach: dict[str, Any], manager: RunContext, used: Usage, s
 
 
 def _read_untrusted(values: dict[str, Any]) -> bool:
-    from kasloop.nodes.messages import untrusted_sources
-
     return bool(values.get("tainted")) or bool(untrusted_sources(values.get("messages", [])))
 
 
@@ -344,8 +266,6 @@ def build_for(config: AgentConfig, **kwargs: Any) -> CompiledStateGraph[Any, Any
     if config.run_team is not None:
         return build_team_graph(config, **kwargs)
     if config.run_collaboration is not None:
-        from kasloop.graphs.collaboration import build_collaboration_graph  # it builds on this module
-
         chosen = config.collaboration[config.run_collaboration]
         return build_collaboration_graph(config, chosen.peers, turn_limit=chosen.turn_limit, **kwargs)
     return build_graph(config, **kwargs)
@@ -364,8 +284,6 @@ def team_tools(config: AgentConfig, extra: Iterable[Tool] = ()) -> dict[str, Too
     for member in config.team_members().values():
         found.update(select_tools(member.tools, extra))
     if config.run_collaboration is not None:
-        from kasloop.graphs.collaboration import blackboard_tools
-
         board = (*extra, *blackboard_tools())
         for peer in config.collaboration_peers().values():
             found.update(select_tools(peer.tools, board))

@@ -47,10 +47,14 @@ from kasloop.approval_secrets import (
     require_approval_secret,
     tool_secret_problem,
 )
+from kasloop.checkpoints.approvals import ApprovalRecord, ApprovalStore
+from kasloop.checkpoints.events import EventLog, event_row
+from kasloop.checkpoints.threads import ThreadStore
 from kasloop.errors import ApprovalAlreadyDecided, ApprovalError, ApprovalExpired, ApprovalStale
+from kasloop.policy import arg_hash
+from kasloop.secrets import Redactor, known_secrets
 
 if TYPE_CHECKING:
-    from kasloop.checkpoints.approvals import ApprovalRecord
     from kasloop.checkpoints.database import Database
     from kasloop.config import AgentConfig
     from kasloop.tools.base import Tool
@@ -142,9 +146,6 @@ async def record_request(db: Database, request: Mapping[str, Any], step: int) ->
 
     False if it was stored already: a re-run asks with the same id, and the first payload is kept.
     """
-    from kasloop.checkpoints.approvals import ApprovalStore
-    from kasloop.checkpoints.events import EventLog
-
     if not await ApprovalStore(db).add(dict(request)):
         return False
     await EventLog(db).append(
@@ -250,8 +251,6 @@ def bind_decision(request: Mapping[str, Any], decision: Any, tool: Tool | None) 
             request, a decision it cannot take or a limit not above what is used; an edit of no tool call,
             or edited arguments the tool's schema refuses.
     """
-    from kasloop.policy import arg_hash
-
     typed = parse_decision(decision)
     approval, kind = request["approval_id"], request.get("kind", "tool_call")
     edited = isinstance(typed, Edit) and kind != "budget"  # a budget edit is a number, not a tool's arguments
@@ -285,8 +284,6 @@ def bind_decision(request: Mapping[str, Any], decision: Any, tool: Tool | None) 
 def _redacted(typed: Approve | Edit | Reject | Respond, config: AgentConfig) -> Approve | Edit | Reject | Respond:
     """The decision with secrets redacted from what a person typed (a reason, a response, edited arguments):
     it reaches the model, the approvals table and the checkpoints like any other input."""
-    from kasloop.secrets import Redactor, known_secrets
-
     redactor = Redactor.for_config(config).merged(known_secrets())
     if not redactor:
         return typed
@@ -342,10 +339,6 @@ async def check_decision(
         ApprovalStale: marked stale, the thread is gone or no longer waits for it, or a decision made for other arguments.
         ApprovalError: unknown id, or a decision :func:`bind_decision` refuses.
     """
-    from kasloop.checkpoints.approvals import ApprovalStore
-    from kasloop.checkpoints.events import EventLog
-    from kasloop.checkpoints.threads import ThreadStore
-
     record = await ApprovalStore(db).get(approval_id)
     if record is None:
         raise ApprovalError(f"No approval `{approval_id}`; list pending ones with `kasloop approvals`.")
@@ -383,9 +376,6 @@ async def record_decision(db: Database, checked: Checked) -> None:
     Raises:
         ApprovalAlreadyDecided: someone else decided it meanwhile; nothing changed.
     """
-    from kasloop.checkpoints.approvals import ApprovalStore
-    from kasloop.checkpoints.events import event_row
-
     record, stored = checked.record, checked.stored
     kind = checked.decision.decision
     edited = kind == "edit" and record["kind"] != "budget"  # a budget edit changes a number, not arguments
@@ -405,8 +395,6 @@ async def reject_expired(db: Database, config: AgentConfig, thread_id: str, step
     the model is told :data:`EXPIRED_REASON`. A request someone decided meanwhile keeps that decision.
     Returns the ids rejected.
     """
-    from kasloop.checkpoints.approvals import ApprovalStore
-
     if config.approval_expiry != "reject":
         return []
     rejected: list[str] = []

@@ -14,7 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from kasloop.approval_secrets import require_approval_secret
+from kasloop.channels.receivers import declare, parse_address
 from kasloop.errors import AutonomyLevelError
+from kasloop.mail_settings import ImapSettings
 
 __all__ = [
     "AUTONOMY_LEVELS",
@@ -180,8 +182,6 @@ class EmailApprovals(_Frozen):
     @field_validator("imap")
     @classmethod
     def _mailbox(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from kasloop.tools.email import ImapSettings  # the tools import this module
-
         mailbox = {"password_env": "KASLOOP_APPROVAL_IMAP_PASSWORD", **value}
         checked = ImapSettings.model_validate(mailbox)
         if not checked.username:
@@ -226,8 +226,6 @@ class ApprovalChannels(_Frozen):
     @field_validator("receivers")
     @classmethod
     def _receivers(cls, value: list[str]) -> list[str]:
-        from kasloop.channels.receivers import declare, parse_address
-
         for entry in value:
             host, port = parse_address(entry)  # ValueError names the entry
             declare(host, port, "approvals receiver (approval_channels.receivers)")

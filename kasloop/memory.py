@@ -51,6 +51,8 @@ import aiosqlite
 from langgraph.store.base import GetOp, Op, PutOp, SearchItem, SearchOp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kasloop.atomic_files import atomic_write
+from kasloop.checkpoints.sqlite import SqliteDatabase
 from kasloop.checkpoints.store import KasloopStore, fts_query, open_store
 from kasloop.errors import KasloopError, UsageError
 from kasloop.secrets import known_secrets
@@ -359,8 +361,6 @@ class LongTermMemory:
         fmt = file_format(target, fmt)
         items = sorted(await self.list(), key=lambda i: (KINDS.index(i.kind), i.created_at, i.key))
         text = to_markdown(items, self.namespace) if fmt == "markdown" else to_json_text(items, self.namespace)
-        from kasloop.tools.files import atomic_write  # late: kasloop.tools imports this module
-
         try:
             atomic_write(target, text.encode())
         except OSError as exc:
@@ -421,8 +421,6 @@ async def shared_memory(resources: ToolResources, namespace: str = DEFAULT_NAMES
     """
 
     async def open_db() -> Any:
-        from kasloop.checkpoints.sqlite import SqliteDatabase
-
         pending = aiosqlite.connect(":memory:")
         # Nobody may close a graph served without a database: a daemon worker never keeps the process alive.
         pending._thread.daemon = True  # noqa: SLF001 - aiosqlite has no public switch for this

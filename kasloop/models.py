@@ -16,6 +16,7 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
+from kasloop import local_server
 from kasloop.config import AgentConfig
 from kasloop.errors import ConfigError, KasloopError, ModelError
 from kasloop.scripted import ScriptedChatModel, load_script
@@ -58,7 +59,7 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
     if kind == "scripted":
         return ScriptedChatModel.from_file(rest)
     if kind == "openai":
-        from langchain_openai import ChatOpenAI
+        from langchain_openai import ChatOpenAI  # here: it loads the openai SDK (about 0.5 s), which a scripted model never needs
 
         key = config.openai.api_key.get_secret_value() if config.openai.api_key else os.environ.get("OPENAI_API_KEY")
         if not key and not config.openai.base_url:
@@ -74,13 +75,12 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             timeout=config.openai.timeout,
             http_async_client=_own_async_client(config.openai.timeout),
         )
-    from langchain_openai import ChatOpenAI
+    from langchain_openai import ChatOpenAI  # here, as above
 
-    from kasloop.local_server import ensure_running  # "local": _parse_spec allows nothing else
-
+    # "local": _parse_spec allows nothing else
     return ChatOpenAI(
         model="local",
-        base_url=ensure_running(),
+        base_url=local_server.ensure_running(),
         api_key="local",  # the server is bound to 127.0.0.1 and needs no key
         max_retries=0,
         timeout=config.openai.timeout,

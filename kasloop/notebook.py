@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from kasloop.config import AgentConfig
 from kasloop.errors import UsageError
+from kasloop.graphs.agent import build_graph
+from kasloop.scripted import ScriptedChatModel
 
 __all__ = ["graph_svg", "show_graph"]
 
@@ -53,10 +56,6 @@ def _drawable(graph: Any) -> Any:
 
 def _agent_graph() -> Any:
     """kasloop's loop, built with an empty script: the shape does not depend on the model."""
-    from kasloop.config import AgentConfig
-    from kasloop.graphs.agent import build_graph
-    from kasloop.scripted import ScriptedChatModel
-
     return build_graph(AgentConfig(model="scripted:-"), model=ScriptedChatModel(path="-", turns=[]))
 
 

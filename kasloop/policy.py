@@ -11,7 +11,7 @@ import fnmatch
 import hashlib
 import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,7 @@ __all__ = [
     "canonical_args",
     "gate_call",
     "matching_rule_action",
+    "use_builtin_tools",
 ]
 
 PATH_ARGS = frozenset({"path", "src", "source", "dest", "destination", "cwd", "directory"})
@@ -42,6 +43,20 @@ GENERIC_ARG_KEYS = frozenset({"path", "url", "host"})
 Gate = Literal["allow", "ask", "deny"]
 
 _STRICTNESS: dict[RuleAction, int] = {"allow": 0, "ask": 1, "deny": 2}
+
+
+_builtin_tools: Callable[[], Mapping[str, Any]] | None = None
+
+
+def use_builtin_tools(lookup: Callable[[], Mapping[str, Any]]) -> None:
+    """Where :func:`call_shape` looks a tool name up: ``kasloop.tools.registry`` passes its ``all_tools``
+    when it is imported (which importing ``kasloop`` always does).
+
+    Passed in, not imported: the tools import this module (``Tool.path_args`` defaults to :data:`PATH_ARGS`),
+    so it is below them and must not import them.
+    """
+    global _builtin_tools
+    _builtin_tools = lookup
 
 
 @dataclass(frozen=True)
@@ -58,13 +73,11 @@ class CallShape:
 def call_shape(tool: Any, args: Mapping[str, Any] | None = None) -> CallShape:
     """The shape of a call to ``tool``: a ``Tool`` (its declared arguments), or a tool name.
 
-    A name is looked up among kasloop's built-in tools; an unknown name (a user tool) gets the arguments
-    named in :data:`PATH_ARGS` as paths and ``url``/``host`` by name.
+    A name is looked up among kasloop's built-in tools (see :func:`use_builtin_tools`); an unknown name
+    (a user tool) gets the arguments named in :data:`PATH_ARGS` as paths and ``url``/``host`` by name.
     """
     if isinstance(tool, str):
-        from kasloop.tools.registry import all_tools  # here, not at import: the tools import this module
-
-        known = all_tools().get(tool)
+        known = _builtin_tools().get(tool) if _builtin_tools is not None else None
         if known is None:
             present = set(args or {})
             return CallShape(

@@ -11,7 +11,6 @@ human at levels 2 and 3, a stop with status ``escalated`` at level 4.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from langgraph.runtime import Runtime
 
 from pydantic import ValidationError
 
+from kasloop.backoff import backoff_delay
 from kasloop.errors import ModelError
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.diagnosis import diagnose, diagnosis_request
@@ -37,7 +37,8 @@ _ALTERNATE_FOR = {"transient", "timeout", "permanent"}
 
 
 def _backoff(base: float, attempt: int) -> float:
-    return base * (2**attempt) * (0.5 + random.random() / 2)
+    """``retry_backoff`` doubled per attempt, then between half and all of it at random (no cap: ``tool_retries`` bounds it)."""
+    return backoff_delay(attempt, base=base, jitter=(0.5, 1.0))
 
 
 def _idempotent(deps: NodeDeps, name: str) -> bool:

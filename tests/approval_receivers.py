@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from kasloop import Agent
-from kasloop.channels.webhook import approvals_app
+from kasloop.channels.webhook_receiver import approvals_app
 from kasloop.checkpoints import open_database
 from kasloop.tools.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -28,7 +28,7 @@ async def served_receiver(agent: Agent) -> AsyncIterator[str]:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        server = uvicorn.Server(uvicorn.Config(approvals_app(agent, db), log_level="warning", lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(approvals_app(agent.sessions, db), log_level="warning", lifespan="off"))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             yield f"http://127.0.0.1:{sock.getsockname()[1]}"

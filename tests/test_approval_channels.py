@@ -279,7 +279,7 @@ async def test_at_level_4_an_escalation_is_a_notification_sent_once(tmp_path: Pa
 async def test_mail_from_allowed_senders_feeds_the_inbox_and_the_daemon_acts_on_it(
     tmp_path: Path, workspace: Path, script: Callable[..., str], dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kasloop.runtime import Daemon
+    from kasloop.runtime.daemon import Daemon
 
     box: Mailbox = dovecot.new_mailbox()
     monkeypatch.setenv("KASLOOP_TEST_IMAP_PASSWORD", box.password)
@@ -299,7 +299,7 @@ async def test_mail_from_allowed_senders_feeds_the_inbox_and_the_daemon_acts_on_
     box.append(stranger.as_bytes())
     box.append(boss.as_bytes())
 
-    report = await Daemon(agent, interval=1).cycle()
+    report = await Daemon(agent.sessions, interval=1).cycle()
     assert report.errors == [] and report.visited == ["ops"]
     assert (workspace / "todo.md").read_text() == "ship it"
     inbox = [e for e in await agent.history("ops") if e["kind"] == "inbox"]

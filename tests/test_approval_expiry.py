@@ -9,7 +9,7 @@ import pytest
 
 from kasloop import Agent, AgentConfig, ApprovalError
 from kasloop.checkpoints import ApprovalStore, open_database
-from kasloop.runtime import Daemon
+from kasloop.runtime.daemon import Daemon
 from conftest import call
 
 EXPIRED_AT_ONCE = 1e-6  # seconds: a request is expired by the time the run has returned
@@ -61,7 +61,7 @@ async def test_resume_rejects_an_expired_request_and_the_model_plans_again(waiti
 
 async def test_the_daemon_applies_expiry(waiting: Callable[..., object], workspace: Path) -> None:
     agent, thread, approval = await waiting()  # type: ignore[misc]
-    assert await Daemon(agent, interval=1).run(once=True) == 0
+    assert await Daemon(agent.sessions, interval=1).run(once=True) == 0
     assert await statuses(agent, approval) == "rejected"
     assert (await agent.status(thread))[0]["status"] == "done" and (workspace / "old.txt").exists()
 

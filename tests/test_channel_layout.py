@@ -114,3 +114,37 @@ def test_the_circle_finder_finds_a_circle() -> None:
     """The check above can fail: a circle through a late import is found like any other."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_channels_depend_on_sessions_not_on_the_agent_facade() -> None:
+    """``Agent`` is a facade over ``kasloop.runtime.sessions``; a channel or receiver that imported it (even
+    under ``TYPE_CHECKING``) would be the old ``agent.py`` <-> ``channels/runner.py`` circle again."""
+    found = [
+        f"{path.name}:{line} imports {module}"
+        for name, path in channel_modules().items()
+        for line, module in imported_modules(path)
+        if module == "kasloop.agent"
+    ]
+    assert not found, found
+    runner_imports = {module for _, module in imported_modules(CHANNELS / "runner.py")}
+    assert "kasloop.runtime.sessions" in runner_imports, "the runner works through the sessions (the check reads imports)"
+
+
+def test_the_receivers_live_under_channels_and_tools_stay_tools() -> None:
+    """The signed webhook receiver, the Telegram update pump, the email inbox poll and the inbox feed are
+    channels (what comes in); the tool modules only define what the model may call and what it sends."""
+    receivers = {"make_webhook_app", "approvals_app", "serve_approvals", "DeliveryLog", "DatabaseDeliveryLog", "inbox_deliver", "pump_updates", "poll_once", "poll_inbox"}
+    defined_in_tools = [
+        f"{path.name}: {node.name}"
+        for path in sorted(TOOLS.glob("*.py"))
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in receivers
+    ]
+    assert not defined_in_tools, defined_in_tools
+    defined_in_channels = {
+        node.name
+        for path in channel_modules().values()
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
+    assert receivers <= defined_in_channels, sorted(receivers - defined_in_channels)

@@ -140,7 +140,7 @@ def test_a_thread_driven_by_one_process_is_busy_for_another(tmp_path: Path, work
 
     thread = finished_thread(kasloop, workspace, script({"content": "ready"}, {"content": "again"}))
     assert kasloop("tell", thread, "again").code == 0
-    lock = tmp_path / ".kasloop" / "kasloop.db.locks" / (hashlib.sha256(thread.encode()).hexdigest()[:24] + ".lock")
+    lock = tmp_path / ".kasloop" / "kasloop.db.locks" / (hashlib.sha256(f"thread:{thread}".encode()).hexdigest()[:24] + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)

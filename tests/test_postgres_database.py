@@ -19,7 +19,7 @@ from kasloop.checkpoints.pruning import prune_events
 from kasloop.checkpoints.rules import RuleStore
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.errors import CheckpointError
-from kasloop.runtime import _beat, _register
+from kasloop.runtime.daemon import _beat, _register
 
 
 def _kinds(url: str) -> list[str]:

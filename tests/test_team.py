@@ -81,9 +81,8 @@ async def test_manager_delegates_to_two_specialists_and_gets_their_results_and_c
 
 
 async def _messages(agent: Agent, thread: str) -> list[Any]:
-    async with agent._open() as db:
-        graph = agent._graph(db, await agent._stored_config(db, thread))
-        state = await graph.aget_state({"configurable": {"thread_id": thread}})
+    async with agent.sessions.open() as db:
+        state = await (await agent.sessions.stored(db, thread)).snapshot()
     return list(state.values["messages"])
 
 

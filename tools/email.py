@@ -93,11 +93,13 @@ from email.parser import BytesParser
 from email.utils import formatdate, make_msgid, parsedate_to_datetime
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from kasloop.approval_secrets import APPROVAL_ENV_PREFIX, tool_secret_problem
+from kasloop.mail_settings import CONTROL_CHARS as _CONTROL_RE
+from kasloop.mail_settings import ImapSettings, ServerSettings, SmtpSettings
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.base import ToolErrorKind as ErrorKind
 from kasloop.tools.files import resolve_in_workspace
@@ -116,12 +118,10 @@ __all__ = [
     "take_unread",
 ]
 
-Security = Literal["starttls", "ssl", "plain"]
 T = TypeVar("T")
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_READ_BYTES = 2 * 1024 * 1024
-DEFAULT_TIMEOUT = 30.0
 MAX_RECIPIENTS = 50
 MAX_SEARCH_TERMS = 10
 _TOOL_TIMEOUT = 120.0  # outer bound; each network operation has email.<smtp|imap>.timeout
@@ -130,59 +130,16 @@ _SEND_DEADLINE = _TOOL_TIMEOUT - 10  # email_send gives up itself first, so it c
 # CRLF line ends; 7-bit body encodings (quoted-printable/base64 for non-ASCII text), so the message
 # needs no 8BITMIME/SMTPUTF8 from the server.
 _MESSAGE_POLICY = email_policy.SMTP.clone(cte_type="7bit")
-_SMTP_PORTS = {"starttls": 587, "ssl": 465, "plain": 25}
-_IMAP_PORTS = {"starttls": 143, "ssl": 993, "plain": 143}
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDR_RE = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+$")
 _NAMED_RE = re.compile(r'^(?P<name>"(?:[^"\\]|\\.)*"|[^"<>]*?)\s*<(?P<addr>[^<>\s]*)>$')
 _NAME_SPECIALS = re.compile(r'[()<>@,;:\\"\[\]]')
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _MSGID_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 
 
 # --------------------------------------------------------------------------- settings
-
-
-class _ServerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(min_length=1, description="Server host name or address.")
-    port: int | None = Field(default=None, ge=1, le=65535, description="Port; default depends on security.")
-    security: Security = "starttls"
-    username: str | None = Field(default=None, description="Login name; no login when unset (SMTP only).")
-    password_env: str = Field(default="", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the password.")
-    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=600, description="Seconds per network operation.")
-    ca_file: str | None = Field(default=None, description="PEM bundle of CAs to trust instead of the system's.")
-
-    @field_validator("host", "username")
-    @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        if value is not None and _CONTROL_RE.search(value):
-            raise ValueError("must not contain control characters")
-        return value
-
-
-class SmtpSettings(_ServerSettings):
-    """``[tool_settings.email.smtp]``: the outgoing server."""
-
-    security: Security = "starttls"
-    password_env: str = Field(default="KASLOOP_SMTP_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-    @property
-    def effective_port(self) -> int:
-        return self.port or _SMTP_PORTS[self.security]
-
-
-class ImapSettings(_ServerSettings):
-    """``[tool_settings.email.imap]``: the mailbox server."""
-
-    security: Security = "ssl"
-    password_env: str = Field(default="KASLOOP_IMAP_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-    @property
-    def effective_port(self) -> int:
-        return self.port or _IMAP_PORTS[self.security]
+# SmtpSettings and ImapSettings are in kasloop.mail_settings: the approvals mailbox (kasloop.config) uses them too.
 
 
 class EmailSettings(BaseModel, extra="forbid"):
@@ -246,7 +203,7 @@ def _settings(ctx: ToolContext) -> EmailSettings:
         raise ToolFailure("permanent", f"bad email settings (tool_settings.email): {details}; fix kasloop.toml") from None
 
 
-def _password(server: _ServerSettings, section: str) -> str | None:
+def _password(server: ServerSettings, section: str) -> str | None:
     """The password from the environment, read at call time (it is never a config value)."""
     if not server.username:
         return None
@@ -262,7 +219,7 @@ def _password(server: _ServerSettings, section: str) -> str | None:
     return value
 
 
-def _tls(server: _ServerSettings, section: str) -> ssl.SSLContext:
+def _tls(server: ServerSettings, section: str) -> ssl.SSLContext:
     try:
         return tls_context(server.ca_file)
     except (OSError, ssl.SSLError) as exc:
@@ -274,7 +231,7 @@ def _network(section: str) -> NetworkGate:
     return NetworkGate(section=f"email.{section}", allow_private=True)
 
 
-def _server_addresses(network: NetworkGate, server: _ServerSettings, section: str, port: int) -> tuple[IPAddress, ...]:
+def _server_addresses(network: NetworkGate, server: ServerSettings, section: str, port: int) -> tuple[IPAddress, ...]:
     """The checked addresses of the server (resolved once, in the worker thread); the client connects only to these."""
     try:
         return network.resolve_blocking(server.host, port)

@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kasloop.atomic_files import atomic_write
 from kasloop.protected import ProtectedPaths
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, arg_meta, protected_refusal, text_safe
 
@@ -59,26 +59,6 @@ def resolve_in_workspace(workspace: Path, path: str) -> Path:
             f"path `{path}` is outside the workspace; use a path relative to the workspace root",
         )
     return target
-
-
-def atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that readers see the old file or the new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _check_size(content: str) -> bytes:

@@ -143,6 +143,8 @@ class ProcessSettings(ToolSettings):
 
 
 # --------------------------------------------------------------------------- /proc
+# Through tools/procfs.py, not psutil: records hold the raw start ticks the stdlib-only relay reads (psutil only
+# gives create_time() in seconds), and psutil has no session id to find what a program left in its relay's session.
 
 
 def start_ticks(pid: int) -> int | None:

@@ -33,6 +33,7 @@ import time
 __all__ = ["main", "relay", "ticks"]
 
 
+# By hand, not psutil: this script must stay stdlib-only (``-S``: no site-packages) and answer the raw ticks kasloop stores.
 def ticks(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None if ``pid`` is gone."""
     try:

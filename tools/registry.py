@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kasloop.errors import ConfigError
+from kasloop.policy import use_builtin_tools
 from kasloop.tools.base import SettingsFailure, Tool, ToolContext, ToolFailure
 from kasloop.tools.browser import BROWSER_TOOLS, BrowserSettings
 from kasloop.tools.email import EMAIL_TOOLS, EmailSettings
@@ -105,6 +106,9 @@ def all_tools(extra: Iterable[Tool] = ()) -> dict[str, Tool]:
             raise ConfigError(f"Tool name `{tool.name}` is already taken; give your tool another name.")
         tools[tool.name] = tool
     return tools
+
+
+use_builtin_tools(all_tools)  # rules given a tool's name (not the Tool) judge it by its declared arguments
 
 
 def select_tools(names: Iterable[str], extra: Iterable[Tool] = ()) -> dict[str, Tool]:

@@ -45,6 +45,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import psutil
+
 from kasloop.protected import ProtectedPaths
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.procfs import GONE_STATES, proc_stat, signal_quietly
@@ -253,15 +255,11 @@ def remove_created(paths: Sequence[Path]) -> list[Path]:
 # --------------------------------------------------------------------------- signals
 
 
-def _parent_and_name(pid: int) -> tuple[int, bytes] | None:
+def _is_bwrap(process: psutil.Process) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        with open(f"/proc/{pid}/comm", "rb") as fh:
-            comm = fh.read().strip()
-        return int(data[data.rfind(b")") + 2 :].split()[1]), comm
-    except (OSError, IndexError, ValueError):
-        return None
+        return process.name() == "bwrap"
+    except psutil.Error:  # gone, or not ours to read
+        return False
 
 
 def sandbox_shells(leader: int) -> set[int]:
@@ -271,25 +269,24 @@ def sandbox_shells(leader: int) -> set[int]:
     A SIGTERM meant for the program must spare them: either one dying ends the whole sandbox at
     once, and the program would never get its chance to exit cleanly (SIGKILL then goes to them).
     """
-    own = _parent_and_name(leader)
-    if own is None or own[1] != b"bwrap":
-        return set()
-    spared = {leader}
     try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return spared
-    for entry in entries:
-        if entry.isdigit():
-            info = _parent_and_name(int(entry))
-            if info is not None and info[0] == leader and info[1] == b"bwrap":
-                spared.add(int(entry))
-    return spared
+        own = psutil.Process(leader)
+    except (psutil.Error, ValueError):  # gone, or not a PID
+        return set()
+    if not _is_bwrap(own):
+        return set()
+    try:
+        children = own.children()
+    except psutil.Error:
+        return {leader}
+    return {leader, *(child.pid for child in children if _is_bwrap(child))}
 
 
 # --------------------------------------------------------------------------- orphans
 
 
+# Start times stay raw clock ticks from /proc (procfs), not psutil's create_time(): the records compare them
+# with ticks taken before (these files, the process store, the stdlib-only relay), and psutil hides the ticks.
 def _ticks(pid: int) -> int | None:
     stat = proc_stat(pid)
     return None if stat is None or stat.state in GONE_STATES else stat.start_ticks

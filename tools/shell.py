@@ -107,7 +107,7 @@ from kasloop.protected import setting_values
 from kasloop.secrets import DEFAULT_SECRET_ENVS
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult, ToolSettings
 from kasloop.tools.files import resolve_in_workspace
-from kasloop.tools.procfs import session_members, signal_quietly
+from kasloop.tools.procfs import session_members, signal_quietly  # not psutil: it has no session id to find a session's members by
 from kasloop.tools.sandbox import SandboxMode, absent_protected, bwrap_argv, record_sandbox, remove_created, require_sandbox, sandbox_shells
 
 __all__ = [

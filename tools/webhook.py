@@ -1,4 +1,4 @@
-"""The ``webhook`` family: signed JSON POSTs out, and a receiver that verifies them in.
+"""The ``webhook`` family: signed JSON POSTs out (the receiver that verifies them is ``kasloop.channels.webhook_receiver``).
 
 ``webhook_post`` (url, payload) sends ``payload`` as a JSON object with three
 headers (the format receivers rely on; it is stable):
@@ -35,20 +35,8 @@ connection failures, timeouts, 5xx, 408, 425, 429 → ``transient`` (safe to ret
 the delivery id lets the receiver drop a repeat); other 4xx → ``permanent``;
 no secret → ``permanent``.
 
-**Receiving**: :func:`make_webhook_app` builds a small ASGI app (Starlette; serve
-it with uvicorn) that accepts ``POST /hooks/{thread_id}`` (or ``POST /hooks``
-with the thread in the ``X-Kasloop-Thread`` header). It checks, in order: body
-size (413), the signature (constant-time compare, 401), the timestamp within
-``replay_window`` seconds of now (401), the delivery id and a JSON object body
-(400), the thread (``thread_for`` may map or refuse it: 404), then whether
-the delivery id was seen before (200 ``{"duplicate": true}``, nothing
-delivered). The signature covers the delivery id, so a captured request
-cannot be replayed under a new id: inside the window it is a duplicate, after
-it the timestamp is too old. Otherwise it calls
-``deliver(thread_id, "webhook", text, data)`` (``text`` = the payload's
-``"text"`` string, else the JSON; ``data`` = ``{"delivery", "payload",
-"timestamp"}``) and answers 200 ``{"ok": true}``; a failing ``deliver`` answers
-500 and forgets the id, so the sender's retry is delivered.
+Receiving (verifying these requests and delivering them into an inbox) is a channel's job:
+:mod:`kasloop.channels.webhook_receiver`.
 
 Config (``ToolContext.extra["webhook"]``, all optional):
 
@@ -72,12 +60,10 @@ import hmac
 import json
 import os
 import re
-import sqlite3
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -87,20 +73,14 @@ from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.http import USER_AGENT, BoundedBody, HttpPolicy, map_httpx_error, render_body, status_kind
 from kasloop.tools.network import AllowDomains, AllowPrivate, NetworkGate
 
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
 __all__ = [
     "DELIVERY_HEADER",
+    "DELIVERY_ID_RE",
     "SIGNATURE_HEADER",
     "THREAD_HEADER",
     "TIMESTAMP_HEADER",
     "WEBHOOK_TOOLS",
-    "DatabaseDeliveryLog",
-    "DeliveryLog",
     "WebhookSettings",
-    "inbox_deliver",
-    "make_webhook_app",
     "post_signed",
     "sign",
     "verify",
@@ -112,12 +92,10 @@ DELIVERY_HEADER = "X-Kasloop-Delivery"
 THREAD_HEADER = "X-Kasloop-Thread"
 DEFAULT_SECRET_ENV = "KASLOOP_WEBHOOK_SECRET"
 MAX_PAYLOAD = 1024 * 1024
-_DELIVERY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
-_THREAD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+DELIVERY_ID_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+"""What a delivery id may be: 1 to 200 printable ASCII characters, no spaces (checked by sender and receiver)."""
 _FOLLOWED = frozenset({307, 308})
 _METHOD_CHANGING = frozenset({301, 302, 303})
-
-Deliver = Callable[[str, str, str, dict[str, Any]], Awaitable[Any]]
 
 
 # --------------------------------------------------------------------------- signing
@@ -226,7 +204,7 @@ def _delivery_id(ctx: ToolContext) -> str:
     key = ctx.idempotency_key
     if not key:
         return uuid.uuid4().hex
-    return key if _DELIVERY_RE.match(key) else hashlib.sha256(key.encode()).hexdigest()
+    return key if DELIVERY_ID_RE.match(key) else hashlib.sha256(key.encode()).hexdigest()
 
 
 class PostArgs(BaseModel):
@@ -274,189 +252,3 @@ async def post_signed(url: str, payload: dict[str, Any], policy: HttpPolicy, sec
 WEBHOOK_TOOLS: tuple[Tool, ...] = (
     Tool(name="webhook_post", description="POST a signed JSON payload to a webhook URL.", args_model=PostArgs, func=_webhook_post, risk="high", idempotent=False, timeout=120.0, family="webhook"),
 )
-
-
-# --------------------------------------------------------------------------- receiving
-
-
-class DeliveryLog:
-    """Delivery ids and signatures already handled, in memory, forgotten after ``ttl`` seconds."""
-
-    def __init__(self, ttl: float = 86400.0, max_entries: int = 100_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    async def claim(self, keys: list[str]) -> bool:
-        """Record ``keys``; False (and nothing recorded) if any of them was seen before."""
-        now = time.monotonic()
-        while self._seen and (next(iter(self._seen.values())) < now - self.ttl or len(self._seen) > self.max_entries):
-            self._seen.popitem(last=False)
-        if any(k in self._seen for k in keys):
-            return False
-        for key in keys:
-            self._seen[key] = now
-        return True
-
-    async def release(self, keys: list[str]) -> None:
-        for key in keys:
-            self._seen.pop(key, None)
-
-
-class DatabaseDeliveryLog(DeliveryLog):
-    """The same, in the kasloop database (table ``kasloop_webhook_seen``), so a restart does not forget."""
-
-    def __init__(self, database: Any, ttl: float = 7 * 86400.0) -> None:
-        super().__init__(ttl=ttl)
-        self.database = database
-
-    async def claim(self, keys: list[str]) -> bool:
-        def write(conn: sqlite3.Connection) -> bool:
-            now = time.time()
-            conn.execute("DELETE FROM kasloop_webhook_seen WHERE seen_at < ?", (now - self.ttl,))
-            insert = "INSERT INTO kasloop_webhook_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
-            fresh = all(conn.execute(insert, (k, now)).rowcount == 1 for k in keys)
-            if fresh:
-                conn.commit()
-            else:
-                conn.rollback()
-            return fresh
-
-        return bool(await self.database.call(write))
-
-    async def release(self, keys: list[str]) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.executemany("DELETE FROM kasloop_webhook_seen WHERE key = ?", [(k,) for k in keys])
-            conn.commit()
-
-        await self.database.call(delete)
-
-
-def inbox_deliver(database: Any) -> Deliver:
-    """A ``deliver`` callback that appends to the thread's inbox in ``database``."""
-    from kasloop.checkpoints.inbox import Inbox
-
-    inbox = Inbox(database)
-
-    async def deliver(thread_id: str, source: str, text: str, data: dict[str, Any]) -> None:
-        await inbox.put(thread_id, source, text, **data)
-
-    return deliver
-
-
-def make_webhook_app(
-    secret: str | bytes,
-    deliver: Deliver,
-    *,
-    replay_window: float = 300.0,
-    thread_for: Callable[[str], str | None] | None = None,
-    max_body: int = MAX_PAYLOAD,
-    seen: DeliveryLog | None = None,
-    approvals: Callable[[dict[str, Any], str], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
-    refused: Callable[..., Awaitable[None]] | None = None,
-) -> Starlette:
-    """An ASGI app receiving signed webhooks into ``deliver`` (see the module docstring).
-
-    Args:
-        secret: the shared HMAC secret (read it from the environment, not from config).
-        deliver: ``async (thread_id, "webhook", text, data)``, e.g. :func:`inbox_deliver`.
-        replay_window: seconds a timestamp may differ from now.
-        thread_for: maps the requested thread to the one to deliver to, or None to refuse (404);
-            default: any well-formed thread id is accepted as is.
-        max_body: bytes of body accepted (413 beyond).
-        seen: where handled delivery ids live; :class:`DatabaseDeliveryLog` survives restarts.
-        approvals: when given, ``POST /approvals`` takes signed decisions (``{"approval_id", "decision",
-            "by"?, "reason"?}``), checked like hooks (signature, window, delivery id), a delivery id at
-            most once (a replay is 409); ``approvals(payload, delivery)`` returns the status and answer.
-            See ``kasloop.channels.webhook.approvals_app`` (which uses the approval channel's own secret).
-        refused: ``async (status, delivery, payload=None)``, told of every refused approval callback (to log it).
-    """
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    if not secret:
-        raise ValueError("make_webhook_app needs a non-empty secret")
-    log = seen if seen is not None else DeliveryLog()
-
-    def refuse(status: int, error: str) -> JSONResponse:
-        return JSONResponse({"ok": False, "error": error}, status_code=status)
-
-    async def read_body(request: Request) -> bytes | None:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body:
-            return None
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body:
-                return None
-        return bytes(body)
-
-    async def verified(request: Request, body: bytes | None) -> tuple[dict[str, Any], str, int] | JSONResponse:
-        """Body size, signature, replay window, delivery id and a JSON object body, in that order."""
-        if body is None:
-            return refuse(413, f"body larger than {max_body} bytes")
-        timestamp = request.headers.get(TIMESTAMP_HEADER, "")
-        signature = request.headers.get(SIGNATURE_HEADER, "")
-        delivery = request.headers.get(DELIVERY_HEADER, "")
-        if not timestamp or not signature or not verify(secret, timestamp, delivery, body, signature):
-            return refuse(401, "bad or missing signature")
-        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > replay_window:
-            return refuse(401, "timestamp outside the replay window")
-        if not _DELIVERY_RE.match(delivery):
-            return refuse(400, f"missing or malformed {DELIVERY_HEADER}")
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            return refuse(400, "the body must be a JSON object")
-        return payload, delivery, int(timestamp)
-
-    async def receive(request: Request) -> JSONResponse:
-        checked = await verified(request, await read_body(request))
-        if isinstance(checked, JSONResponse):
-            return checked
-        payload, delivery, timestamp = checked
-        wanted = request.path_params.get("thread_id") or request.headers.get(THREAD_HEADER, "")
-        thread = (thread_for or (lambda t: t))(wanted) if _THREAD_RE.match(wanted) else None
-        if not thread:
-            return refuse(404, "unknown thread")
-        keys = [f"delivery:{delivery}"]
-        if not await log.claim(keys):
-            return JSONResponse({"ok": True, "duplicate": True, "delivery": delivery})
-        text = payload["text"] if isinstance(payload.get("text"), str) else json.dumps(payload, ensure_ascii=False)[:4000]
-        try:
-            await deliver(thread, "webhook", text, {"delivery": delivery, "payload": payload, "timestamp": timestamp})
-        except Exception:  # noqa: BLE001 - the sender retries; the id must not count as handled
-            await log.release(keys)
-            return refuse(500, "delivery failed; retry later")
-        return JSONResponse({"ok": True, "duplicate": False, "delivery": delivery})
-
-    async def decide(request: Request) -> JSONResponse:
-        body = await read_body(request)
-        checked = await verified(request, body)
-        if isinstance(checked, JSONResponse):
-            if refused is not None:
-                try:  # unverified, so only used to file the refusal under the approval it names
-                    claimed = json.loads(body or b"")
-                except ValueError:
-                    claimed = None
-                await refused(checked.status_code, request.headers.get(DELIVERY_HEADER, ""), claimed if isinstance(claimed, dict) else None)
-            return checked
-        payload, delivery, _ = checked
-        keys = [f"approval:{delivery}"]
-        if not await log.claim(keys):
-            if refused is not None:
-                await refused(409, delivery, payload)
-            return refuse(409, "this callback was already handled (replay)")
-        assert approvals is not None
-        status, answer = await approvals(payload, delivery)
-        return JSONResponse(answer, status_code=status)
-
-    routes = [Route("/hooks/{thread_id}", receive, methods=["POST"]), Route("/hooks", receive, methods=["POST"])]
-    if approvals is not None:
-        routes.append(Route("/approvals", decide, methods=["POST"]))
-    return Starlette(routes=routes)

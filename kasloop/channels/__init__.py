@@ -1,25 +1,9 @@
-"""Approval channels: Telegram buttons, email replies and signed webhook callbacks (see ``base``).
+"""Approval channels and receivers: Telegram buttons, email replies, signed webhooks, and the inbox feeds.
 
-The names below are imported on first use, so the network gates of the tools can import
-``kasloop.channels.receivers`` (standard library only) without loading the channels.
+``base`` holds the types every channel shares; ``fanout`` sends requests and
+notices to the channels a config turns on; ``runner`` is what the daemon does
+with them each cycle; ``webhook_receiver``, ``telegram_updates`` and
+``email_inbox`` receive. This package file imports nothing, so the tools'
+network gates can import ``kasloop.channels.receivers`` (standard library only)
+without loading the channels.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from kasloop.channels.base import Incoming
-    from kasloop.channels.fanout import announce, channels_for
-
-__all__ = ["Incoming", "announce", "channels_for"]
-
-_HOMES = {"Incoming": "base", "announce": "fanout", "channels_for": "fanout"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        from importlib import import_module
-
-        return getattr(import_module(f"kasloop.channels.{_HOMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

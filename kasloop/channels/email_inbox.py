@@ -12,16 +12,16 @@ mailbox (``kasloop.channels.email``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kasloop.channels.inbox_feed import Deliver
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.email import EmailSettings, _imap_session, _password, take_unread
 
 __all__ = ["poll_inbox"]
 
 
-async def poll_inbox(settings: EmailSettings | dict[str, Any], deliver: Callable[[str, str, str, dict[str, Any]], Awaitable[None]]) -> int:
+async def poll_inbox(settings: EmailSettings | dict[str, Any], deliver: Deliver) -> int:
     """Feed unread mail from ``inbox_senders`` into ``inbox_thread`` (one IMAP session); returns how many.
 
     Used by the daemon each cycle, like the Telegram pump and the webhook receiver.

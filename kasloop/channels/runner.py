@@ -1,61 +1,50 @@
 """What the daemon (or ``Agent.poll_approvals`` / ``poll_inbox``) does with the channels each cycle.
 
 Announcing requests and notices for a thread uses the thread's own stored
-policy (its ``approval_channels``); polling for decisions and inbox messages
-uses the polling agent's config. Decisions are typed (``kasloop.approvals``)
-and go through ``Agent.decide``, so they get every check ``kasloop approve`` gets.
+policy (its ``approval_channels``, see ``ThreadSession.announce``); polling for
+decisions and inbox messages uses the polling process's config. Decisions are
+typed (``kasloop.approvals``) and go through ``Sessions.decide``, so they get
+every check ``kasloop approve`` gets.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kasloop.approvals import approval_json
 from kasloop.channels.base import Incoming
-from kasloop.channels.fanout import announce, channels_for, notify
-from kasloop.checkpoints import ApprovalStore, Database, EventLog, ThreadStore
+from kasloop.channels.email_inbox import poll_inbox as poll_mailbox
+from kasloop.channels.fanout import channels_for
+from kasloop.channels.inbox_feed import inbox_deliver
+from kasloop.channels.telegram_updates import poll_once
+from kasloop.checkpoints import ApprovalStore, EventLog
 from kasloop.errors import ApprovalError, ApprovalExpired, KasloopError
+from kasloop.runtime.sessions import Sessions
 from kasloop.tools.base import ToolFailure
+from kasloop.tools.telegram import TelegramState
 
-if TYPE_CHECKING:
-    from kasloop.agent import Agent
-
-__all__ = ["announce_for", "notify_for", "poll_approvals", "poll_inbox"]
+__all__ = ["poll_approvals", "poll_inbox"]
 
 
-async def announce_for(agent: Agent, db: Database, thread_id: str, records: list[dict[str, Any]]) -> None:
-    """Send pending requests to the thread's approval channels (each once; failures are retried later)."""
-    thread = await ThreadStore(db).get(thread_id)
-    if thread is not None:  # announce() does nothing for a thread without channels
-        await announce(db, agent._thread_config(thread["policy"]), records)  # noqa: SLF001 - the thread's stored policy
-
-
-async def notify_for(agent: Agent, db: Database, thread_id: str, key: str, subject: str, text: str) -> None:
-    """Send a notice to the thread's channels, once per ``key``."""
-    thread = await ThreadStore(db).get(thread_id)
-    if thread is not None:  # notify() does nothing for a thread without channels
-        await notify(db, agent._thread_config(thread["policy"]), thread_id, f"notice:{thread_id}:{key}", subject, text or subject)  # noqa: SLF001
-
-
-async def poll_approvals(agent: Agent) -> int:
+async def poll_approvals(sessions: Sessions) -> int:
     """Take the decisions that arrived on this agent's approval channels (Telegram buttons, email replies).
 
     Pending requests not yet announced (a channel was down) are announced first. Decided
     tool calls are recorded without resuming (``resume`` or the daemon continues the thread);
     an approved budget raise continues its thread here. Returns how many decisions were recorded.
-    Signed webhook callbacks arrive on ``kasloop.channels.webhook.approvals_app`` instead.
+    Signed webhook callbacks arrive on ``kasloop.channels.webhook_receiver.approvals_app`` instead.
     """
-    channels = channels_for(agent.config)
+    channels = channels_for(sessions.config)
     if not channels:
         return 0
     recorded = 0
-    async with agent._open() as db:  # noqa: SLF001
+    async with sessions.open() as db:
         events, store = EventLog(db), ApprovalStore(db)
         by_thread: dict[str, list[dict[str, Any]]] = {}
         for record in await store.pending():
             by_thread.setdefault(record["thread"], []).append(approval_json(record))
         for thread_id, records in by_thread.items():
-            await announce_for(agent, db, thread_id, records)
+            await sessions.session(db, thread_id, sessions.config).announce(records)  # under the thread's stored policy
 
         async def refuse(approval_id: str, by: str, why: str, channel: str = "") -> None:
             record = await store.get(approval_id) if approval_id else None
@@ -66,7 +55,7 @@ async def poll_approvals(agent: Agent) -> int:
                 nonlocal recorded
                 record = await store.get(incoming.approval_id)
                 try:
-                    await agent.decide(incoming.approval_id, incoming.decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
+                    await sessions.decide(incoming.approval_id, incoming.decision, by=incoming.by, channel=name, resume=record is not None and record["kind"] == "budget")
                 except ApprovalExpired as exc:  # the check logged this refusal itself
                     return f"Not recorded: {exc.message}"
                 except ApprovalError as exc:
@@ -85,24 +74,20 @@ async def poll_approvals(agent: Agent) -> int:
     return recorded
 
 
-async def poll_inbox(agent: Agent) -> int:
+async def poll_inbox(sessions: Sessions) -> int:
     """Feed new mail into the inbox (``tool_settings.email.inbox_thread``), and Telegram messages to the
     tools' bot (``tool_settings.telegram`` ``chat_threads`` / ``default_thread``; the approvals bot is
     another bot, polled by ``poll_approvals``). The daemon calls this every cycle; returns how many messages arrived."""
-    settings = agent.config.tool_settings
+    settings = sessions.config.tool_settings
     email, telegram = settings.get("email") or {}, settings.get("telegram") or {}
     wants_telegram = telegram.get("chat_threads") or telegram.get("default_thread")
     if not email.get("inbox_thread") and not wants_telegram:
         return 0
-    from kasloop.channels.email_inbox import poll_inbox
-    from kasloop.channels.telegram_updates import inbox_deliver, poll_once
-    from kasloop.tools.telegram import TelegramState
-
     arrived = 0
-    async with agent._open() as db:  # noqa: SLF001
+    async with sessions.open() as db:
         deliver = inbox_deliver(db)
         if email.get("inbox_thread"):
-            arrived += await poll_inbox(email, deliver)
+            arrived += await poll_mailbox(email, deliver)
         if wants_telegram:
             arrived += await poll_once(telegram, deliver, state=TelegramState(db))
     return arrived

@@ -2,7 +2,7 @@
 
 :func:`pump_updates` long-polls ``getUpdates`` and hands each message / button
 press to an async ``deliver(thread_id, source, text, data)``, e.g.
-:func:`inbox_deliver`, which puts it into the thread's
+:func:`kasloop.channels.inbox_feed.inbox_deliver`, which puts it into the thread's
 :class:`~kasloop.checkpoints.inbox.Inbox`; :func:`poll_once` is one
 ``getUpdates`` without waiting, for the daemon's cycle
 (``kasloop.channels.runner.poll_inbox``). Chats are mapped to threads by
@@ -23,7 +23,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from kasloop.backoff import backoff_delay
 from kasloop.channels.base import APPROVAL_PREFIX
+from kasloop.channels.inbox_feed import Deliver
 from kasloop.tools.telegram import (
     TelegramClient,
     TelegramError,
@@ -35,11 +37,9 @@ from kasloop.tools.telegram import (
     describe_update,
 )
 
-__all__ = ["Deliver", "OnApproval", "handle_updates", "inbox_deliver", "poll_once", "pump_updates"]
+__all__ = ["OnApproval", "handle_updates", "poll_once", "pump_updates"]
 
 _log = logging.getLogger("kasloop.tools.telegram")  # the logger kasloop.secrets.LOGGERS redacts; the pump logged here before it moved
-
-Deliver = Callable[[str, str, str, dict[str, Any]], Awaitable[Any]]
 
 
 def _receiver(settings: TelegramSettings | Mapping[str, Any], state: TelegramState | None) -> tuple[TelegramSettings, str, TelegramState, str]:
@@ -47,18 +47,6 @@ def _receiver(settings: TelegramSettings | Mapping[str, Any], state: TelegramSta
     conf = settings if isinstance(settings, TelegramSettings) else TelegramSettings.model_validate(dict(settings))
     token = _token(conf)
     return conf, token, state or TelegramState(), _bot_id(token)
-
-
-def inbox_deliver(database: Any) -> Deliver:
-    """A ``deliver`` callback that appends to the thread's inbox in ``database``."""
-    from kasloop.checkpoints.inbox import Inbox
-
-    inbox = Inbox(database)
-
-    async def deliver(thread_id: str, source: str, text: str, data: dict[str, Any]) -> None:
-        await inbox.put(thread_id, source, text, **data)
-
-    return deliver
 
 
 async def pump_updates(
@@ -92,7 +80,8 @@ async def pump_updates(
                 if exc.kind != "transient":
                     raise
                 failures += 1
-                delay = exc.retry_after if exc.retry_after is not None else min(max_backoff, 2.0 ** min(failures, 6))
+                # 2, 4, ... 64 s (the exponent stops at 6), at most max_backoff; Telegram's own wait first
+                delay = exc.retry_after if exc.retry_after is not None else backoff_delay(min(failures, 6), base=1.0, cap=max_backoff)
                 _log.warning("telegram getUpdates failed, retrying in %.0f s: %s", delay, exc.message)
                 await _pause(delay, stop)
                 continue

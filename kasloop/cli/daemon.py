@@ -1,4 +1,4 @@
-"""``kasloop daemon``: serve every thread of the home until SIGTERM (see ``kasloop.runtime``)."""
+"""``kasloop daemon``: serve every thread of the home until SIGTERM (see ``kasloop.runtime.daemon``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, make_agent
 from kasloop.checkpoints.database import display_db
 from kasloop.cli._console import err
-from kasloop.runtime import Daemon
+from kasloop.runtime.daemon import Daemon
 
 __all__ = ["register"]
 
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Keep threads moving: resume interrupted ones, continue decided approvals, read inbox messages."""
         agent = make_agent(home=home, db=db, config_file=config)
-        runner = Daemon(agent, threads=thread or None, interval=interval)
+        runner = Daemon(agent.sessions, threads=thread or None, interval=interval)
 
         def announce() -> None:
             err.print(f"kasloop daemon on {display_db(agent.db_path)} (every {interval:g} s); SIGTERM or Ctrl-C stops it after the current node.")

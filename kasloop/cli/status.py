@@ -14,7 +14,7 @@ from kasloop.tools.sandbox import describe_sandbox
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
 from kasloop.report import goal_summaries
-from kasloop.runtime import daemon_status
+from kasloop.runtime.daemon import daemon_status
 
 __all__ = ["register"]
 

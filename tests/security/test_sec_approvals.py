@@ -35,7 +35,7 @@ import pytest
 from kasloop import Agent, AgentConfig, PolicyRule
 from kasloop.approvals import Approve, Edit, Reject, Respond, approval_id, parse_decision
 from kasloop.channels.receivers import refusal
-from kasloop.channels.webhook import serve_approvals
+from kasloop.channels.webhook_receiver import serve_approvals
 from kasloop.checkpoints import open_database
 from kasloop.errors import ApprovalError, ConfigError
 from kasloop.tools.base import ToolContext, ToolResources, run_tool
@@ -251,7 +251,7 @@ async def test_http_and_webhook_tools_cannot_reach_the_receiver_even_with_allow_
     agent = victim(tmp_path, workspace, write_goal(script))
     await agent.run("write", thread_id="t")
     family = tool.split("_")[0]
-    async with open_database(agent.db_path) as db, serve_approvals(agent, db) as base:
+    async with open_database(agent.db_path) as db, serve_approvals(agent.sessions, db) as base:
         port = int(base.rsplit(":", 1)[1])
         resources = ToolResources(database=db)
         ctx = ToolContext(workspace=workspace, idempotency_key="k-1", extra={family: {"allow_private": True}}, resources=resources)
@@ -265,7 +265,7 @@ async def test_http_and_webhook_tools_cannot_reach_the_receiver_even_with_allow_
 
 async def test_a_redirect_onto_the_receiver_is_refused(tmp_path: Path, workspace: Path, script: Callable[..., str], plain: ThreadingHTTPServer) -> None:
     agent = victim(tmp_path, workspace, write_goal(script))
-    async with open_database(agent.db_path) as db, serve_approvals(agent, db) as base:
+    async with open_database(agent.db_path) as db, serve_approvals(agent.sessions, db) as base:
         ctx = ToolContext(workspace=workspace, extra={"http": {"allow_private": True}}, resources=ToolResources(database=db))
         plain.redirect_to = f"{base}/approvals"  # type: ignore[attr-defined]
         refused = await run_tool(TOOLS["http_get"], {"url": url_of(plain, "/go")}, ctx)
@@ -279,7 +279,7 @@ async def test_browser_open_cannot_reach_the_receiver_even_with_allow_private(
     tmp_path: Path, workspace: Path, script: Callable[..., str], plain: ThreadingHTTPServer
 ) -> None:
     agent = victim(tmp_path, workspace, write_goal(script))
-    async with open_database(agent.db_path) as db, serve_approvals(agent, db) as base:
+    async with open_database(agent.db_path) as db, serve_approvals(agent.sessions, db) as base:
         resources = ToolResources(database=db)
         try:
             ctx = ToolContext(workspace=workspace, extra={"browser": {"allow_private": True}}, resources=resources)
@@ -340,7 +340,7 @@ def test_a_receiver_in_the_config_or_the_database_is_refused_to_another_process(
         return next(e for e in history.json() if e["kind"] == "tool")
 
     async def served() -> tuple[dict[str, Any], dict[str, Any]]:
-        async with open_database(agent.db_path) as db, serve_approvals(agent, db) as base:
+        async with open_database(agent.db_path) as db, serve_approvals(agent.sessions, db) as base:
             seen = await asyncio.to_thread(attack, f"{base}/approvals", "via-db")
             control = await asyncio.to_thread(attack, url_of(plain, "/hook"), "control")
             return seen, control

@@ -21,7 +21,8 @@ from fake_telegram import TOKEN, FakeTelegram, start_fake_telegram, stop_fake_te
 from kasloop.checkpoints.inbox import Inbox
 from kasloop.checkpoints import open_database
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult, openai_schema, run_tool
-from kasloop.channels.telegram_updates import inbox_deliver, pump_updates
+from kasloop.channels.inbox_feed import inbox_deliver
+from kasloop.channels.telegram_updates import pump_updates
 from kasloop.tools.telegram import (
     TELEGRAM_TOOLS,
     TelegramError,

@@ -30,16 +30,15 @@ from conftest import query
 from kasloop.checkpoints.inbox import Inbox
 from kasloop.checkpoints import open_database
 from kasloop.tools.base import ToolContext, ToolResult, openai_schema, run_tool
+from kasloop.channels.inbox_feed import inbox_deliver
+from kasloop.channels.webhook_receiver import DatabaseDeliveryLog, make_webhook_app
 from kasloop.tools.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     THREAD_HEADER,
     TIMESTAMP_HEADER,
     WEBHOOK_TOOLS,
-    DatabaseDeliveryLog,
     WebhookSettings,
-    inbox_deliver,
-    make_webhook_app,
     sign,
 )
 

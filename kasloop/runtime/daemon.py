@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -29,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from kasloop.agent import Agent
+from kasloop.backoff import backoff_delay
+from kasloop.channels.runner import poll_approvals, poll_inbox
 from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
 from kasloop.checkpoints.database import Database, display_db, is_postgres_url, lock_base
 from kasloop.errors import KasloopError, ThreadBusy, UsageError
 from kasloop.locks import try_lock
+from kasloop.runtime.sessions import Sessions
 from kasloop.tools.base import ToolFailure
 
 __all__ = ["Daemon", "daemon_status"]
@@ -48,15 +49,15 @@ class CycleReport:
     errors: list[str]
 
 
-def _lock(agent: Agent) -> IO[str]:
+def _lock(sessions: Sessions) -> IO[str]:
     """Hold ``<db>.daemon.lock`` for the life of this process (it records our pid), or say who holds it."""
-    base = lock_base(agent.db_path, agent.home)
+    base = lock_base(sessions.db_path, sessions.home)
     path = base.with_name(base.name + ".daemon.lock")
     handle = try_lock(path)
     if handle is None:
         holder = path.read_text().strip() or "?"
         raise UsageError(
-            f"Another kasloop daemon (pid {holder}) is already running on `{display_db(agent.db_path)}`; stop it first (kill -TERM {holder})."
+            f"Another kasloop daemon (pid {holder}) is already running on `{display_db(sessions.db_path)}`; stop it first (kill -TERM {holder})."
         )
     handle.seek(0)
     handle.truncate()
@@ -113,10 +114,10 @@ async def daemon_status(db_path: str | Path) -> dict[str, Any] | None:
 
 
 class Daemon:
-    """Drive the threads of ``agent``'s database until stopped.
+    """Drive the threads of a home's database until stopped.
 
     Args:
-        agent: the agent (home, database, extra tools) whose threads to serve.
+        sessions: the home (database, config, extra tools) whose threads to serve: ``Agent(...).sessions``.
         threads: only these thread ids (default: every thread).
         interval: seconds between cycles.
         jitter: fraction of ``interval`` added or removed at random, so many daemons do not wake together.
@@ -124,11 +125,11 @@ class Daemon:
     """
 
     def __init__(
-        self, agent: Agent, *, threads: list[str] | None = None, interval: float = 30.0, jitter: float = 0.1, max_backoff: float = 600.0
+        self, sessions: Sessions, *, threads: list[str] | None = None, interval: float = 30.0, jitter: float = 0.1, max_backoff: float = 600.0
     ) -> None:
         if interval <= 0:
             raise UsageError(f"--interval must be > 0 seconds, got {interval:g}.")
-        self.agent = agent
+        self.sessions = sessions
         self.threads = threads
         self.interval = interval
         self.jitter = jitter
@@ -137,24 +138,24 @@ class Daemon:
 
     def stop(self) -> None:
         """Finish the current node, then exit (what SIGTERM and SIGINT do)."""
-        self.agent.stop_requested = True
+        self.sessions.stop_requested = True
         self._stop.set()
 
     async def cycle(self) -> CycleReport:
         """Take decisions from the approval channels, then visit every thread with work once."""
         errors: list[str] = []
-        for name, poll in (("approval channels", self.agent.poll_approvals), ("inbox feeds", self.agent.poll_inbox)):
+        for name, poll in (("approval channels", poll_approvals), ("inbox feeds", poll_inbox)):
             try:
-                await poll()
+                await poll(self.sessions)
             except (KasloopError, ToolFailure) as exc:
                 errors.append(f"{name}: {exc}")
-        async with open_database(self.agent.db_path) as db:
+        async with open_database(self.sessions.db_path) as db:
             todo = await _threads_with_work(db, self.threads)
         for thread in todo:
             if self._stop.is_set():
                 break
             try:
-                await self.agent.resume(thread)
+                await self.sessions.resume(thread)
             except ThreadBusy:
                 continue  # a `kasloop run` or `resume` is driving it now; it is not a failure
             except KasloopError as exc:
@@ -162,19 +163,19 @@ class Daemon:
         return CycleReport(visited=todo, errors=errors)
 
     def _delay(self, failures: int) -> float:
-        base = min(self.interval * (2**failures), self.max_backoff) if failures else self.interval
-        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+        """``interval`` after a good cycle; after failing ones doubling from it up to ``max_backoff``; spread by ``jitter``."""
+        return backoff_delay(failures, base=self.interval, cap=self.max_backoff if failures else None, jitter=self.jitter)
 
     async def run(self, *, once: bool = False, on_start: Callable[[], None] | None = None) -> int:
         """Cycle until stopped (or once); returns the exit code (0). ``on_start`` runs once the lock is held."""
-        lock = _lock(self.agent)
+        lock = _lock(self.sessions)
         if on_start is not None:
             on_start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         try:
-            async with open_database(self.agent.db_path) as db:
+            async with open_database(self.sessions.db_path) as db:
                 await _register(db)
             failures = cycles = errors = 0
             while not self._stop.is_set():
@@ -183,7 +184,7 @@ class Daemon:
                 errors += len(report.errors)
                 failures = failures + 1 if report.errors else 0
                 delay = self._delay(failures)
-                async with open_database(self.agent.db_path) as db:
+                async with open_database(self.sessions.db_path) as db:
                     await _beat(
                         db, cycles=cycles, errors=errors, next_wake_at=None if once else time.time() + delay,
                         last_error=report.errors[-1][:500] if report.errors else None,
@@ -194,7 +195,7 @@ class Daemon:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except TimeoutError:
                     pass
-            async with open_database(self.agent.db_path) as db:
+            async with open_database(self.sessions.db_path) as db:
                 await _beat(db, next_wake_at=None, stopped_at=time.time())
             return 0
         finally:
