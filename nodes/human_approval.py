@@ -14,7 +14,10 @@ before recording it: a decision whose ``arg_hash`` is not the request's is
 refused (it was made for different arguments), and edited arguments must
 pass the tool's schema. So a resume that never went through kasloop's
 approvals table (LangGraph Studio) is held to the same rules, and the node
-applies the hash the check bound instead of computing its own.
+applies the hash the check bound instead of computing its own. A refused
+resume does not stick: the node pauses again with the same requests and a
+``refused`` field saying why (``error``: the refusal's type, e.g. ``ApprovalStale``), and the
+next resume answers that pause.
 """
 
 from __future__ import annotations
@@ -135,8 +138,16 @@ def make_human_approval(deps: NodeDeps) -> Any:
     async def human_approval(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
         requests = build_requests(deps, ctx, state)
-        resume = interrupt({"kind": requests[0]["kind"], "thread": ctx.thread_id, "requests": requests})
-        decisions = _normalise(resume, requests, deps.tools)
+        pause: dict[str, Any] = {"kind": requests[0]["kind"], "thread": ctx.thread_id, "requests": requests}
+        resume = interrupt(pause)
+        while True:
+            try:
+                decisions = _normalise(resume, requests, deps.tools)
+                break
+            except ApprovalError as exc:
+                # A refused resume (LangGraph Studio, your own Command) is not the thread's last word: the
+                # node pauses again, saying why, and the next resume value answers this new interrupt.
+                resume = interrupt({**pause, "refused": exc.message, "error": type(exc).__name__})
         await deps.events.append(
             ctx.thread_id, step_of(state), "human_approval",
             decisions={k: {"decision": v["decision"], "by": v.get("by"), "channel": v.get("channel")} for k, v in decisions.items()},

@@ -7,6 +7,8 @@ broken setup. Real SQLite and real local servers only.
 
 from __future__ import annotations
 
+import re
+
 import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -157,16 +159,22 @@ async def test_a_resume_straight_into_the_graph_is_held_to_the_same_check(
 ) -> None:
     """What LangGraph Studio does: ``Command(resume=...)`` with no approvals table in between.
 
-    (A refused resume stays the thread's resume value in LangGraph: each case runs on a thread of its own.)
+    A refused resume does not stick: the thread pauses again on the same request, saying why, and
+    the next resume value answers it.
     """
     (workspace / "keep.txt").write_text("k")
     (workspace / "junk.txt").write_text("j")
     async with open_database(tmp_path / "graph.db") as db:
         graph, cfg, context = graph_run(workspace, deleting(script, "keep.txt"), db, "refused")
         await graph.ainvoke(GOAL, cfg, context=context)
-        with pytest.raises(error, match=match):
-            await graph.ainvoke(Command(resume=resume), cfg, context=context)
+        [first] = (await graph.aget_state(cfg)).interrupts
+        await graph.ainvoke(Command(resume=resume), cfg, context=context)
         assert (workspace / "keep.txt").exists() and (workspace / "junk.txt").exists()
+        [again] = (await graph.aget_state(cfg)).interrupts
+        assert again.value["requests"] == first.value["requests"], "the same request waits"
+        assert again.value["error"] == error.__name__ and re.search(match, again.value["refused"]), again.value
+        out = await graph.ainvoke(Command(resume={"decision": "reject", "reason": "not that one"}), cfg, context=context)
+        assert out["status"] == "done" and (workspace / "keep.txt").exists(), "the next resume answers the new pause"
 
         # Positive control: the edit kasloop's check records (bound to the hash of its new arguments) runs.
         graph, cfg, context = graph_run(workspace, deleting(script, "keep.txt"), db, "decided")
