@@ -49,6 +49,11 @@ An empty list means any public host. A bad entry fails when the config loads
 with one line naming it and what to write instead.
 """
 
+# Long on purpose (about 600 lines): this is the one network gate. The address check, the host rules, resolution
+# and connecting to the checked address are one job, the jail every family's connections go through (issue 16:
+# "one module for address checks, host rules and resolution"); split apart, a fix to the jail would again have
+# several places to reach, which is what this module replaced.
+
 from __future__ import annotations
 
 import asyncio

@@ -81,27 +81,46 @@ program never outlives its relay (which records its exit).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
 import secrets
-import signal
-import subprocess
-import sys
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from kasloop.checkpoints.processes import MemoryProcessStore, ProcessConflict, ProcessRecord, ProcessStore, ProcessStoreProtocol
+from kasloop.checkpoints.processes import ProcessConflict, ProcessRecord, ProcessStoreProtocol
 from kasloop.tools.base import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext, ToolFailure, ToolResult, ToolSettings
 from kasloop.tools.files import resolve_in_workspace
-from kasloop.tools.procfs import GONE_STATES, ProcStat, proc_stat, session_members, signal_quietly
-from kasloop.tools.sandbox import sandbox_shells
-from kasloop.tools.shell import ShellPolicy, check_command, child_env, sandboxed_command, split_command
+from kasloop.tools.process_control import (
+    KILL_WAIT,
+    RELAY_PATH,
+    SPAWN_TIMEOUT,
+    _kill_untracked,
+    _reap_relays,
+    _spawn,
+    stop_record,
+    stop_thread_processes,
+)
+from kasloop.tools.process_records import (
+    EXIT_STATUS_WAIT,
+    _describe,
+    _log_size,
+    _metadata,
+    _owned,
+    _read_state,
+    _refresh,
+    _status_word,
+    _store,
+    start_ticks,
+    tail_log,
+)
+from kasloop.tools.shell_policy import ShellPolicy, check_command, child_env, split_command
+from kasloop.tools.shell_runner import sandboxed_command
 
+# The family is two modules besides this one, each with one job: what kasloop knows about a process (the
+# store, /proc checks, exit status, the log) in process_records, starting relays and signalling processes in
+# process_control. This module keeps the family's description (above), its settings, the tools and their
+# arguments, and re-exports the names importers use.
 __all__ = [
     "PROCESS_TOOLS",
     "RELAY_PATH",
@@ -116,19 +135,8 @@ __all__ = [
     "tail_log",
 ]
 
-PROCESS_ID = re.compile(r"^p-[0-9a-f]{6}$")
-STORE_KEY = "process_store"
 START_LOCK_KEY = "process_start_lock"
-SPAWN_TIMEOUT = 20.0
-"""Seconds the relay may take to start the program and report its PID."""
-KILL_WAIT = 3.0
-"""Seconds to wait for the processes to vanish after SIGKILL."""
-EXIT_STATUS_WAIT = 2.0
-"""Seconds to wait for a live relay to record the exit status of a program that just ended."""
-TAIL_READ_BYTES = 65536
-"""At most this much of the log end is read for ``process_tail`` (memory stays flat for any log size)."""
 LIST_LIMIT = 50
-_POLL = 0.02
 
 
 class ProcessSettings(ToolSettings):
@@ -140,226 +148,6 @@ class ProcessSettings(ToolSettings):
     kill_grace: float = Field(default=5.0, gt=0, le=30, description="Seconds between SIGTERM and SIGKILL on stop.")
     log_limit_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 30, description="Disk kept per process log, bytes.")
     max_lifetime: float | None = Field(default=None, gt=0, description="Seconds a process may run before it is stopped; None: no limit.")
-
-
-# --------------------------------------------------------------------------- /proc
-# Through tools/procfs.py, not psutil: records hold the raw start ticks the stdlib-only relay reads (psutil only
-# gives create_time() in seconds), and psutil has no session id to find what a program left in its relay's session.
-
-
-def start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None if ``pid`` is gone."""
-    stat = proc_stat(pid)
-    return None if stat is None else stat.start_ticks
-
-
-def _verified(record: ProcessRecord) -> ProcStat | None:
-    """The live process of ``record``: same PID *and* same start time, not a zombie; else None."""
-    if record.start_ticks is None:
-        return None
-    stat = proc_stat(record.pid)
-    if stat is None or stat.state in GONE_STATES or stat.start_ticks != record.start_ticks:
-        return None
-    return stat
-
-
-def _session_members(sid: int) -> list[int]:
-    """Live processes of session ``sid`` except its leader (the relay)."""
-    return session_members(sid, exclude=(sid,))
-
-
-# --------------------------------------------------------------------------- the relay
-
-RELAY_PATH = Path(__file__).resolve().with_name("process_relay.py")
-"""The relay script (:mod:`kasloop.tools.process_relay`, stdlib only), run by path as
-``python -I -S RELAY_PATH <id>`` (``ps`` shows the file and the id). stdin: one JSON object {argv,
-executable, cwd, env, log, state, limit, lifetime, kill_grace, sandboxed}; stdout: one JSON line
-{pid, start_ticks} or {error, errno}, then closed. See the module docstrings."""
-
-_RELAYS: set[subprocess.Popen[bytes]] = set()
-"""Relays started by this OS process; polled (reaped) on each call so none stays a zombie for long."""
-
-
-def _reap_relays() -> None:
-    for relay in list(_RELAYS):
-        if relay.poll() is not None:
-            _RELAYS.discard(relay)
-
-
-def _launch(process_id: str, env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
-    """Start a relay (its own session, so it and the program outlive kasloop and its terminal)."""
-    try:
-        relay = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(RELAY_PATH), process_id],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd=folder, env=env, start_new_session=True, close_fds=True,
-        )  # fmt: skip
-    except OSError as exc:
-        raise ToolFailure("permanent", f"cannot start the process helper ({sys.executable}): {exc.strerror or exc}") from None
-    _RELAYS.add(relay)
-    return relay
-
-
-def _handshake(relay: subprocess.Popen[bytes], config: dict[str, Any]) -> dict[str, Any] | None:
-    """Hand the relay its command; return its one-line reply, None if it died (blocking: run in a thread)."""
-    assert relay.stdin is not None and relay.stdout is not None
-    try:
-        try:
-            relay.stdin.write(json.dumps(config).encode())
-            relay.stdin.close()
-        except BrokenPipeError:
-            pass
-        line = relay.stdout.readline()
-    finally:
-        relay.stdout.close()
-    try:
-        reply = json.loads(line) if line else None
-    except ValueError:
-        return None
-    return reply if isinstance(reply, dict) else None
-
-
-def _abandon(relay: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a relay whose reply never came, and whatever it may have started in its session."""
-    for pid in _session_members(relay.pid):
-        signal_quietly(pid, signal.SIGKILL)
-    relay.kill()
-
-
-async def _spawn(config: dict[str, Any], env: dict[str, str], folder: Path) -> dict[str, Any]:
-    """Start the relay with ``config``; its reply: ``{pid, start_ticks}`` or ``{error, errno}``."""
-    relay = _launch(config["id"], env, folder)
-    try:
-        reply = await asyncio.wait_for(asyncio.to_thread(_handshake, relay, config), SPAWN_TIMEOUT)
-    except BaseException:  # timeout or cancellation: leave nothing untracked behind
-        _abandon(relay)
-        raise
-    if reply is None:
-        _abandon(relay)
-        raise ToolFailure("permanent", f"the process helper ({sys.executable}) did not start the program; check that Python runs here")
-    return reply
-
-
-def _state_path(record: ProcessRecord) -> Path:
-    return Path(record.log_path).with_suffix(".state.json")
-
-
-def _read_state(record: ProcessRecord) -> dict[str, Any]:
-    try:
-        data = json.loads(_state_path(record).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _relay_alive(state: dict[str, Any]) -> bool:
-    """The relay recorded in ``state`` still runs: same PID, same start time, leader of its own session."""
-    pid = state.get("relay_pid")
-    stat = proc_stat(pid) if isinstance(pid, int) else None
-    return (
-        stat is not None and stat.sid == pid and stat.state not in GONE_STATES
-        and stat.start_ticks == state.get("relay_ticks")
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- the store and records
-
-
-async def _store(ctx: ToolContext) -> ProcessStoreProtocol:
-    database = ctx.resources.database
-
-    async def make() -> ProcessStoreProtocol:
-        return ProcessStore(database) if database is not None else MemoryProcessStore()
-
-    return await ctx.resources.shared(STORE_KEY, make)
-
-
-async def _owned(store: ProcessStoreProtocol, ctx: ToolContext, given: str) -> ProcessRecord:
-    """The record of ``given`` if this thread started it; PIDs and other threads' ids are refused."""
-    text = given.strip()
-    if text.isdigit():
-        raise ToolFailure("denied", f"`{text}` is a PID; only processes started with process_start can be managed, by their id (like p-1a2b3c); process_list shows yours")
-    if not PROCESS_ID.match(text):
-        raise ToolFailure("bad_args", f"`{given}` is not a process id; ids look like p-1a2b3c (see process_list)")
-    record = await store.get(text)
-    if record is None:
-        raise ToolFailure("bad_args", f"no process `{text}`; process_list shows the processes you started")
-    if record.thread_id != ctx.thread_id:
-        raise ToolFailure("denied", f"process `{text}` was not started by this agent thread; you may only manage your own processes")
-    return record
-
-
-async def _refresh(store: ProcessStoreProtocol, record: ProcessRecord, *, wait: float = EXIT_STATUS_WAIT) -> ProcessRecord:
-    """``record`` with its end filled in when the process is no longer running (and stored)."""
-    if record.stopped_at is not None and record.exit_code is not None:
-        return record
-    if record.stopped_at is None and _verified(record) is not None:
-        return record
-    state = _read_state(record)
-    deadline = time.monotonic() + wait
-    while state.get("returncode") is None and _relay_alive(state) and time.monotonic() < deadline:
-        await asyncio.sleep(_POLL)  # the relay records the status right after the program ends
-        state = _read_state(record)
-    raw_code, raw_ended = state.get("returncode"), state.get("ended_at")
-    code = raw_code if isinstance(raw_code, int) else None
-    ended = float(raw_ended) if isinstance(raw_ended, (int, float)) else time.time()
-    await store.mark_ended(record.id, ended, code)
-    return replace(
-        record,
-        stopped_at=record.stopped_at if record.stopped_at is not None else ended,
-        exit_code=code if code is not None else record.exit_code,
-    )
-
-
-def _ended(code: int | None) -> str:
-    if code is None:
-        return "exited (exit code unknown)"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _status_word(record: ProcessRecord) -> str:
-    return "running" if record.stopped_at is None else "exited"
-
-
-def _describe(record: ProcessRecord, now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    label = f" [{record.name}]" if record.name else ""
-    command = " ".join(record.command)
-    if record.stopped_at is None:
-        state = f"running (pid {record.pid}, for {max(0.0, now - record.started_at):.0f} s)"
-    else:
-        state = f"{_ended(record.exit_code)} after {max(0.0, record.stopped_at - record.started_at):.0f} s"
-    return f"{record.id}{label} {state}: {command}"
-
-
-def _log_files(record: ProcessRecord) -> tuple[Path, Path]:
-    log = Path(record.log_path)
-    return log.with_name(log.name + ".1"), log
-
-
-def _log_size(record: ProcessRecord) -> int:
-    size = 0
-    for path in _log_files(record):
-        try:
-            size += path.stat().st_size
-        except OSError:  # not written yet, or renamed by a rotation this instant
-            pass
-    return size
-
-
-def _metadata(record: ProcessRecord, **extra: Any) -> dict[str, Any]:
-    data = {
-        "id": record.id, "status": _status_word(record), "pid": record.pid, "argv": record.command,
-        "name": record.name, "exit_code": record.exit_code, "started_at": record.started_at,
-        "stopped_at": record.stopped_at,
-    }  # fmt: skip
-    data.update(extra)
-    return data
 
 
 # --------------------------------------------------------------------------- process_start
@@ -386,13 +174,6 @@ async def _running_count(store: ProcessStoreProtocol, thread_id: str) -> int:
         if (await _refresh(store, record, wait=0)).stopped_at is None:
             count += 1
     return count
-
-
-def _kill_untracked(pid: int, ticks: int | None) -> None:
-    """SIGKILL a program just started whose record could not be written (its group is its own)."""
-    stat = proc_stat(pid)
-    if stat is not None and ticks is not None and stat.start_ticks == ticks and stat.pgid == pid:
-        signal_quietly(pid, signal.SIGKILL, group=True)
 
 
 async def _start(args: ProcessStartArgs, ctx: ToolContext) -> ToolResult:
@@ -470,88 +251,10 @@ class ProcessIdArgs(BaseModel):
     id: str = Field(max_length=64, description="Process id returned by process_start (like p-1a2b3c), not a PID.")
 
 
-def _leftovers(record: ProcessRecord, sid: int | None) -> bool:
-    return _verified(record) is not None or (sid is not None and bool(_session_members(sid)))
-
-
-def _send(record: ProcessRecord, sig: int, *, group: bool, sid: int | None) -> None:
-    """Signal the program's group (only while its PID is still verified) and the rest of its relay's session."""
-    spared = sandbox_shells(record.pid) if sig != signal.SIGKILL and _verified(record) is not None else set()
-    if _verified(record) is not None and not spared:
-        signal_quietly(record.pid, sig, group=group)
-    if sid is not None:
-        for pid in _session_members(sid):
-            if pid not in spared:
-                signal_quietly(pid, sig)
-
-
-async def _wait_gone(record: ProcessRecord, sid: int | None, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _leftovers(record, sid):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(_POLL)
-    return True
-
-
-def _relay_session(record: ProcessRecord, stat: ProcStat | None) -> int | None:
-    """The session of the record's relay, if that relay still runs; never kasloop's own session.
-
-    Every other process in it was started by the program (a grandchild that made its own
-    process group, or one left behind after the program ended).
-    """
-    state = _read_state(record)
-    sid = state.get("relay_pid")
-    if not isinstance(sid, int) or not _relay_alive(state) or sid == os.getsid(0):
-        return None
-    if stat is not None and stat.sid != sid:
-        return None
-    return sid
-
-
-async def stop_record(store: ProcessStoreProtocol, record: ProcessRecord, kill_grace: float) -> ToolResult:
-    """Stop one recorded process: SIGTERM, ``kill_grace`` seconds, SIGKILL; what ``process_stop`` reports."""
-    _reap_relays()
-    stat = _verified(record)
-    sid = _relay_session(record, stat)
-    if stat is None and (sid is None or not _session_members(sid)):
-        record = await _refresh(store, record)
-        text = f"{record.id} had already ended: {_ended(record.exit_code)}; nothing was signalled."
-        return ToolResult(ok=True, output=text, metadata=_metadata(record, signal=None))
-    # The process group is signalled as a whole only if it is the program's own (set up by the relay).
-    group = stat is not None and stat.pgid == record.pid
-    sent = "SIGTERM"
-    _send(record, signal.SIGTERM, group=group, sid=sid)
-    if not await _wait_gone(record, sid, kill_grace):
-        sent = "SIGKILL"
-        _send(record, signal.SIGKILL, group=group, sid=sid)
-        if not await _wait_gone(record, sid, KILL_WAIT):
-            raise ToolFailure("transient", f"{record.id} (pid {record.pid}) is still running after SIGKILL; try process_stop again")
-    record = await _refresh(store, record)
-    leftovers = " (the program had already ended; processes it left behind were stopped)" if stat is None else ""
-    text = f"stopped {record.id} ({sent}): {_ended(record.exit_code)}{leftovers}."
-    return ToolResult(ok=True, output=text, metadata=_metadata(record, signal=sent, leftovers_only=stat is None))
-
-
 async def _stop(args: ProcessIdArgs, ctx: ToolContext) -> ToolResult:
     settings = ProcessSettings.from_context(ctx)
     store = await _store(ctx)
     return await stop_record(store, await _owned(store, ctx, args.id), settings.kill_grace)
-
-
-async def stop_thread_processes(database: Any, thread_id: str, *, kill_grace: float = 5.0) -> list[str]:
-    """Stop every process ``thread_id`` started that still runs (when the thread is deleted); their ids.
-
-    Processes of the thread's specialists (threads ``<thread_id>/...``) are stopped too.
-    """
-    store = ProcessStore(database)
-    stopped: list[str] = []
-    for owner in await store.threads_like(thread_id):
-        for record in await store.list(owner, limit=100_000, active_only=True):
-            result = await stop_record(store, record, kill_grace)
-            if result.metadata.get("signal") is not None:
-                stopped.append(record.id)
-    return stopped
 
 
 # --------------------------------------------------------------------------- status, list, tail
@@ -587,34 +290,6 @@ async def _list(args: ProcessListArgs, ctx: ToolContext) -> ToolResult:
 
 class ProcessTailArgs(ProcessIdArgs):
     lines: int = Field(default=50, ge=1, le=500, description="How many of the last log lines to show.")
-
-
-def _read_end(path: Path, budget: int) -> tuple[bytes, bool]:
-    """The last ``budget`` bytes of ``path`` and whether that is the whole file."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            start = max(0, size - budget)
-            fh.seek(start)
-            return fh.read(budget), start == 0
-    except OSError:
-        return b"", True
-
-
-def tail_log(log_path: str | Path, lines: int, budget: int = TAIL_READ_BYTES) -> str:
-    """The last ``lines`` lines of a rotated log (``.log.1`` + ``.log``), reading at most ``budget`` bytes."""
-    log = Path(log_path)
-    data, whole = _read_end(log, budget)
-    if whole and len(data) < budget and data.count(b"\n") <= lines:
-        older, whole = _read_end(log.with_name(log.name + ".1"), budget - len(data))
-        data = older + data
-    if b"\x00" in data:
-        return "[the log holds binary data; not shown]"
-    text = data.decode(errors="replace")
-    parts = text.splitlines()
-    if not whole and parts:
-        parts = parts[1:]  # the first line read was cut in the middle
-    return "\n".join(parts[-lines:])
 
 
 async def _tail(args: ProcessTailArgs, ctx: ToolContext) -> ToolResult:

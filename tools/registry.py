@@ -18,14 +18,17 @@ from pydantic import BaseModel, ValidationError
 from kasloop.errors import ConfigError
 from kasloop.policy import use_builtin_tools
 from kasloop.tools.base import SettingsFailure, Tool, ToolContext, ToolFailure
-from kasloop.tools.browser import BROWSER_TOOLS, BrowserSettings
+from kasloop.tools.browser import BROWSER_TOOLS
+from kasloop.tools.browser_settings import BrowserSettings
 from kasloop.tools.email import EMAIL_TOOLS, EmailSettings
 from kasloop.tools.files import FILES_TOOLS, FilesSettings
 from kasloop.tools.http import HTTP_TOOLS, HttpPolicy
 from kasloop.tools.memory import MEMORY_TOOLS, MemorySettings
 from kasloop.tools.process import PROCESS_TOOLS, ProcessSettings
-from kasloop.tools.shell import SHELL_TOOLS, ShellPolicy
-from kasloop.tools.telegram import TELEGRAM_TOOLS, TelegramSettings
+from kasloop.tools.shell import SHELL_TOOLS
+from kasloop.tools.shell_policy import ShellPolicy
+from kasloop.tools.telegram import TELEGRAM_TOOLS
+from kasloop.tools.telegram_api import TelegramSettings
 from kasloop.tools.webhook import WEBHOOK_TOOLS, WebhookSettings
 
 __all__ = ["FAMILIES", "SETTINGS", "all_tools", "check_tool_settings", "select_tools"]

@@ -70,7 +70,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasloop.approval_secrets import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
-from kasloop.tools.http import USER_AGENT, BoundedBody, HttpPolicy, map_httpx_error, render_body, status_kind
+from kasloop.tools.body_text import render_body
+from kasloop.tools.http import USER_AGENT, BoundedBody, HttpPolicy, map_httpx_error, status_kind
 from kasloop.tools.network import AllowDomains, AllowPrivate, NetworkGate
 
 __all__ = [

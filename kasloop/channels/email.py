@@ -28,7 +28,9 @@ from kasloop.checkpoints.database import Database
 from kasloop.config import EmailApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolContext, ToolFailure, run_tool
-from kasloop.tools.email import EMAIL_TOOLS, EmailSettings, ImapSettings, _imap_session, parse_addresses, take_unread
+from kasloop.tools.email import EMAIL_TOOLS, EmailSettings, ImapSettings
+from kasloop.tools.email_addresses import parse_addresses
+from kasloop.tools.email_read import _imap_session, take_unread
 
 __all__ = ["EmailChannel", "parse_reply"]
 

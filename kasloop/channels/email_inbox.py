@@ -16,7 +16,9 @@ from typing import Any
 
 from kasloop.channels.inbox_feed import Deliver
 from kasloop.tools.base import ToolFailure
-from kasloop.tools.email import EmailSettings, _imap_session, _password, take_unread
+from kasloop.tools.email import EmailSettings
+from kasloop.tools.email_connection import _password
+from kasloop.tools.email_read import _imap_session, take_unread
 
 __all__ = ["poll_inbox"]
 

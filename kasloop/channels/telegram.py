@@ -31,15 +31,14 @@ from kasloop.checkpoints.database import Database
 from kasloop.config import TelegramApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolFailure
-from kasloop.tools.telegram import (
+from kasloop.tools.telegram import TelegramState, _updates_params
+from kasloop.tools.telegram_api import (
     _TOKEN_RE,
     DEFAULT_BASE_URL,
     TelegramClient,
     TelegramError,
     TelegramSettings,
-    TelegramState,
     _bot_id,
-    _updates_params,
 )
 
 __all__ = ["TelegramChannel", "message_ref"]

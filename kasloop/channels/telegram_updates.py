@@ -26,14 +26,13 @@ from typing import Any
 from kasloop.backoff import backoff_delay
 from kasloop.channels.base import APPROVAL_PREFIX
 from kasloop.channels.inbox_feed import Deliver
-from kasloop.tools.telegram import (
+from kasloop.tools.telegram import TelegramState, _updates_params
+from kasloop.tools.telegram_api import (
     TelegramClient,
     TelegramError,
     TelegramSettings,
-    TelegramState,
     _bot_id,
     _token,
-    _updates_params,
     describe_update,
 )
 

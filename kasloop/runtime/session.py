@@ -35,7 +35,7 @@ from kasloop.graphs.team import build_for, tool_names_for
 from kasloop.runtime.result import RunResult
 from kasloop.state import empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
-from kasloop.tools.process import stop_thread_processes
+from kasloop.tools.process_control import stop_thread_processes
 
 __all__ = ["PRUNE_EVERY", "RECURSION_LIMIT", "ProgressCallback", "Shared", "ThreadSession", "add_standing_rule"]
 

@@ -36,7 +36,7 @@ from kasloop.state import empty_usage
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import select_tools
 from kasloop.tools.sandbox import reap_orphans
-from kasloop.tools.shell import SANDBOX_RECORDS
+from kasloop.tools.shell_runner import SANDBOX_RECORDS
 
 __all__ = ["ProgressCallback", "Sessions"]
 
