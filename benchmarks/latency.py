@@ -3,7 +3,7 @@
 Measured on the real local model (``kasloop local-model install`` first):
 
 * **cold start**: from launching ``llama-server`` to its ``/health`` answering ok
-  (``kasloop.local_server.start``: what the first command pays when no server
+  (``kasloop.models.local_server.start``: what the first command pays when no server
   runs, e.g. after a reboot or ``kasloop local-model stop``);
 * **first turn**: the first model call of the first kasloop run after the
   server is up; its prompt is evaluated from scratch (the server's prompt cache
@@ -58,8 +58,8 @@ from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
 from langchain_core.outputs import LLMResult  # noqa: E402
 
 from kasloop import Agent, AgentConfig, Budgets  # noqa: E402
-from kasloop.local_install import LocalPaths, local_paths  # noqa: E402
-from kasloop.local_server import server_status, start, stop  # noqa: E402
+from kasloop.models.local_install import LocalPaths, local_paths  # noqa: E402
+from kasloop.models.local_server import server_status, start, stop  # noqa: E402
 
 GOALS = [
     ("Create notes.md containing the line: Remember to buy milk and call the bank.", "notes.md"),

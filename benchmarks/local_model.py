@@ -48,8 +48,8 @@ if str(ROOT) not in sys.path:
 
 from kasloop import Agent, AgentConfig, Budgets  # noqa: E402
 from kasloop.cli.demo import LOCAL_FILES, LOCAL_GOAL, LOCAL_PATH, Review, file_as_asked, review  # noqa: E402
-from kasloop.config import PolicyRule  # noqa: E402
-from kasloop.local_server import start  # noqa: E402
+from kasloop.config.schema import PolicyRule  # noqa: E402
+from kasloop.models.local_server import start  # noqa: E402
 from kasloop.steps import split_steps  # noqa: E402
 
 

@@ -20,8 +20,8 @@ __all__ = ["ApprovalRecord", "ApprovalStore", "Decision"]
 class Decision(TypedDict, total=False):
     """A human's answer to one approval request, as stored and handed to the graph.
 
-    Made from a typed decision (``kasloop.approvals.Approve / Edit / Reject / Respond``) by
-    ``kasloop.approvals.check_decision``, the one check every channel's decision passes.
+    Made from a typed decision (``kasloop.guardrails.approvals.Approve / Edit / Reject / Respond``) by
+    ``kasloop.guardrails.approvals.check_decision``, the one check every channel's decision passes.
     """
 
     decision: Literal["approve", "edit", "reject", "respond"]

@@ -3,7 +3,7 @@
 Rows are only ever inserted (a trigger refuses updates); ``kasloop history``
 reads them back in order.
 
-Every event's data is redacted (``kasloop.secrets.known_secrets``: every
+Every event's data is redacted (``kasloop.guardrails.secrets.known_secrets``: every
 secret this process knows, in every encoding) before its row is built and
 before it is logged, whoever appends it: the graph's nodes, approvals,
 ``Agent.run`` (the goal) and ``tell``, the channels.
@@ -25,8 +25,8 @@ import time
 from typing import Any
 
 from kasloop.checkpoints.database import Database
-from kasloop.logs import EVENTS_LOGGER, log_event
-from kasloop.secrets import known_secrets
+from kasloop.support.logs import EVENTS_LOGGER, log_event
+from kasloop.guardrails.secrets import known_secrets
 
 __all__ = ["EventLog", "event_row"]
 
@@ -37,7 +37,7 @@ def event_row(thread_id: str, step: int, kind: str, **data: Any) -> tuple[str, t
     """The insert of one event, for a caller that must commit it together with its own write.
 
     Every event passes here, so this is also where it goes to the ``kasloop.events`` logger
-    (a JSON line with ``kasloop.logs.configure()``; nothing when that logger is not enabled), and where
+    (a JSON line with ``kasloop.support.logs.configure()``; nothing when that logger is not enabled), and where
     its data is redacted.
     """
     data = known_secrets().deep(data)

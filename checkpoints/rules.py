@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from kasloop.checkpoints.database import Connection, Database
-from kasloop.config import PolicyRule
+from kasloop.config.schema import PolicyRule
 
 __all__ = ["RuleStore"]
 

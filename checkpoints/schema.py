@@ -367,7 +367,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS kasloop_processes_key
     ),
     Table(
         name="kasloop_webhook_seen",
-        owner="kasloop.tools.webhook",
+        owner="kasloop.channels.webhook_receiver",
         sqlite="""
 CREATE TABLE IF NOT EXISTS kasloop_webhook_seen (
     key TEXT PRIMARY KEY,
@@ -401,7 +401,7 @@ CREATE TABLE IF NOT EXISTS kasloop_telegram (
     ),
     Table(
         name="kasloop_receivers",
-        owner="kasloop.channels.receivers",
+        owner="kasloop.guardrails.receivers",
         sqlite="""
 CREATE TABLE IF NOT EXISTS kasloop_receivers (
     address TEXT PRIMARY KEY,

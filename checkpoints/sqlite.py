@@ -27,7 +27,7 @@ from kasloop.checkpoints.saver import KasloopSaver, in_worker, write_in_worker
 from kasloop.checkpoints.schema import TABLES, sqlite_script
 from kasloop.checkpoints.store import KasloopStore
 from kasloop.errors import CheckpointError
-from kasloop.locks import try_lock
+from kasloop.support.locks import try_lock
 
 # display_db, flushed, is_postgres_url and lock_base live in ``database.py`` (both engines use them); they stay
 # importable from here for the modules that imported them from this one.

@@ -24,18 +24,18 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from kasloop.budget import check_prices
+from kasloop.guardrails.budget import check_prices
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
-from kasloop.config import AgentConfig
-from kasloop.models import ModelChain, resolve_model_specs
+from kasloop.config.schema import AgentConfig
+from kasloop.models.chat import ModelChain, resolve_model_specs
 from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents, SpendLike
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
-from kasloop.protected import protected_paths_for
-from kasloop.secrets import Redactor, protect_logs
-from kasloop.settings import load_config, resolve_home
+from kasloop.guardrails.protected import protected_paths_for
+from kasloop.guardrails.secrets import Redactor, protect_logs
+from kasloop.config.loading import load_config, resolve_home
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import check_tool_settings, select_tools

@@ -45,7 +45,7 @@ from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydant
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.checkpoints.store import open_store
-from kasloop.config import AgentConfig, Specialist
+from kasloop.config.schema import AgentConfig, Specialist
 from kasloop.errors import ConfigError
 from kasloop.graphs.agent import context_for, standalone_resources
 from kasloop.graphs.members import build_members, specialist_config, specialist_context

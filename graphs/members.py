@@ -13,7 +13,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from kasloop.config import AgentConfig, Specialist
+from kasloop.config.schema import AgentConfig, Specialist
 from kasloop.graphs.agent import build_graph, context_for
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.state import RunContext, Usage

@@ -23,7 +23,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from kasloop.graphs.agent import build_graph
 from kasloop.graphs.team import TeamGraph, build_team_graph
-from kasloop.settings import load_config
+from kasloop.config.loading import load_config
 
 __all__ = ["agent", "team"]
 

@@ -44,8 +44,8 @@ from pydantic import BaseModel, Field, create_model
 
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
-from kasloop.budget import Breach
-from kasloop.config import AgentConfig, Specialist
+from kasloop.guardrails.budget import Breach
+from kasloop.config.schema import AgentConfig, Specialist
 from kasloop.graphs.agent import build_graph, standalone_resources
 from kasloop.graphs.collaboration import blackboard_tools, build_collaboration_graph
 from kasloop.graphs.members import build_members, specialist_config, specialist_context

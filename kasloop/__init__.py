@@ -4,7 +4,7 @@ The public API is what ``__all__`` lists; everything else may change.
 """
 
 from kasloop.agent import Agent, RunResult
-from kasloop.config import AgentConfig, Budgets, Collaboration, OpenAISettings, PolicyRule, Specialist
+from kasloop.config.schema import AgentConfig, Budgets, Collaboration, OpenAISettings, PolicyRule, Specialist
 from kasloop.errors import (
     ApprovalError,
     AutonomyLevelError,
@@ -22,7 +22,7 @@ from kasloop.graphs.agent import build_graph
 from kasloop.graphs.collaboration import build_collaboration_graph
 from kasloop.graphs.team import build_team_graph
 from kasloop.memory import LongTermMemory, MemoryItem
-from kasloop.scripted import ScriptedChatModel
+from kasloop.models.scripted import ScriptedChatModel
 from kasloop.state import AgentState, RunContext
 
 __version__ = "0.1.0"

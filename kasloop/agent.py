@@ -18,26 +18,26 @@ from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from kasloop.approvals import Approve, Reject, Respond, TypedDecision, approval_json, parse_decision
-from kasloop.budget import check_prices
-from kasloop.channels import runner
+from kasloop.guardrails.approvals import Approve, Reject, Respond, TypedDecision, approval_json, parse_decision
+from kasloop.guardrails.budget import check_prices
+from kasloop.runtime import polling
 from kasloop.checkpoints import ApprovalStore, Decision
 from kasloop.checkpoints.database import is_postgres_url
 from kasloop.checkpoints.rules import RuleStore
 from kasloop.checkpoints.sqlite import sqlite_path
-from kasloop.config import AgentConfig, PolicyRule
+from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import UsageError
 from kasloop.graphs.team import team_tools
-from kasloop.models import resolve_model_specs
-from kasloop.protected import protected_paths_for
+from kasloop.models.chat import resolve_model_specs
+from kasloop.guardrails.protected import protected_paths_for
 from kasloop.runtime.result import EXIT_CODES, RunResult
 from kasloop.runtime.sessions import ProgressCallback, Sessions
-from kasloop.secrets import Redactor, remember_secrets
-from kasloop.settings import resolve_home
+from kasloop.guardrails.secrets import Redactor, remember_secrets
+from kasloop.config.loading import resolve_home
 from kasloop.tools.base import Tool
 from kasloop.tools.registry import check_tool_settings, select_tools
 
-__all__ = ["EXIT_CODES", "Agent", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.approvals' own, kept importable here
+__all__ = ["EXIT_CODES", "Agent", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.guardrails.approvals' own, kept importable here
 
 T = TypeVar("T")
 
@@ -231,9 +231,9 @@ class Agent:
     ) -> RunResult:
         """Record one decision; once every request of that pause is decided, continue the thread.
 
-        ``decision`` is typed (``kasloop.approvals.Approve / Edit / Reject / Respond``) or the same as a
+        ``decision`` is typed (``kasloop.guardrails.approvals.Approve / Edit / Reject / Respond``) or the same as a
         mapping (``{"decision": "approve"}``). Every way a human decides ends here, in the one check of
-        :func:`kasloop.approvals.check_decision`. ``Approve/Edit(always=True)`` and ``Reject(never=True)``
+        :func:`kasloop.guardrails.approvals.check_decision`. ``Approve/Edit(always=True)`` and ``Reject(never=True)``
         also add a standing allow / deny rule for the tool (see :meth:`add_rule`) before the thread goes on.
 
         Raises:
@@ -272,12 +272,12 @@ class Agent:
         approved budget raise continues its thread here. Returns how many decisions were recorded.
         Signed webhook callbacks arrive on ``kasloop.channels.webhook.approvals_app`` instead.
         """
-        return await runner.poll_approvals(self.sessions)
+        return await polling.poll_approvals(self.sessions)
 
     async def poll_inbox(self) -> int:
         """Feed new mail (``email.inbox_thread``) and Telegram messages (``telegram.chat_threads`` /
         ``default_thread``, unless a Telegram approval channel polls them) into the inbox; returns how many."""
-        return await runner.poll_inbox(self.sessions)
+        return await polling.poll_inbox(self.sessions)
 
     # -- standing rules ---------------------------------------------------------------------
 

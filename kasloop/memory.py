@@ -51,11 +51,11 @@ import aiosqlite
 from langgraph.store.base import GetOp, Op, PutOp, SearchItem, SearchOp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kasloop.atomic_files import atomic_write
+from kasloop.support.atomic_files import atomic_write
 from kasloop.checkpoints.sqlite import SqliteDatabase
 from kasloop.checkpoints.store import KasloopStore, fts_query, open_store
 from kasloop.errors import KasloopError, UsageError
-from kasloop.secrets import known_secrets
+from kasloop.guardrails.secrets import known_secrets
 
 if TYPE_CHECKING:
     from kasloop.checkpoints.database import Database

@@ -15,7 +15,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydantic builds no JSON schema from it (Studio's input form)
 
-from kasloop.config import PolicyRule, Risk
+from kasloop.config.schema import PolicyRule, Risk
 from kasloop.steps import Plan, new_plan
 
 __all__ = [

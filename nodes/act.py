@@ -22,7 +22,7 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langgraph.runtime import Runtime
 
-from kasloop.budget import tool_call_breach
+from kasloop.guardrails.budget import tool_call_breach
 from kasloop.checkpoints.ledger import idempotency_key
 from kasloop.errors import KasloopError
 from kasloop.memory import DEFAULT_NAMESPACE, memory_trust, shared_memory

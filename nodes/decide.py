@@ -23,15 +23,15 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from kasloop.approvals import approval_id
+from kasloop.guardrails.approvals import approval_id
 from kasloop.errors import ModelError, ScriptExhausted
-from kasloop.models import invoke_model
+from kasloop.models.chat import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
 from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, last_result, receipts
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
 from kasloop.nodes.working_memory import prompt_tokens
-from kasloop.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
+from kasloop.guardrails.policy import TAINTED_REASON, arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usage
 from kasloop.steps import echoes_step_prompt, nudged, should_nudge, step_prompt
 from kasloop.tools.base import DENIED_TEMPLATE, UNKNOWN_TOOL_TEMPLATE

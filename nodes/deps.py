@@ -18,11 +18,11 @@ from langgraph.runtime import Runtime
 from kasloop.checkpoints.inbox import InboxItem
 from kasloop.checkpoints.ledger import LedgerEntry
 from kasloop.checkpoints.spend import MemorySpend
-from kasloop.budget import Breach, cost, model_call_breach, price_for, utc_day
-from kasloop.config import AgentConfig, ModelPrice
+from kasloop.guardrails.budget import Breach, cost, model_call_breach, price_for, utc_day
+from kasloop.config.schema import AgentConfig, ModelPrice
 from kasloop.errors import ModelError
-from kasloop.models import GUIDED_STEPS, ModelChain
-from kasloop.secrets import Redactor
+from kasloop.models.chat import GUIDED_STEPS, ModelChain
+from kasloop.guardrails.secrets import Redactor
 from kasloop.state import AgentState, RunContext, Usage, empty_usage
 from kasloop.tools.base import Tool, ToolResources, openai_schema
 

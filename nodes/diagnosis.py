@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from kasloop.errors import ModelError
-from kasloop.models import invoke_model
+from kasloop.models.chat import invoke_model
 from kasloop.nodes.working_memory import render_line
 
 __all__ = ["DIAGNOSIS_PROMPT", "RECENT_TURNS", "diagnose", "diagnosis_request"]

@@ -9,7 +9,7 @@ approvals table.
 
 Resume with ``Command(resume={approval_id: decision, ...})`` (or a single
 decision applied to every request). Each decision is bound to its request by
-:func:`kasloop.approvals.bind_decision`, the same check ``Agent.decide`` made
+:func:`kasloop.guardrails.approvals.bind_decision`, the same check ``Agent.decide`` made
 before recording it: a decision whose ``arg_hash`` is not the request's is
 refused (it was made for different arguments), and edited arguments must
 pass the tool's schema. So a resume that never went through kasloop's
@@ -30,7 +30,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from kasloop.approvals import DECISIONS, ApprovalRequest, approval_id, bind_decision
+from kasloop.guardrails.approvals import DECISIONS, ApprovalRequest, approval_id, bind_decision
 from kasloop.errors import ApprovalError
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import failed_call_message, tool_error, tool_ok

@@ -32,7 +32,7 @@ from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolM
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps
-from kasloop.budget import step_breach
+from kasloop.guardrails.budget import step_breach
 from kasloop.errors import KasloopError, ModelError
 from kasloop.memory import DEFAULT_NAMESPACE, relevant_learnings, shared_memory
 from kasloop.nodes.messages import SUMMARY_TAINT, inbox_message, is_untrusted, untrusted_sources

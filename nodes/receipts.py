@@ -4,7 +4,7 @@ Small models, after a successful write, often propose the same write again with 
 tool's own receipt as the new content: ``files_write notes.md "Wrote 39 bytes to
 notes.md."``. Approved by a busy human, that replaces the file with the receipt.
 So decide answers such a call itself, at every level, the way the model layer
-already answers a receipt given back as a text reply (:func:`kasloop.models.echoed_result`).
+already answers a receipt given back as a text reply (:func:`kasloop.models.chat.echoed_result`).
 
 A *receipt* is the result of a call with a side effect (any risk but ``read``):
 what kasloop says it did, never data the task could want to carry on; so is an

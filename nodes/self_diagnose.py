@@ -19,13 +19,13 @@ from langgraph.runtime import Runtime
 
 from pydantic import ValidationError
 
-from kasloop.backoff import backoff_delay
+from kasloop.support.backoff import backoff_delay
 from kasloop.errors import ModelError
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.diagnosis import diagnose, diagnosis_request
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.nodes.messages import failed_call_message, untrusted_sources
-from kasloop.policy import arg_hash, gate_call, matching_rule_action
+from kasloop.guardrails.policy import arg_hash, gate_call, matching_rule_action
 from kasloop.state import AgentState, PendingCall, RunContext, Usage, empty_usage
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "make_self_diagnose", "route_after_diagnosis"]

@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.messages.utils import count_tokens_approximately
 
 from kasloop.errors import ModelError
-from kasloop.models import invoke_model
+from kasloop.models.chat import invoke_model
 
 __all__ = [
     "LOW_WATER",

@@ -137,8 +137,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[str]:
     """Point kasloop at the real cache; start the server once; stop it at the end if we started it."""
-    from kasloop.local_install import LocalPaths
-    from kasloop.local_server import server_status, start, stop
+    from kasloop.models.local_install import LocalPaths
+    from kasloop.models.local_server import server_status, start, stop
 
     paths = LocalPaths(Path(REAL_CACHE) / "llm")
     if not paths.installed:

@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kasloop import Agent, AgentConfig
-from kasloop.config import Budgets
+from kasloop.config.schema import Budgets
 from kasloop.errors import ThreadNotFound, UsageError
 from kasloop.tools import Tool, ToolContext
 

@@ -21,11 +21,11 @@ from langchain_core.messages import HumanMessage, ToolMessage
 from langgraph.types import Command
 
 from kasloop import Agent, AgentConfig, Budgets, build_graph
-from kasloop.approvals import Approve, Reject, approval_json, bind_decision
+from kasloop.guardrails.approvals import Approve, Reject, approval_json, bind_decision
 from kasloop.checkpoints import ApprovalStore, open_database
 from kasloop.errors import ApprovalAlreadyDecided, ApprovalError, ApprovalExpired, ApprovalStale
 from kasloop.graphs.agent import context_for
-from kasloop.policy import arg_hash
+from kasloop.guardrails.policy import arg_hash
 from kasloop.tools.registry import select_tools
 from approval_receivers import served_receiver, signed
 from conftest import call, fingerprint

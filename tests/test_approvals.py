@@ -10,7 +10,7 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from kasloop import Agent, AgentConfig, ApprovalError
-from kasloop.policy import arg_hash
+from kasloop.guardrails.policy import arg_hash
 from conftest import call, fingerprint, state_of
 
 

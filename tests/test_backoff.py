@@ -1,4 +1,4 @@
-"""kasloop.backoff: the one exponential-backoff rule of self_diagnose, the daemon and the Telegram pump (issue 16, item 8)."""
+"""kasloop.support.backoff: the one exponential-backoff rule of self_diagnose, the daemon and the Telegram pump (issue 16, item 8)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kasloop.backoff import backoff_delay
+from kasloop.support.backoff import backoff_delay
 
 
 def test_without_jitter_the_delay_doubles_from_base() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kasloop import Agent, AgentConfig, Budgets, ConfigError
-from kasloop.config import ModelPrice
+from kasloop.config.schema import ModelPrice
 from conftest import CLIResult, call
 
 PRICE = {"scripted": ModelPrice(input=1000.0, output=1000.0)}  # 0.001 USD per token: easy to see

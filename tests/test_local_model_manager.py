@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from kasloop.errors import LocalModelError
-from kasloop.local_install import LocalPaths, Stages, install_server, missing_build_tools
-from kasloop.local_server import server_status, start, stop
+from kasloop.models.local_install import LocalPaths, Stages, install_server, missing_build_tools
+from kasloop.models.local_server import server_status, start, stop
 from kasloop.tools.procfs import proc_stat
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ Python) on the scripted model; any failing cell, including the notebooks' own
 ``assert``s, fails the test. The kernel's temporary folder is the test's, so a
 notebook that forgets to clean up is caught too. The graph picture is checked
 twice: as an SVG output of the executed quickstart, and through
-``kasloop.notebook.graph_svg`` directly (well-formed, every node and edge drawn,
+``kasloop.reporting.notebook.graph_svg`` directly (well-formed, every node and edge drawn,
 deterministic).
 """
 
@@ -26,7 +26,7 @@ pytest.importorskip("ipykernel", reason="install the test extra: pip install -e 
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 
-from kasloop.notebook import graph_svg  # noqa: E402
+from kasloop.reporting.notebook import graph_svg  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["autonomy_and_approvals", "memory_and_recovery", "quickstart", "teams"]

@@ -1,4 +1,4 @@
-"""Deterministic gating (kasloop/policy.py), autonomy levels (kasloop/config.py) and the graph's routing.
+"""Deterministic gating (kasloop/guardrails/policy.py), autonomy levels (kasloop/config/schema.py) and the graph's routing.
 
 The expected gates are written out by hand below, one row per combination,
 from DESIGN §3: rules beat levels (deny is final, ask always asks), at level 3
@@ -23,8 +23,8 @@ import kasloop
 import kasloop.graphs.agent
 import kasloop.tools.registry
 from kasloop import AgentConfig, AutonomyLevelError, ConfigError, PolicyRule
-from kasloop.config import AUTONOMY_LEVELS, check_autonomy
-from kasloop.policy import arg_hash, gate_call, matching_rule_action
+from kasloop.config.schema import AUTONOMY_LEVELS, check_autonomy
+from kasloop.guardrails.policy import arg_hash, gate_call, matching_rule_action
 from conftest import call
 
 # level  risk      rule   tainted  → expected gate

@@ -87,7 +87,7 @@ async def test_every_kasloop_table_works_on_postgres(pg_url: str) -> None:
         assert await processes.get("p1") == proc
 
         rules = RuleStore(db)
-        from kasloop.policy import PolicyRule
+        from kasloop.guardrails.policy import PolicyRule
 
         rule_id = await rules.add(PolicyRule(tool="files_delete", action="allow", args={}), by="test")
         assert [r["id"] for r in await rules.all()] == [rule_id]

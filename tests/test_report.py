@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from kasloop import Agent, AgentConfig, ConfigError
-from kasloop.config import ModelPrice
-from kasloop.logs import EVENTS_LOGGER, JsonFormatter, configure, log_event
-from kasloop.report import default_report_path, render_report, write_report
+from kasloop.config.schema import ModelPrice
+from kasloop.support.logs import EVENTS_LOGGER, JsonFormatter, configure, log_event
+from kasloop.reporting.report import default_report_path, render_report, write_report
 from kasloop.tools.browser import BROWSER_ARGS
 from conftest import CLIResult, call
 

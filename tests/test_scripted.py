@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from kasloop import ConfigError, ModelError, ScriptedChatModel, ScriptExhausted
-from kasloop.scripted import load_script
+from kasloop.models.scripted import load_script
 from conftest import call, write_script
 
 

@@ -11,7 +11,7 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from kasloop import Agent, AgentConfig
-from kasloop.models import GUIDED_STEPS, build_model
+from kasloop.models.chat import GUIDED_STEPS, build_model
 from kasloop.steps import DONE_TEMPLATE, NUDGES_PER_STEP, SINGLE_DONE_TEMPLATE, split_steps
 from conftest import call, state_of
 
@@ -118,7 +118,7 @@ async def test_unguided_models_see_the_goal_alone_and_their_answer_ends_it(tmp_p
 
 
 def test_the_local_model_is_guided_unless_configured_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("kasloop.local_server.ensure_running", lambda *a, **k: "http://127.0.0.1:9/v1")
+    monkeypatch.setattr("kasloop.models.local_server.ensure_running", lambda *a, **k: "http://127.0.0.1:9/v1")
     local = build_model("local", AgentConfig())
     openai = build_model("openai:gpt-4o-mini", AgentConfig(openai={"base_url": "http://127.0.0.1:9/v1"}))
     assert (local.metadata or {}).get(GUIDED_STEPS) is True

@@ -213,7 +213,7 @@ async def test_a_scripted_specialist_goes_on_with_its_script_the_next_time(tmp_p
 
 def test_an_unknown_team_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="team `nope` is not defined; teams: default"):
-        from kasloop.settings import load_config
+        from kasloop.config.loading import load_config
 
         load_config(None, cwd=tmp_path, run_team="nope")
     cli = cli_runner(tmp_path)
@@ -223,7 +223,7 @@ def test_an_unknown_team_is_a_config_error(tmp_path: Path) -> None:
 
 def test_the_config_file_can_come_from_kasloop_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a server's graphs (langgraph.json) use: they get no --config."""
-    from kasloop.settings import load_config
+    from kasloop.config.loading import load_config
 
     (tmp_path / "team.toml").write_text('run_team = "default"\nautonomy = 2\n')
     monkeypatch.setenv("KASLOOP_CONFIG", str(tmp_path / "team.toml"))

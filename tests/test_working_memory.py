@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from kasloop import Agent, AgentConfig, Budgets
 from kasloop.checkpoints import open_database
 from kasloop.nodes.working_memory import SUMMARY_MAX_CHARS, digest, eviction_cut, fold_into_summary
-from kasloop.scripted import ScriptedChatModel
+from kasloop.models.scripted import ScriptedChatModel
 from conftest import call
 
 

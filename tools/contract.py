@@ -12,7 +12,7 @@ a field declares its kind in its schema metadata,
 ``Field(description=..., json_schema_extra=arg_meta("path"))`` (or the
 literal ``{"kasloop": "path"}``), and :attr:`Tool.path_args`,
 :attr:`Tool.url_args` and :attr:`Tool.host_args` are computed from that, so
-rules (``kasloop.policy``) and the protected-path check in
+rules (``kasloop.guardrails.policy``) and the protected-path check in
 :func:`kasloop.tools.run.run_tool` see every one, for every tool present and
 future. A path argument may also say which files tool it amounts to
 (``acts_as="files_delete"`` for the source of a move) and whether it names a
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from kasloop.policy import PATH_ARGS
+from kasloop.guardrails.policy import PATH_ARGS
 from kasloop.state import ToolErrorKind
 from kasloop.tools.resources import ToolResources
 
@@ -241,7 +241,7 @@ class Tool:
         """The path, URL, host (and declared plain-text) arguments, from the args model's schema.
 
         A tool that declares nothing (a user tool written before declarations existed) gets its arguments
-        named like paths (``kasloop.policy.PATH_ARGS``) treated as paths.
+        named like paths (``kasloop.guardrails.policy.PATH_ARGS``) treated as paths.
         """
         declared = arg_specs(self.args_model)
         if declared:

@@ -86,9 +86,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from kasloop.approval_secrets import APPROVAL_ENV_PREFIX
-from kasloop.mail_settings import CONTROL_CHARS as _CONTROL_RE
-from kasloop.mail_settings import ImapSettings, SmtpSettings
+from kasloop.guardrails.approval_secrets import APPROVAL_ENV_PREFIX
+from kasloop.config.mail import CONTROL_CHARS as _CONTROL_RE
+from kasloop.config.mail import ImapSettings, SmtpSettings
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.email_addresses import message_id_for, parse_addresses
 from kasloop.tools.email_connection import _network, _password, _redact
@@ -114,7 +114,7 @@ _SEND_DEADLINE = _TOOL_TIMEOUT - 10  # email_send gives up itself first, so it c
 
 
 # --------------------------------------------------------------------------- settings
-# SmtpSettings and ImapSettings are in kasloop.mail_settings: the approvals mailbox (kasloop.config) uses them too.
+# SmtpSettings and ImapSettings are in kasloop.config.mail: the approvals mailbox (kasloop.config.schema) uses them too.
 
 
 class EmailSettings(BaseModel, extra="forbid"):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from email.headerregistry import Address
 from email.utils import make_msgid
 
-from kasloop.mail_settings import CONTROL_CHARS as _CONTROL_RE
+from kasloop.config.mail import CONTROL_CHARS as _CONTROL_RE
 
 __all__ = ["message_id_for", "parse_addresses"]
 

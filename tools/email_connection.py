@@ -15,8 +15,8 @@ import socket
 import ssl
 from typing import Any
 
-from kasloop.approval_secrets import tool_secret_problem
-from kasloop.mail_settings import ServerSettings
+from kasloop.guardrails.approval_secrets import tool_secret_problem
+from kasloop.config.mail import ServerSettings
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.base import ToolErrorKind as ErrorKind
 from kasloop.tools.network import IPAddress, NetworkGate, tls_context

@@ -23,8 +23,8 @@ from email.utils import parsedate_to_datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kasloop.mail_settings import CONTROL_CHARS as _CONTROL_RE
-from kasloop.mail_settings import ImapSettings
+from kasloop.config.mail import CONTROL_CHARS as _CONTROL_RE
+from kasloop.config.mail import ImapSettings
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.email_addresses import parse_addresses
 from kasloop.tools.email_connection import _network, _network_failure, _reply_text, _server_addresses, _tls

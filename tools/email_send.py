@@ -25,7 +25,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from kasloop.mail_settings import SmtpSettings
+from kasloop.config.mail import SmtpSettings
 from kasloop.tools.base import ToolContext, ToolFailure, ToolResult
 from kasloop.tools.base import ToolErrorKind as ErrorKind
 from kasloop.tools.email_addresses import message_id_for, parse_addresses

@@ -4,7 +4,7 @@ One parser of ``/proc/PID/stat`` for the shell jail (:mod:`kasloop.tools.shell`,
 kills a timed-out command's whole session), the process family
 (:mod:`kasloop.tools.process`, which checks a PID's start time before signalling and
 stops what a background program left in its relay's session) and the local model server
-(:mod:`kasloop.local_server`): the ``comm`` field may hold spaces and parentheses, so the
+(:mod:`kasloop.models.local_server`): the ``comm`` field may hold spaces and parentheses, so the
 fields are split after its *last* ``)``, and one place gets that right for all three.
 Where ``/proc`` is missing (not Linux) every reader answers "gone" / "no members".
 """

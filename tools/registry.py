@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kasloop.errors import ConfigError
-from kasloop.policy import use_builtin_tools
+from kasloop.guardrails.policy import use_builtin_tools
 from kasloop.tools.base import SettingsFailure, Tool, ToolContext, ToolFailure
 from kasloop.tools.browser import BROWSER_TOOLS
 from kasloop.tools.browser_settings import BrowserSettings

@@ -5,7 +5,7 @@ names, and never from the model or a tool. Each incoming channel has secrets
 of its own, in ``KASLOOP_APPROVAL_*`` variables that no tool setting may name
 and whose values no other variable may hold (kasloop refuses to start
 otherwise), and no tool may reach kasloop's receivers
-(``kasloop.channels.receivers``):
+(``kasloop.guardrails.receivers``):
 
 * Telegram: requests are sent by kasloop's own approvals bot (not the tools'
   bot); a press counts only on the very message kasloop sent for that
@@ -20,9 +20,9 @@ otherwise), and no tool may reach kasloop's receivers
   seen before.
 
 Everything refused is logged as ``approval_refused`` on the request's thread;
-accepted decisions are typed (``kasloop.approvals``) and go through
+accepted decisions are typed (``kasloop.guardrails.approvals``) and go through
 ``Agent.decide`` like ``kasloop approve``, so expiry, staleness and argument
-hashes are checked by the same :func:`kasloop.approvals.check_decision`.
+hashes are checked by the same :func:`kasloop.guardrails.approvals.check_decision`.
 
 This module holds the types every channel shares, and nothing that does I/O.
 Sending each request to the channels a config turns on is
@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kasloop.approvals import Approve, Reject
+from kasloop.guardrails.approvals import Approve, Reject
 from kasloop.checkpoints.database import Database
 
 __all__ = ["APPROVAL_PREFIX", "Channel", "Decide", "Incoming", "Refuse"]

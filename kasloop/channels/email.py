@@ -21,11 +21,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kasloop.approvals import Approve, Reject, approval_secret_problem
+from kasloop.guardrails.approvals import Approve, Reject, approval_secret_problem
 from kasloop.channels.announcements import AnnouncementLog, request_text
 from kasloop.channels.base import Decide, Incoming, Refuse
 from kasloop.checkpoints.database import Database
-from kasloop.config import EmailApprovals
+from kasloop.config.schema import EmailApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolContext, ToolFailure, run_tool
 from kasloop.tools.email import EMAIL_TOOLS, EmailSettings, ImapSettings

@@ -5,7 +5,7 @@ senders ``email.inbox_senders`` allows (one IMAP session, through the email
 tool family's settings, network gate and :func:`~kasloop.tools.email.take_unread`),
 marks it read and hands each one to ``deliver(thread_id, "email", text, data)``
 for ``email.inbox_thread``. The daemon calls it each cycle
-(``kasloop.channels.runner.poll_inbox``). The approvals mailbox is another
+(``kasloop.runtime.polling.poll_inbox``). The approvals mailbox is another
 mailbox (``kasloop.channels.email``).
 """
 

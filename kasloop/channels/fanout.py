@@ -19,7 +19,7 @@ from kasloop.channels.telegram import TelegramChannel
 from kasloop.channels.webhook import WebhookChannel
 from kasloop.checkpoints.database import Database
 from kasloop.checkpoints.events import EventLog
-from kasloop.config import AgentConfig
+from kasloop.config.schema import AgentConfig
 
 __all__ = ["announce", "channels_for", "notify"]
 

@@ -15,7 +15,7 @@ sent are recorded. A press arrives as a ``callback_query`` with
    notice, or another request's message is refused.
 
 Everything else the approvals bot receives is ignored (the tools' bot feeds
-the inbox, see ``kasloop.channels.runner.poll_inbox``).
+the inbox, see ``kasloop.runtime.polling.poll_inbox``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import contextlib
 import os
 from typing import Any
 
-from kasloop.approvals import Approve, Reject, approval_secret_problem
+from kasloop.guardrails.approvals import Approve, Reject, approval_secret_problem
 from kasloop.channels.announcements import AnnouncementLog, request_text
 from kasloop.channels.base import APPROVAL_PREFIX, Decide, Incoming, Refuse
 from kasloop.checkpoints.database import Database
-from kasloop.config import TelegramApprovals
+from kasloop.config.schema import TelegramApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.telegram import TelegramState, _updates_params

@@ -5,7 +5,7 @@ press to an async ``deliver(thread_id, source, text, data)``, e.g.
 :func:`kasloop.channels.inbox_feed.inbox_deliver`, which puts it into the thread's
 :class:`~kasloop.checkpoints.inbox.Inbox`; :func:`poll_once` is one
 ``getUpdates`` without waiting, for the daemon's cycle
-(``kasloop.channels.runner.poll_inbox``). Chats are mapped to threads by
+(``kasloop.runtime.polling.poll_inbox``). Chats are mapped to threads by
 ``telegram.chat_threads``; chats not mapped (and not covered by
 ``default_thread``) are dropped. Run either the pump or the
 ``telegram_updates`` tool for one bot, not both: they share one offset.
@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from kasloop.backoff import backoff_delay
+from kasloop.support.backoff import backoff_delay
 from kasloop.channels.base import APPROVAL_PREFIX
 from kasloop.channels.inbox_feed import Deliver
 from kasloop.tools.telegram import TelegramState, _updates_params
@@ -38,7 +38,7 @@ from kasloop.tools.telegram_api import (
 
 __all__ = ["OnApproval", "handle_updates", "poll_once", "pump_updates"]
 
-_log = logging.getLogger("kasloop.tools.telegram")  # the logger kasloop.secrets.LOGGERS redacts; the pump logged here before it moved
+_log = logging.getLogger("kasloop.tools.telegram")  # the logger kasloop.guardrails.secrets.LOGGERS redacts; the pump logged here before it moved
 
 
 def _receiver(settings: TelegramSettings | Mapping[str, Any], state: TelegramState | None) -> tuple[TelegramSettings, str, TelegramState, str]:

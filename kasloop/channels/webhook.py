@@ -10,7 +10,7 @@ The decision comes back as a POST to ``/approvals`` of
 approval secret. So nothing a tool can sign is a decision: kasloop refuses to
 start when the approval secret is in a variable a tool may name or has the value
 of any other variable. Requests go out in the one JSON shape of
-:func:`kasloop.approvals.approval_json` (with ``arg_hash``, so the approvers'
+:func:`kasloop.guardrails.approvals.approval_json` (with ``arg_hash``, so the approvers'
 side can bind its decision to the arguments it was shown).
 """
 
@@ -20,10 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kasloop.approvals import approval_json, approval_secret_problem
+from kasloop.guardrails.approvals import approval_json, approval_secret_problem
 from kasloop.channels.base import Decide, Refuse
 from kasloop.checkpoints.database import Database
-from kasloop.config import WebhookApprovals
+from kasloop.config.schema import WebhookApprovals
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolContext, ToolFailure
 from kasloop.tools.webhook import WebhookSettings, post_signed

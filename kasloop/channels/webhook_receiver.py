@@ -22,7 +22,7 @@ sender's retry is delivered.
 with a body ``{"approval_id", "decision": "approve"|"reject", "by"?, "reason"?,
 "arg_hash"?}``. A bad signature, a stale timestamp or a delivery id seen before is
 refused (401, 409) and logged; an expired, stale or already-decided approval is
-refused by the one check of ``kasloop.approvals`` (409) and logged too, with the
+refused by the one check of ``kasloop.guardrails.approvals`` (409) and logged too, with the
 check's reason. No tool reaches the receiver: serve it with
 :func:`serve_approvals` (or list its address in ``approval_channels.receivers``)
 and the http, webhook and browser gates refuse its address whatever
@@ -42,8 +42,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from kasloop.approvals import Approve, Reject
-from kasloop.channels import receivers
+from kasloop.guardrails.approvals import Approve, Reject
+from kasloop.guardrails import receivers
 from kasloop.channels.inbox_feed import Deliver, inbox_deliver
 from kasloop.channels.webhook import approval_secret
 from kasloop.checkpoints.approvals import ApprovalStore

@@ -64,7 +64,7 @@ def check_input(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> 
 
 def _shown(text: str) -> str:
     """An error line with every secret this process knows redacted (a provider's error can echo a key)."""
-    from kasloop.secrets import known_secrets
+    from kasloop.guardrails.secrets import known_secrets
 
     return known_secrets().text(text)
 
@@ -80,7 +80,7 @@ def main() -> None:
         err.print(f"[red]Error:[/red] {escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)
     if os.environ.get("KASLOOP_LOG", "").lower() == "json":
-        from kasloop.logs import configure
+        from kasloop.support.logs import configure
 
         configure(os.environ.get("KASLOOP_LOG_LEVEL", "INFO"))
     try:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kasloop.agent import Agent, ProgressCallback
-from kasloop.settings import load_config
+from kasloop.config.loading import load_config
 
 __all__ = ["ConfigOpt", "DbOpt", "HomeOpt", "JsonOpt", "make_agent"]
 

@@ -17,7 +17,7 @@ import typer
 
 from kasloop.agent import EXIT_CODES, Agent
 from kasloop.cli._console import out, print_result
-from kasloop.config import AgentConfig, PolicyRule
+from kasloop.config.schema import AgentConfig, PolicyRule
 
 __all__ = ["LOCAL_GOAL", "LOCAL_LINE", "LOCAL_PATH", "Review", "file_as_asked", "register", "review", "run_local_demo"]
 

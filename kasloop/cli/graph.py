@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from kasloop.config import AgentConfig
+from kasloop.config.schema import AgentConfig
 from kasloop.graphs.agent import build_graph
-from kasloop.scripted import ScriptedChatModel
+from kasloop.models.scripted import ScriptedChatModel
 
 __all__ = ["mermaid", "register"]
 

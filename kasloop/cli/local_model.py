@@ -18,8 +18,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Column
 
 from kasloop.cli._console import err, out, print_json
-from kasloop.local_install import InstallStep, install, local_paths
-from kasloop.local_server import server_status, start, stop
+from kasloop.models.local_install import InstallStep, install, local_paths
+from kasloop.models.local_server import server_status, start, stop
 
 __all__ = ["BarProgress", "LineProgress", "amount", "register"]
 

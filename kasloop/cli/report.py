@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, make_agent
-from kasloop.report import write_report
+from kasloop.reporting.report import write_report
 
 __all__ = ["register"]
 

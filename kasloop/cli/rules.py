@@ -12,7 +12,7 @@ from rich.table import Table
 
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import abort, out, print_json
-from kasloop.config import PolicyRule
+from kasloop.config.schema import PolicyRule
 
 __all__ = ["register"]
 

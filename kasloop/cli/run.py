@@ -15,7 +15,7 @@ from rich.text import Text
 from kasloop.agent import RunResult
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import err, out, print_json, print_result
-from kasloop.models import resolve_model_specs
+from kasloop.models.chat import resolve_model_specs
 from kasloop.tools.sandbox import sandbox_warning
 
 __all__ = ["register"]

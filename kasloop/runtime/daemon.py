@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from kasloop.backoff import backoff_delay
-from kasloop.channels.runner import poll_approvals, poll_inbox
+from kasloop.support.backoff import backoff_delay
+from kasloop.runtime.polling import poll_approvals, poll_inbox
 from kasloop.checkpoints import ApprovalStore, Inbox, ThreadStore, open_database
 from kasloop.checkpoints.database import Database, display_db, is_postgres_url, lock_base
 from kasloop.errors import KasloopError, ThreadBusy, UsageError
-from kasloop.locks import try_lock
+from kasloop.support.locks import try_lock
 from kasloop.runtime.sessions import Sessions
 from kasloop.tools.base import ToolFailure
 

@@ -21,14 +21,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 
-from kasloop.approvals import Checked, approval_json, record_decision, record_request, reject_expired
-from kasloop.budget import budget_request, with_budgets
+from kasloop.guardrails.approvals import Checked, approval_json, record_decision, record_request, reject_expired
+from kasloop.guardrails.budget import budget_request, with_budgets
 from kasloop.channels.fanout import announce, notify
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, EventLog, Inbox, Ledger, ThreadStore
 from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.checkpoints.rules import RuleStore
 from kasloop.checkpoints.spend import SpendLog
-from kasloop.config import AgentConfig, PolicyRule
+from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, tool_names_for
@@ -273,7 +273,7 @@ class ThreadSession:
     # -- decisions and budgets --------------------------------------------------------------
 
     async def apply(self, checked: Checked, *, resume: bool) -> RunResult:
-        """Record a decision :func:`kasloop.approvals.check_decision` passed; once the pause is fully decided
+        """Record a decision :func:`kasloop.guardrails.approvals.check_decision` passed; once the pause is fully decided
         (and ``resume``), continue the thread."""
         record = checked.record
         if record["kind"] == "budget":

@@ -20,18 +20,18 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from kasloop.approvals import TypedDecision, approval_json, check_decision
-from kasloop.budget import LIMITS
+from kasloop.guardrails.approvals import TypedDecision, approval_json, check_decision
+from kasloop.guardrails.budget import LIMITS
 from kasloop.checkpoints import ApprovalStore, Database, Decision, EventLog, Inbox, ThreadStore, open_database
 from kasloop.checkpoints.database import display_db
 from kasloop.checkpoints.rules import RuleStore
-from kasloop.config import AgentConfig, PolicyRule
+from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import ConfigError, ThreadNotFound, UsageError, check_text
 from kasloop.graphs.team import team_tools
 from kasloop.runtime.result import RunResult
 from kasloop.runtime.session import ProgressCallback, ThreadSession, add_standing_rule
 from kasloop.runtime.thread_policy import absolute_policy, thread_config
-from kasloop.secrets import Redactor, known_secrets, remember_secrets
+from kasloop.guardrails.secrets import Redactor, known_secrets, remember_secrets
 from kasloop.state import empty_usage
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import select_tools
@@ -137,7 +137,7 @@ class Sessions:
     async def decide(
         self, approval_id: str, decision: Decision | TypedDecision, *, by: str | None, channel: str, resume: bool,
     ) -> RunResult:
-        """Check one decision (:func:`kasloop.approvals.check_decision`, the one check every channel goes
+        """Check one decision (:func:`kasloop.guardrails.approvals.check_decision`, the one check every channel goes
         through), record it, and continue the thread once its pause is fully decided."""
         async with self.open() as db:
             sessions: list[ThreadSession] = []

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kasloop.config import AgentConfig, Specialist
+from kasloop.config.schema import AgentConfig, Specialist
 from kasloop.errors import ConfigError
-from kasloop.models import resolve_model_specs
+from kasloop.models.chat import resolve_model_specs
 
 __all__ = ["absolute_policy", "thread_config"]
 

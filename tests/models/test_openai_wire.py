@@ -227,7 +227,7 @@ async def test_tools_in_the_prompt_send_no_tools_and_parse_calls_and_echoes_from
     from langchain_core.messages import HumanMessage, SystemMessage
     from langchain_openai import ChatOpenAI
 
-    from kasloop.models import TOOLS_IN_PROMPT, invoke_model
+    from kasloop.models.chat import TOOLS_IN_PROMPT, invoke_model
     from kasloop.tools.base import openai_schema
     from kasloop.tools.registry import select_tools
 

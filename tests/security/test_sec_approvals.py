@@ -8,7 +8,7 @@ Now every incoming channel has a secret of its own (``KASLOOP_APPROVAL_*``
 variables no tool may name, whose values no other variable may hold), no
 tool reaches kasloop's receivers, a Telegram press counts only on the message
 kasloop sent for that approval, and every decision passes one check
-(``kasloop.approvals``). Each case has a positive control: the same harness
+(``kasloop.guardrails.approvals``). Each case has a positive control: the same harness
 with the genuine human decision (or a harmless target) does go through, so a
 refusal here is the protection, not a broken setup.
 
@@ -33,8 +33,8 @@ import httpx
 import pytest
 
 from kasloop import Agent, AgentConfig, PolicyRule
-from kasloop.approvals import Approve, Edit, Reject, Respond, approval_id, parse_decision
-from kasloop.channels.receivers import refusal
+from kasloop.guardrails.approvals import Approve, Edit, Reject, Respond, approval_id, parse_decision
+from kasloop.guardrails.receivers import refusal
 from kasloop.channels.webhook_receiver import serve_approvals
 from kasloop.checkpoints import open_database
 from kasloop.errors import ApprovalError, ConfigError
@@ -297,7 +297,7 @@ async def test_browser_open_cannot_reach_the_receiver_even_with_allow_private(
 async def test_a_receiver_recorded_by_another_process_is_refused_on_both_backends(
     db_url: str, tmp_path: Path, plain: ThreadingHTTPServer
 ) -> None:
-    from kasloop.channels import receivers
+    from kasloop.guardrails import receivers
 
     port = plain.server_address[1]
     async with open_database(db_url) as db:
@@ -314,7 +314,7 @@ async def test_a_receiver_recorded_by_another_process_is_refused_on_both_backend
 
 
 def test_receiver_addresses_match_every_local_spelling() -> None:
-    from kasloop.channels.receivers import Receiver
+    from kasloop.guardrails.receivers import Receiver
 
     loopback, wildcard = Receiver("127.0.0.1", 8787), Receiver("0.0.0.0", 9797)
     for ip in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0"):
@@ -545,7 +545,7 @@ async def test_email_replies_without_the_code_or_from_a_stranger_are_refused(
 def test_decisions_are_typed_and_one_id_function_derives_every_id() -> None:
     import hashlib
 
-    from kasloop.budget import budget_request
+    from kasloop.guardrails.budget import budget_request
 
     assert approval_id("t-1", 3, "call-0") == "ap-" + hashlib.sha256(b"t-1:3:call-0").hexdigest()[:10]
     breach = {"limit": "max_usd", "value": 1.5, "used": 1.5, "proposed": 3.0}

@@ -23,7 +23,7 @@ from kasloop import Agent, AgentConfig, OpenAISettings
 from kasloop.checkpoints import open_database
 from kasloop.checkpoints.ledger import Ledger, idempotency_key
 from kasloop.nodes.decide import with_call_ids
-from kasloop.policy import arg_hash
+from kasloop.guardrails.policy import arg_hash
 from conftest import CLIResult, cli_runner, write_script
 from wire_model import wire_model
 

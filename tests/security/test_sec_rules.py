@@ -4,7 +4,7 @@ Reproduction: a deny rule on ``files_delete keep/*`` and an ask rule on ``files_
 with ``files_move``, whose ``source``/``destination`` no rule looked at: move ``keep/payroll.csv`` to
 ``tmp/`` and delete it there; move a staged file onto ``app.toml``.
 
-What holds now (kasloop/policy.py, ``Tool.path_args`` from the args schema): a rule's ``path`` key
+What holds now (kasloop/guardrails/policy.py, ``Tool.path_args`` from the args schema): a rule's ``path`` key
 matches any path argument of the call, in canonical workspace-relative form; a move is also judged as a
 ``files_delete`` of its source and a ``files_write`` of where it lands; an attachment as a
 ``files_read``; a screenshot as a ``files_write``. Each case has a control: the same call without the
@@ -23,7 +23,7 @@ import pytest
 from tool_args import args_for as shared_args_for
 
 from kasloop import PolicyRule
-from kasloop.policy import canonical_args, matching_rule_action
+from kasloop.guardrails.policy import canonical_args, matching_rule_action
 from kasloop.tools.base import Tool
 from kasloop.tools.registry import all_tools
 from conftest import call, cli_runner

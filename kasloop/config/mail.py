@@ -1,7 +1,7 @@
 """How to reach a mail server: the SMTP and IMAP settings tables.
 
 The email tools (:mod:`kasloop.tools.email`: ``[tool_settings.email.smtp]`` and ``[tool_settings.email.imap]``)
-and the approvals mailbox (:class:`kasloop.config.EmailApprovals`: ``approval_channels.email.imap``) validate
+and the approvals mailbox (:class:`kasloop.config.schema.EmailApprovals`: ``approval_channels.email.imap``) validate
 their tables with the same models, so they live here, below both: pydantic only, no tool, no connection.
 """
 

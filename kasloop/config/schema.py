@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from kasloop.approval_secrets import require_approval_secret
-from kasloop.channels.receivers import declare, parse_address
+from kasloop.guardrails.approval_secrets import require_approval_secret
+from kasloop.guardrails.receivers import declare, parse_address
 from kasloop.errors import AutonomyLevelError
-from kasloop.mail_settings import ImapSettings
+from kasloop.config.mail import ImapSettings
 
 __all__ = [
     "AUTONOMY_LEVELS",

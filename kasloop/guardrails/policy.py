@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from kasloop.config import PolicyRule, Risk, RuleAction
+from kasloop.config.schema import PolicyRule, Risk, RuleAction
 
 __all__ = [
     "GENERIC_ARG_KEYS",

@@ -3,7 +3,7 @@
 An approval channel (webhook, Telegram, email) signs or reads decisions with a secret; a tool that
 could use that secret could forge an approval. So an approval secret lives in its own
 ``KASLOOP_APPROVAL_*`` environment variable, which no tool setting may name, and whose value no other
-variable may hold. Config validation (``kasloop.config``), the tool families and the channels all
+variable may hold. Config validation (``kasloop.config.schema``), the tool families and the channels all
 check through these functions; the module imports nothing of kasloop but its errors, so every layer
 can use it without an import circle.
 """

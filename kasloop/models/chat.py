@@ -16,10 +16,10 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
-from kasloop import local_server
-from kasloop.config import AgentConfig
+from kasloop.models import local_server
+from kasloop.config.schema import AgentConfig
 from kasloop.errors import ConfigError, KasloopError, ModelError
-from kasloop.scripted import ScriptedChatModel, load_script
+from kasloop.models.scripted import ScriptedChatModel, load_script
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "GUIDED_STEPS", "ModelChain", "build_model", "check_model_spec", "extract_tool_call", "invoke_model", "resolve_model_specs"]
 

@@ -3,7 +3,7 @@
 Announcing requests and notices for a thread uses the thread's own stored
 policy (its ``approval_channels``, see ``ThreadSession.announce``); polling for
 decisions and inbox messages uses the polling process's config. Decisions are
-typed (``kasloop.approvals``) and go through ``Sessions.decide``, so they get
+typed (``kasloop.guardrails.approvals``) and go through ``Sessions.decide``, so they get
 every check ``kasloop approve`` gets.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kasloop.approvals import approval_json
+from kasloop.guardrails.approvals import approval_json
 from kasloop.channels.base import Incoming
 from kasloop.channels.email_inbox import poll_inbox as poll_mailbox
 from kasloop.channels.fanout import channels_for

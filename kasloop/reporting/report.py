@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kasloop.atomic_files import atomic_write
+from kasloop.support.atomic_files import atomic_write
 from kasloop.errors import UsageError
-from kasloop.secrets import Redactor, known_secrets
+from kasloop.guardrails.secrets import Redactor, known_secrets
 
 if TYPE_CHECKING:
     from kasloop.agent import Agent

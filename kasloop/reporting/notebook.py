@@ -15,7 +15,7 @@ graph always gives the same picture.
 
 In a notebook::
 
-    from kasloop.notebook import show_graph
+    from kasloop.reporting.notebook import show_graph
     show_graph()            # the kasloop agent loop; or show_graph(my_compiled_graph)
 """
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from kasloop.config import AgentConfig
+from kasloop.config.schema import AgentConfig
 from kasloop.errors import UsageError
 from kasloop.graphs.agent import build_graph
-from kasloop.scripted import ScriptedChatModel
+from kasloop.models.scripted import ScriptedChatModel
 
 __all__ = ["graph_svg", "show_graph"]
 

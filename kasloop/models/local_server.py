@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from kasloop.local_install import LocalModelError, LocalPaths, local_paths
+from kasloop.models.local_install import LocalModelError, LocalPaths, local_paths
 from kasloop.tools.procfs import proc_stat
 
 __all__ = ["ServerInfo", "ensure_running", "server_status", "start", "stop"]

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kasloop.config import AgentConfig
+from kasloop.config.schema import AgentConfig
 from kasloop.errors import ConfigError, KasloopError
 
 __all__ = ["describe_validation_error", "load_config", "resolve_home"]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from kasloop.approval_secrets import (
+from kasloop.guardrails.approval_secrets import (
     APPROVAL_ENV_PREFIX,
     approval_secret_problem,
     refuse_approval_env,
@@ -51,12 +51,12 @@ from kasloop.checkpoints.approvals import ApprovalRecord, ApprovalStore
 from kasloop.checkpoints.events import EventLog, event_row
 from kasloop.checkpoints.threads import ThreadStore
 from kasloop.errors import ApprovalAlreadyDecided, ApprovalError, ApprovalExpired, ApprovalStale
-from kasloop.policy import arg_hash
-from kasloop.secrets import Redactor, known_secrets
+from kasloop.guardrails.policy import arg_hash
+from kasloop.guardrails.secrets import Redactor, known_secrets
 
 if TYPE_CHECKING:
     from kasloop.checkpoints.database import Database
-    from kasloop.config import AgentConfig
+    from kasloop.config.schema import AgentConfig
     from kasloop.tools.base import Tool
 
 __all__ = [
@@ -305,7 +305,7 @@ class Checked:
     by: str
     channel: str
     granted: float | None = None
-    """The new limit an approved budget request grants (``kasloop.budget.granted_value``)."""
+    """The new limit an approved budget request grants (``kasloop.guardrails.budget.granted_value``)."""
     rule: Literal["allow", "deny"] | None = None
     """The standing rule the decision asks for (``always`` / ``never``)."""
 

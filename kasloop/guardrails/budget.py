@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kasloop.approvals import approval_id, granted_value
-from kasloop.config import AgentConfig, Budgets, ModelPrice
+from kasloop.guardrails.approvals import approval_id, granted_value
+from kasloop.config.schema import AgentConfig, Budgets, ModelPrice
 from kasloop.errors import ConfigError, UsageError
 from kasloop.state import RunContext, Usage
 

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-from kasloop.config import AgentConfig
-from kasloop.protected import setting_values
+from kasloop.config.schema import AgentConfig
+from kasloop.guardrails.protected import setting_values
 
 __all__ = [
     "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "Redactor", "RedactingFilter", "known_secrets", "protect_logs",

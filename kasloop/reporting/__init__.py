@@ -1,0 +1,4 @@
+"""What people read about a thread: the HTML report (``report``) and the notebook helpers (``notebook``).
+
+This package file imports nothing, so importing one module does not load the others.
+"""
