@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from kasloop.guardrails.secrets import Redactor, _matcher, _trie  # noqa: E402
+from kasloop.safety.secrets import Redactor, _matcher, _trie  # noqa: E402
 
 SIZE = 4096
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from kasloop.guardrails.protected import ProtectedPaths  # noqa: E402
+from kasloop.safety.protected import ProtectedPaths  # noqa: E402
 from kasloop.tools.base import ToolContext, ToolResources, run_tool  # noqa: E402
 from kasloop.tools.registry import all_tools  # noqa: E402
 from kasloop.tools.sandbox import sandbox_problem, sandbox_version  # noqa: E402

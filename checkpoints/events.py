@@ -3,7 +3,7 @@
 Rows are only ever inserted (a trigger refuses updates); ``kasloop history``
 reads them back in order.
 
-Every event's data is redacted (``kasloop.guardrails.secrets.known_secrets``: every
+Every event's data is redacted (``kasloop.safety.secrets.known_secrets``: every
 secret this process knows, in every encoding) before its row is built and
 before it is logged, whoever appends it: the graph's nodes, approvals,
 ``Agent.run`` (the goal) and ``tell``, the channels.
@@ -26,7 +26,7 @@ from typing import Any
 
 from kasloop.checkpoints.database import Database
 from kasloop.support.logs import EVENTS_LOGGER, log_event
-from kasloop.guardrails.secrets import known_secrets
+from kasloop.safety.secrets import known_secrets
 
 __all__ = ["EventLog", "event_row"]
 

@@ -15,7 +15,7 @@ the read while that file is unchanged since its last empty read, for at most
 :data:`RECHECK_EVERY` cycles (so a message written without the signal is
 still read soon).
 
-A message is redacted before its row is written (``kasloop.guardrails.secrets``: every
+A message is redacted before its row is written (``kasloop.safety.secrets``: every
 secret this process knows, in every encoding, plus the ``redactor`` given),
 whoever puts it (``tell``, the Telegram, email and webhook receivers): no
 row ever holds a secret, read or not.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kasloop.checkpoints.database import Connection, Database, Row
-from kasloop.guardrails.secrets import Redactor, known_secrets, remember_secrets
+from kasloop.safety.secrets import Redactor, known_secrets, remember_secrets
 
 __all__ = ["RECHECK_EVERY", "Inbox", "InboxItem"]
 

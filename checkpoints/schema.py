@@ -401,7 +401,7 @@ CREATE TABLE IF NOT EXISTS kasloop_telegram (
     ),
     Table(
         name="kasloop_receivers",
-        owner="kasloop.guardrails.receivers",
+        owner="kasloop.safety.receivers",
         sqlite="""
 CREATE TABLE IF NOT EXISTS kasloop_receivers (
     address TEXT PRIMARY KEY,

@@ -1,6 +1,6 @@
 """kasloop's LangGraph store: the SQLite ``BaseStore`` on the kasloop connection, with keyword search.
 
-Long-term memory (``kasloop/memory.py``) keeps its items here. LangGraph's
+Long-term memory (``kasloop/memory/long_term.py``) keeps its items here. LangGraph's
 stock SQLite store ignores ``query`` unless an embedding index is configured,
 and runs each batch as several aiosqlite hops (``BEGIN`` … ``COMMIT``) that
 another writer on the shared connection could split. :class:`KasloopStore`

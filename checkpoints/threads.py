@@ -6,7 +6,7 @@ runs under cannot be changed by the process that resumes it, by the model or
 by a tool.
 
 The goal and the policy (config values) are redacted before they are written
-(``kasloop.guardrails.secrets.known_secrets``): a secret pasted into a goal or a
+(``kasloop.safety.secrets.known_secrets``): a secret pasted into a goal or a
 ``system_prompt`` is stored as ``[redacted:NAME]``. Secrets belong in
 environment variables (``*_env`` settings), never in config values.
 """
@@ -18,7 +18,7 @@ import time
 from typing import Any, TypedDict
 
 from kasloop.checkpoints.database import Database
-from kasloop.guardrails.secrets import known_secrets
+from kasloop.safety.secrets import known_secrets
 
 __all__ = ["ThreadRecord", "ThreadStore"]
 

@@ -33,8 +33,8 @@ from kasloop.nodes import make_act, make_decide, make_human_approval, make_perce
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents, SpendLike
 from kasloop.nodes.human_approval import route_after_approval
 from kasloop.nodes.self_diagnose import route_after_diagnosis
-from kasloop.guardrails.protected import protected_paths_for
-from kasloop.guardrails.secrets import Redactor, protect_logs
+from kasloop.safety.protected import protected_paths_for
+from kasloop.safety.secrets import Redactor, protect_logs
 from kasloop.config.loading import load_config, resolve_home
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources

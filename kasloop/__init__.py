@@ -21,7 +21,8 @@ from kasloop.errors import (
 from kasloop.graphs.agent import build_graph
 from kasloop.graphs.collaboration import build_collaboration_graph
 from kasloop.graphs.team import build_team_graph
-from kasloop.memory import LongTermMemory, MemoryItem
+from kasloop.memory.items import MemoryItem
+from kasloop.memory.long_term import LongTermMemory
 from kasloop.models.scripted import ScriptedChatModel
 from kasloop.state import AgentState, RunContext
 

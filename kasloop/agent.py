@@ -29,10 +29,10 @@ from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import UsageError
 from kasloop.graphs.team import team_tools
 from kasloop.models.chat import resolve_model_specs
-from kasloop.guardrails.protected import protected_paths_for
+from kasloop.safety.protected import protected_paths_for
 from kasloop.runtime.result import EXIT_CODES, RunResult
 from kasloop.runtime.sessions import ProgressCallback, Sessions
-from kasloop.guardrails.secrets import Redactor, remember_secrets
+from kasloop.safety.secrets import Redactor, remember_secrets
 from kasloop.config.loading import resolve_home
 from kasloop.tools.base import Tool
 from kasloop.tools.registry import check_tool_settings, select_tools

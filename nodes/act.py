@@ -25,7 +25,8 @@ from langgraph.runtime import Runtime
 from kasloop.guardrails.budget import tool_call_breach
 from kasloop.checkpoints.ledger import idempotency_key
 from kasloop.errors import KasloopError
-from kasloop.memory import DEFAULT_NAMESPACE, memory_trust, shared_memory
+from kasloop.memory.items import DEFAULT_NAMESPACE
+from kasloop.memory.long_term import memory_trust, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok, untrusted_sources
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage

@@ -22,7 +22,7 @@ from kasloop.guardrails.budget import Breach, cost, model_call_breach, price_for
 from kasloop.config.schema import AgentConfig, ModelPrice
 from kasloop.errors import ModelError
 from kasloop.models.chat import GUIDED_STEPS, ModelChain
-from kasloop.guardrails.secrets import Redactor
+from kasloop.safety.secrets import Redactor
 from kasloop.state import AgentState, RunContext, Usage, empty_usage
 from kasloop.tools.base import Tool, ToolResources, openai_schema
 

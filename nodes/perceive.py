@@ -34,7 +34,8 @@ from langgraph.runtime import Runtime
 from kasloop.nodes.deps import NodeDeps
 from kasloop.guardrails.budget import step_breach
 from kasloop.errors import KasloopError, ModelError
-from kasloop.memory import DEFAULT_NAMESPACE, relevant_learnings, shared_memory
+from kasloop.memory.items import DEFAULT_NAMESPACE
+from kasloop.memory.long_term import relevant_learnings, shared_memory
 from kasloop.nodes.messages import SUMMARY_TAINT, inbox_message, is_untrusted, untrusted_sources
 from kasloop.nodes.working_memory import Folded, digest, eviction_cut, fold_into_summary, last_turn_start, summary_request_tokens
 from kasloop.state import AgentState, Goal, RunContext, Usage, empty_usage

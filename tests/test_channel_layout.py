@@ -68,7 +68,7 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
 
 def test_tools_import_nothing_from_the_channels() -> None:
     """Channels may use tools; a tool never reaches into the channels (the network gate reads which
-    addresses are kasloop's receivers from ``kasloop.guardrails.receivers``, not from here)."""
+    addresses are kasloop's receivers from ``kasloop.safety.receivers``, not from here)."""
     found = [
         f"{path.name}:{line} imports {module}"
         for path in sorted(TOOLS.glob("*.py"))

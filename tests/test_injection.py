@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from kasloop import Agent, AgentConfig, PolicyRule
-from kasloop.guardrails.secrets import Redactor, protect_logs
+from kasloop.safety.secrets import Redactor, protect_logs
 from conftest import call
 from webpages import reply, serve
 

@@ -15,7 +15,9 @@ from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from kasloop import Agent, AgentConfig, Budgets, UsageError
 from kasloop.checkpoints import open_database
-from kasloop.memory import KasloopStore, LongTermMemory, MemoryItem, fts_query, relevant_learnings
+from kasloop.checkpoints.store import KasloopStore, fts_query
+from kasloop.memory.items import MemoryItem
+from kasloop.memory.long_term import LongTermMemory, relevant_learnings
 from kasloop.tools.base import ToolContext, ToolResources, run_tool
 from kasloop.tools.registry import select_tools
 from conftest import call, db_fingerprint, write_script
@@ -331,7 +333,7 @@ FAILING_EXPORT = """
 import asyncio, resource, signal, sys
 from kasloop.checkpoints import open_database
 from kasloop.errors import KasloopError
-from kasloop.memory import LongTermMemory
+from kasloop.memory.long_term import LongTermMemory
 
 async def main() -> None:
     async with open_database(sys.argv[1]) as db:

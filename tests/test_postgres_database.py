@@ -165,7 +165,7 @@ async def test_many_tasks_and_two_writer_processes_share_one_postgres_database(p
 
 
 async def test_long_term_memory_on_postgres_searches_by_keyword(pg_url: str) -> None:
-    from kasloop.memory import LongTermMemory
+    from kasloop.memory.long_term import LongTermMemory
 
     async with open_database(pg_url) as db:
         memory = await LongTermMemory.open(db)

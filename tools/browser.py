@@ -27,7 +27,7 @@ request is let through only if
    every other scheme are refused);
 2. its host (and port) matches ``browser.allow_domains`` when that list is set;
 3. no address the host resolves to is one of kasloop's own receivers
-   (:mod:`kasloop.guardrails.receivers`), whatever ``allow_private`` says;
+   (:mod:`kasloop.safety.receivers`), whatever ``allow_private`` says;
 4. every address the host resolves to passes the gate's address check
    (:func:`kasloop.tools.network.address_blocked`): loopback, private,
    link-local and other non-public addresses are refused unless allowed.

@@ -27,7 +27,7 @@ from kasloop.tools.network import NetworkGate
 
 __all__ = ["BROWSER_ARGS", "RESOURCE_KEY", "BrowserSession"]
 
-# Named for the family, not for this module: kasloop.guardrails.secrets.LOGGERS redacts the records of this logger by that name.
+# Named for the family, not for this module: kasloop.safety.secrets.LOGGERS redacts the records of this logger by that name.
 _log = logging.getLogger("kasloop.tools.browser")
 
 BROWSER_ARGS: tuple[str, ...] = (

@@ -86,7 +86,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from kasloop.guardrails.approval_secrets import APPROVAL_ENV_PREFIX
+from kasloop.safety.approval_secrets import APPROVAL_ENV_PREFIX
 from kasloop.config.mail import CONTROL_CHARS as _CONTROL_RE
 from kasloop.config.mail import ImapSettings, SmtpSettings
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult

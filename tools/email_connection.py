@@ -15,7 +15,7 @@ import socket
 import ssl
 from typing import Any
 
-from kasloop.guardrails.approval_secrets import tool_secret_problem
+from kasloop.safety.approval_secrets import tool_secret_problem
 from kasloop.config.mail import ServerSettings
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.base import ToolErrorKind as ErrorKind

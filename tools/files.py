@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kasloop.support.atomic_files import atomic_write
-from kasloop.guardrails.protected import ProtectedPaths
+from kasloop.safety.protected import ProtectedPaths
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult, arg_meta, protected_refusal, text_safe
 
 __all__ = ["FILES_TOOLS", "FilesSettings", "seen_after", "atomic_write", "resolve_in_workspace", "shown_name"]

@@ -11,7 +11,7 @@ Every hop of a request (the first URL and each redirect) goes through
    public (loopback, private, link-local, IPv4-mapped IPv6 and the other
    non-public forms are refused with ``denied`` unless allowed);
 4. kasloop's own receivers (the approvals receiver and any address in
-   ``approval_channels.receivers``, see :mod:`kasloop.guardrails.receivers`) are
+   ``approval_channels.receivers``, see :mod:`kasloop.safety.receivers`) are
    refused at every hop **even when** ``allow_private`` or ``allow_domains``
    would let the address through: approvals come only from humans;
 5. the request is sent **to the checked address itself**

@@ -19,7 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kasloop.errors import UsageError
-from kasloop.memory import DEFAULT_NAMESPACE, MAX_TEXT_CHARS, NAMESPACE_PATTERN, LongTermMemory, shared_memory
+from kasloop.memory.items import DEFAULT_NAMESPACE, MAX_TEXT_CHARS, NAMESPACE_PATTERN
+from kasloop.memory.long_term import LongTermMemory, shared_memory
 from kasloop.tools.base import Tool, ToolContext, ToolFailure
 
 __all__ = ["MEMORY_TOOLS", "MemorySettings"]

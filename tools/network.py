@@ -14,7 +14,7 @@ A gate answers three questions, in this order:
    list is set.
 2. **Where does the host lead?** (:meth:`NetworkGate.resolve`) The host is
    resolved once and **every** address it resolves to is checked: kasloop's
-   own receivers (:mod:`kasloop.guardrails.receivers`) are refused whatever
+   own receivers (:mod:`kasloop.safety.receivers`) are refused whatever
    else allows, and loopback, private, link-local, multicast, reserved,
    unspecified, shared (100.64/10) and other non-public addresses, and IPv6
    forms that embed a refused IPv4 one (``::ffff:127.0.0.1``, 6to4, NAT64,
@@ -71,8 +71,8 @@ import httpx
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from kasloop.guardrails.receivers import Receiver, known_receivers
-from kasloop.guardrails.receivers import refusal as receiver_refusal
+from kasloop.safety.receivers import Receiver, known_receivers
+from kasloop.safety.receivers import refusal as receiver_refusal
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.base import ToolErrorKind as ErrorKind
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kasloop.guardrails.protected import ProtectedPaths
+from kasloop.safety.protected import ProtectedPaths
 
 __all__ = ["ToolResources"]
 
@@ -36,7 +36,7 @@ class ToolResources:
     Args:
         home: folder for tool state (process logs); a fresh temporary folder when omitted.
         database: the open kasloop ``Database`` (``None`` for a graph without one).
-        protected: paths no tool may touch (``kasloop.guardrails.protected``); default: ``home`` itself.
+        protected: paths no tool may touch (``kasloop.safety.protected``); default: ``home`` itself.
     """
 
     def __init__(self, *, home: Path | None = None, database: Any = None, protected: ProtectedPaths | None = None) -> None:

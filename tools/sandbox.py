@@ -13,7 +13,7 @@ Linux (Debian package ``bubblewrap``, program ``bwrap``):
   unless ``shell.network = true`` (then the host's network);
 * the root file system read-only; ``/tmp``, ``/run`` and ``/dev`` fresh and
   empty; only the workspace writable;
-* kasloop's protected paths (:mod:`kasloop.guardrails.protected`: its home and database,
+* kasloop's protected paths (:mod:`kasloop.safety.protected`: its home and database,
   the config file in use, the model cache, setting and secret files) hidden:
   an empty read-only folder over each folder, an unreadable node over each
   file, wherever they are (inside the workspace too); so are the well-known
@@ -47,7 +47,7 @@ from typing import Any, Literal, get_args
 
 import psutil
 
-from kasloop.guardrails.protected import ProtectedPaths
+from kasloop.safety.protected import ProtectedPaths
 from kasloop.tools.base import ToolFailure
 from kasloop.tools.procfs import GONE_STATES, proc_stat, signal_quietly
 

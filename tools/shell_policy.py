@@ -24,8 +24,8 @@ from typing import ClassVar
 
 from pydantic import Field, StrictStr, ValidationInfo, field_validator
 
-from kasloop.guardrails.protected import setting_values
-from kasloop.guardrails.secrets import DEFAULT_SECRET_ENVS
+from kasloop.safety.protected import setting_values
+from kasloop.safety.secrets import DEFAULT_SECRET_ENVS
 from kasloop.tools.base import ToolContext, ToolFailure, ToolSettings
 from kasloop.tools.sandbox import SandboxMode
 from kasloop.tools.shell_wrappers import WRAPPERS, check_guarded_options, refuse

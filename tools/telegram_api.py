@@ -19,7 +19,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kasloop.guardrails.approval_secrets import refuse_approval_env, tool_secret_problem
+from kasloop.safety.approval_secrets import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import ToolContext, ToolErrorKind, ToolFailure
 
 __all__ = [

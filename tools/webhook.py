@@ -23,7 +23,7 @@ refused) unless allowed by ``webhook.allow_private`` or named as an IP in
 ``allow_domains``, and the request goes to the checked address (no DNS
 rebinding). kasloop's own receivers (the approvals receiver,
 ``approval_channels.receivers``) are refused whatever ``allow_private`` says
-(:mod:`kasloop.guardrails.receivers`). The webhook family has its **own**
+(:mod:`kasloop.safety.receivers`). The webhook family has its **own**
 settings section: being allowed to browse a site does not make it a webhook
 target. Redirects: 307 and 308 keep the method and body and are followed like
 the http family follows them (each hop gated, at most ``max_redirects``); 301,
@@ -68,7 +68,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kasloop.guardrails.approval_secrets import refuse_approval_env, tool_secret_problem
+from kasloop.safety.approval_secrets import refuse_approval_env, tool_secret_problem
 from kasloop.tools.base import Tool, ToolContext, ToolFailure, ToolResult
 from kasloop.tools.body_text import render_body
 from kasloop.tools.http import USER_AGENT, BoundedBody, HttpPolicy, map_httpx_error, status_kind

@@ -5,7 +5,7 @@ names, and never from the model or a tool. Each incoming channel has secrets
 of its own, in ``KASLOOP_APPROVAL_*`` variables that no tool setting may name
 and whose values no other variable may hold (kasloop refuses to start
 otherwise), and no tool may reach kasloop's receivers
-(``kasloop.guardrails.receivers``):
+(``kasloop.safety.receivers``):
 
 * Telegram: requests are sent by kasloop's own approvals bot (not the tools'
   bot); a press counts only on the very message kasloop sent for that

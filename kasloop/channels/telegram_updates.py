@@ -38,7 +38,7 @@ from kasloop.tools.telegram_api import (
 
 __all__ = ["OnApproval", "handle_updates", "poll_once", "pump_updates"]
 
-_log = logging.getLogger("kasloop.tools.telegram")  # the logger kasloop.guardrails.secrets.LOGGERS redacts; the pump logged here before it moved
+_log = logging.getLogger("kasloop.tools.telegram")  # the logger kasloop.safety.secrets.LOGGERS redacts; the pump logged here before it moved
 
 
 def _receiver(settings: TelegramSettings | Mapping[str, Any], state: TelegramState | None) -> tuple[TelegramSettings, str, TelegramState, str]:

@@ -43,7 +43,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from kasloop.guardrails.approvals import Approve, Reject
-from kasloop.guardrails import receivers
+from kasloop.safety import receivers
 from kasloop.channels.inbox_feed import Deliver, inbox_deliver
 from kasloop.channels.webhook import approval_secret
 from kasloop.checkpoints.approvals import ApprovalStore

@@ -64,7 +64,7 @@ def check_input(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> 
 
 def _shown(text: str) -> str:
     """An error line with every secret this process knows redacted (a provider's error can echo a key)."""
-    from kasloop.guardrails.secrets import known_secrets
+    from kasloop.safety.secrets import known_secrets
 
     return known_secrets().text(text)
 

@@ -1,6 +1,6 @@
 """``kasloop memory list|add|search|delete|export|import``: the long-term memory of a kasloop home.
 
-Thin commands over :class:`kasloop.memory.LongTermMemory`: each opens the
+Thin commands over :class:`kasloop.memory.long_term.LongTermMemory`: each opens the
 home's database, uses the namespace from ``tool_settings.memory`` (the one
 the agent's ``remember`` / ``recall`` use) and prints a table or ``--json``.
 """
@@ -20,7 +20,8 @@ from kasloop.checkpoints import open_database
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
 from kasloop.errors import UsageError
-from kasloop.memory import DEFAULT_NAMESPACE, KINDS, LongTermMemory, MemoryItem
+from kasloop.memory.items import DEFAULT_NAMESPACE, KINDS, MemoryItem
+from kasloop.memory.long_term import LongTermMemory
 
 __all__ = ["app", "register"]
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from kasloop.tools.sandbox import describe_sandbox
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import out, print_json
-from kasloop.reporting.report import goal_summaries
+from kasloop.reporting.timeline import goal_summaries
 from kasloop.runtime.daemon import daemon_status
 
 __all__ = ["register"]

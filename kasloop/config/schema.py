@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from kasloop.guardrails.approval_secrets import require_approval_secret
-from kasloop.guardrails.receivers import declare, parse_address
+from kasloop.safety.approval_secrets import require_approval_secret
+from kasloop.safety.receivers import declare, parse_address
 from kasloop.errors import AutonomyLevelError
 from kasloop.config.mail import ImapSettings
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from kasloop.guardrails.approval_secrets import (
+from kasloop.safety.approval_secrets import (
     APPROVAL_ENV_PREFIX,
     approval_secret_problem,
     refuse_approval_env,
@@ -52,7 +52,7 @@ from kasloop.checkpoints.events import EventLog, event_row
 from kasloop.checkpoints.threads import ThreadStore
 from kasloop.errors import ApprovalAlreadyDecided, ApprovalError, ApprovalExpired, ApprovalStale
 from kasloop.guardrails.policy import arg_hash
-from kasloop.guardrails.secrets import Redactor, known_secrets
+from kasloop.safety.secrets import Redactor, known_secrets
 
 if TYPE_CHECKING:
     from kasloop.checkpoints.database import Database
@@ -305,7 +305,7 @@ class Checked:
     by: str
     channel: str
     granted: float | None = None
-    """The new limit an approved budget request grants (``kasloop.guardrails.budget.granted_value``)."""
+    """The new limit an approved budget request grants (:func:`granted_value`)."""
     rule: Literal["allow", "deny"] | None = None
     """The standing rule the decision asks for (``always`` / ``never``)."""
 

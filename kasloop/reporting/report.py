@@ -6,213 +6,40 @@ inline, no script at all) and a Content-Security-Policy that forbids loading
 anything, so a page built from model and tool text cannot run code or phone
 home even if escaping ever failed. Escaping is by construction: markup is only
 built with ``tag()``, which escapes every string it is given, and only
-``tag()`` output (``Raw``) passes through unescaped.
+``tag()`` output (``Raw``) passes through unescaped (both in
+:mod:`kasloop.reporting.html`, with the CSS and the CSP).
 
 The report reads what ``Agent.status`` and ``Agent.history`` return: events
 of kind ``goal`` start a goal section; the events after it are grouped into
 cycles by ``step`` (events logged with step 0 between cycles, such as
-``told`` or ``approval_announced``, join the cycle they happened in).
+``told`` or ``approval_announced``, join the cycle they happened in). The
+grouping and what each goal and cycle cost are :mod:`kasloop.reporting.timeline`;
+this module builds the page from them and writes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import html
-import json
 import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kasloop.support.atomic_files import atomic_write
 from kasloop.errors import UsageError
-from kasloop.guardrails.secrets import Redactor, known_secrets
+from kasloop.safety.secrets import Redactor, known_secrets
+from kasloop.reporting.html import _CSP, _CSS, Raw, _badge, _clock, _compact, _date, _int, _join, _pre, _seconds, _usd, _when, tag
+from kasloop.reporting.timeline import _APPROVAL_KINDS, _PROBLEM_KINDS, Cost, Cycle, Event, Goal, _data, _problems, goal_summaries, group
 
 if TYPE_CHECKING:
     from kasloop.agent import Agent
 
-__all__ = ["default_report_path", "goal_summaries", "render_report", "write_report"]
-
-Event = dict[str, Any]
-
-_META = ("id", "ts", "step", "kind")
-_PROBLEM_KINDS = ("error", "budget", "loop", "approval_refused", "channel_error", "announce_failed", "notify_failed")
-_APPROVAL_KINDS = ("approval_requested", "approval_decision", "approval_refused", "approval_announced", "announce_failed", "human_approval")
-
-
-# -- markup that escapes by construction ------------------------------------------------------------
-
-
-class Raw(str):
-    """Markup built by ``tag`` (already escaped); any other ``str`` is text and gets escaped."""
-
-
-def _children(items: Iterable[Any]) -> Iterable[str]:
-    for item in items:
-        if item is None or item is False:
-            continue
-        if isinstance(item, Raw):
-            yield item
-        elif isinstance(item, list | tuple):
-            yield from _children(item)
-        else:
-            yield html.escape(str(item), quote=True)
-
-
-def tag(name: str, /, *children: Any, **attrs: Any) -> Raw:
-    """``<name attrs>children</name>``; ``cls`` is ``class``, ``_`` in names becomes ``-``, None drops an attribute."""
-    parts = [name]
-    for key, value in attrs.items():
-        if value is None or value is False:
-            continue
-        key = "class" if key == "cls" else key.rstrip("_").replace("_", "-")
-        parts.append(key if value is True else f'{key}="{html.escape(str(value), quote=True)}"')
-    opening = "<" + " ".join(parts) + ">"
-    if name in ("meta", "br", "hr", "col"):
-        return Raw(opening)
-    return Raw(opening + "".join(_children(children)) + f"</{name}>")
-
-
-def _join(items: Iterable[Any]) -> Raw:
-    return Raw("".join(_children(items)))
-
-
-# -- formatting ---------------------------------------------------------------------------------------
-
-
-def _clock(ts: float | None) -> str:
-    if not ts:
-        return ""
-    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
-
-
-def _when(ts: float | None) -> str:
-    """Date and time without the zone (the header states it), for tables read across days."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "—"
-
-
-def _date(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(ts)) if ts else "—"
-
-
-def _int(value: Any) -> str:
-    return f"{int(value or 0):,}"
-
-
-def _usd(value: Any) -> str:
-    amount = float(value or 0.0)
-    return "$0" if amount == 0 else f"${amount:,.6f}".rstrip("0").rstrip(".")
-
-
-def _seconds(value: Any) -> str:
-    s = float(value or 0.0)
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
-
-
-def _data(event: Event) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k not in _META}
-
-
-def _compact(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _badge(text: str, kind: str) -> Raw:
-    return tag("span", text, cls=f"badge b-{kind}")
-
-
-_STATUS_TONE = {"done": "ok", "running": "info", "waiting_approval": "warn", "sleeping": "info", "paused_budget": "warn"}
-
-
-def _status_badge(status: str) -> Raw:
-    return _badge(status, _STATUS_TONE.get(status, "bad"))
-
-
-# -- grouping -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cost:
-    model_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    usd: float = 0.0
-
-    def add(self, event: Event) -> None:
-        """Any event carrying token counts is a model call (today only ``decide`` events do)."""
-        if "input_tokens" in event or "output_tokens" in event:
-            self.model_calls += 1
-            self.input_tokens += int(event.get("input_tokens") or 0)
-            self.output_tokens += int(event.get("output_tokens") or 0)
-        self.usd += float(event.get("usd") or 0.0)
-
-    def __iadd__(self, other: Cost) -> Cost:
-        self.model_calls += other.model_calls
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.usd += other.usd
-        return self
-
-
-@dataclass
-class Cycle:
-    goal: int
-    step: int
-    events: list[Event] = field(default_factory=list)
-
-    @property
-    def anchor(self) -> str:
-        return f"g{self.goal}-c{self.step}"
-
-    @property
-    def label(self) -> str:
-        return f"Cycle {self.step}" if self.step else "Before the first cycle"
-
-    def cost(self) -> Cost:
-        total = Cost()
-        for event in self.events:
-            total.add(event)
-        return total
-
-
-@dataclass
-class Goal:
-    index: int
-    text: str
-    event: Event | None
-    cycles: list[Cycle] = field(default_factory=list)
-
-    def events(self) -> list[Event]:
-        return [e for c in self.cycles for e in c.events]
-
-
-def group(events: Sequence[Event], fallback_goal: str) -> list[Goal]:
-    """Goal sections (a ``goal`` event opens one), each holding its cycles in order."""
-    goals: list[Goal] = []
-    for event in events:
-        if event["kind"] == "goal":
-            goals.append(Goal(len(goals) + 1, str(event.get("text", "")), event))
-            continue
-        if not goals:
-            goals.append(Goal(1, fallback_goal, None))
-        goal = goals[-1]
-        step = int(event.get("step") or 0)
-        current = goal.cycles[-1] if goal.cycles else None
-        if current is None or (step and step != current.step):
-            current = Cycle(goal.index, step)
-            goal.cycles.append(current)
-        current.events.append(event)
-    return goals
+__all__ = ["default_report_path", "render_report", "write_report"]
 
 
 # -- event rendering ----------------------------------------------------------------------------------
-
-
-def _pre(text: Any, cls: str = "out") -> Raw:
-    return tag("pre", _compact(text), cls=cls)
 
 
 def _event_body(event: Event) -> Raw:
@@ -286,6 +113,13 @@ def _event_row(event: Event) -> Raw:
 # -- sections -----------------------------------------------------------------------------------------
 
 
+_STATUS_TONE = {"done": "ok", "running": "info", "waiting_approval": "warn", "sleeping": "info", "paused_budget": "warn"}
+
+
+def _status_badge(status: str) -> Raw:
+    return _badge(status, _STATUS_TONE.get(status, "bad"))
+
+
 def _header(row: dict[str, Any], events: Sequence[Event]) -> Raw:
     u = row.get("usage") or {}
     first = events[0]["ts"] if events else None
@@ -307,36 +141,6 @@ def _header(row: dict[str, Any], events: Sequence[Event]) -> Raw:
         tag("nav", [tag("a", label, href=f"#{target}") for target, label in (
             ("goals", "Goals"), ("timeline", "Timeline"), ("approvals", "Approvals"), ("errors", "Errors"), ("cost", "Cost per cycle"))]),
     )
-
-
-def _goal_outcome(goal: Goal, last: bool, status: str) -> str:
-    ended = [e for e in goal.events() if e["kind"] == "decide" and not e.get("calls")]
-    return "done" if ended else status if last else "—"
-
-
-def goal_summaries(status: str, events: Sequence[Event], fallback_goal: str = "") -> list[dict[str, Any]]:
-    """Per goal of a thread: outcome, cycles, tool calls, approvals, errors and what its model calls cost.
-
-    ``kasloop status THREAD`` prints these; the report's goals table is made of them.
-    """
-    goals = group(events, fallback_goal)
-    out = []
-    for goal in goals:
-        goal_events = goal.events()
-        cost = Cost()
-        for cycle in goal.cycles:
-            cost += cycle.cost()
-        tools = [e for e in goal_events if e["kind"] == "tool" and not e.get("reused")]
-        stamps = [e["ts"] for e in ([goal.event] if goal.event else []) + goal_events if e.get("ts")]
-        out.append({
-            "index": goal.index, "goal": goal.text, "outcome": _goal_outcome(goal, goal is goals[-1], status),
-            "cycles": len([c for c in goal.cycles if c.step]), "tool_calls": len(tools), "failed": len([e for e in tools if not e.get("ok")]),
-            "approvals": len([e for e in goal_events if e["kind"] == "approval_requested"]),
-            "errors": len([e for e in _problems(goal_events) if e["kind"] != "self_diagnose"]),
-            "model_calls": cost.model_calls, "input_tokens": cost.input_tokens, "output_tokens": cost.output_tokens, "usd": cost.usd,
-            "seconds": (max(stamps) - min(stamps)) if stamps else None,
-        })
-    return out
 
 
 def _goals(summaries: list[dict[str, Any]]) -> Raw:
@@ -424,10 +228,6 @@ def _approvals(row: dict[str, Any], goals: list[Goal]) -> Raw:
     return tag("section", tag("h2", "Approvals"), body, id="approvals")
 
 
-def _problems(events: Iterable[Event]) -> list[Event]:
-    return [e for e in events if (e["kind"] == "tool" and not e.get("ok")) or e["kind"] in _PROBLEM_KINDS or e["kind"] == "self_diagnose"]
-
-
 def _problem_text(e: Event) -> tuple[str, str]:
     kind = e["kind"]
     if kind == "tool":
@@ -484,31 +284,6 @@ def _costs(row: dict[str, Any], goals: list[Goal]) -> Raw:
                     tag("th", _int(u.get("output_tokens"))), tag("th", _usd(u.get("usd")))))
     head = tag("tr", [tag("th", h) for h in ("goal", "cycle", "model calls", "input tokens", "output tokens", "cost")])
     return tag("section", tag("h2", "Cost per cycle"), tag("table", tag("thead", head), tag("tbody", rows), tag("tfoot", foot)), id="cost")
-
-
-_CSS = """
-:root{--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--info:#0969da;--diag:#8250df;--mute:#57606a;--line:#d0d7de;--bg:#f6f8fa}
-*{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;margin:0 auto;max-width:1100px;padding:24px}
-h1{font-size:22px;margin:0 0 12px}h2{font-size:18px;border-bottom:1px solid var(--line);padding-bottom:4px;margin-top:32px}
-h3{font-size:16px;margin:20px 0 8px}h4{font-size:14px;margin:0 0 6px}code{font:12px ui-monospace,monospace;background:var(--bg);padding:1px 4px;border-radius:4px}
-pre{font:12px/1.4 ui-monospace,monospace;white-space:pre-wrap;word-break:break-word;margin:4px 0;padding:6px 8px;border-radius:6px;background:var(--bg)}
-pre.say{background:#fff8c5}.dim{color:var(--mute)}a{color:var(--info)}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0 0 16px}dt{font-weight:600}dd{margin:0}
-.tiles{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:12px}.tile{border:1px solid var(--line);border-radius:8px;padding:6px 12px;min-width:110px}
-.tile .n{font-size:18px;font-weight:600}.tile .l{color:var(--mute);font-size:12px}nav a{margin-right:14px}
-.badge{display:inline-block;font-size:12px;font-weight:600;padding:0 8px;border-radius:10px;color:#fff}
-.b-ok{background:var(--ok)}.b-warn{background:var(--warn)}.b-bad{background:var(--bad)}.b-info{background:var(--info)}
-table{border-collapse:collapse;width:100%;margin:8px 0}th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
-thead th,tfoot th{background:var(--bg)}
-.cycle{border:1px solid var(--line);border-radius:8px;padding:10px 12px;margin:10px 0}
-ol.events{list-style:none;margin:0;padding:0}.ev{display:grid;grid-template-columns:95px 130px 1fr;gap:8px;padding:4px 0 4px 8px;border-left:3px solid var(--line)}
-.ev+.ev{border-top:1px dashed var(--line)}.ev .ts{color:var(--mute);font:12px ui-monospace,monospace}.ev .kind{font-weight:600}
-.ev.bad,ol.errors li.bad{border-left-color:var(--bad)}.ev.warn{border-left-color:var(--warn)}.ev.diag,ol.errors li.diag{border-left-color:var(--diag)}
-ul.calls,ul.kv{margin:4px 0;padding-left:18px}ol.errors li{border-left:3px solid var(--line);padding-left:8px;margin:8px 0}
-footer{margin-top:32px;color:var(--mute);font-size:12px}
-@media print{.cycle{break-inside:avoid}}
-"""
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 def render_report(status_row: dict[str, Any], events: Sequence[Event], *, redactor: Redactor | None = None) -> str:

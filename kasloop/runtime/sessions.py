@@ -31,7 +31,7 @@ from kasloop.graphs.team import team_tools
 from kasloop.runtime.result import RunResult
 from kasloop.runtime.session import ProgressCallback, ThreadSession, add_standing_rule
 from kasloop.runtime.thread_policy import absolute_policy, thread_config
-from kasloop.guardrails.secrets import Redactor, known_secrets, remember_secrets
+from kasloop.safety.secrets import Redactor, known_secrets, remember_secrets
 from kasloop.state import empty_usage
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.registry import select_tools

@@ -1,7 +1,7 @@
 """Writing a file so that a crash never leaves half of it: the one helper every writer of whole files uses.
 
 The files tools (:mod:`kasloop.tools.files`, :mod:`kasloop.tools.browser`), the memory export
-(:mod:`kasloop.memory`) and the report (:mod:`kasloop.reporting.report`) import it from here. Standard library
+(:mod:`kasloop.memory.long_term`) and the report (:mod:`kasloop.reporting.report`) import it from here. Standard library
 only, so any layer can.
 """
 

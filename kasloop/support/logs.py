@@ -15,7 +15,7 @@ line's own keys. Other ``extra=`` values a caller passes appear at the top level
 and is written as ``thread``.
 
 Every line is redacted as a whole before it is written
-(``kasloop.guardrails.secrets.known_secrets``: every secret this process knows, in every
+(``kasloop.safety.secrets.known_secrets``: every secret this process knows, in every
 encoding): the message, the event's data, ``extra=`` values of any type and
 tracebacks, whatever logger the record came from.
 
@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from kasloop.errors import ConfigError
-from kasloop.guardrails.secrets import known_secrets
+from kasloop.safety.secrets import known_secrets
 
 __all__ = ["EVENTS_LOGGER", "JsonFormatter", "configure", "log_event"]
 

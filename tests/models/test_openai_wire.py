@@ -192,7 +192,7 @@ def test_the_last_model_failing_escalates_at_level_4(openai_server: FakeOpenAI, 
 
 async def test_relevant_learnings_from_long_term_memory_reach_the_prompt(openai_server: FakeOpenAI, tmp_path: Path, workspace: Path) -> None:
     from kasloop.checkpoints import open_database
-    from kasloop.memory import LongTermMemory
+    from kasloop.memory.long_term import LongTermMemory
 
     agent = agent_for(tmp_path, workspace, openai_server)
     async with open_database(agent.db_path) as db:

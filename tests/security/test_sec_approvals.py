@@ -34,7 +34,7 @@ import pytest
 
 from kasloop import Agent, AgentConfig, PolicyRule
 from kasloop.guardrails.approvals import Approve, Edit, Reject, Respond, approval_id, parse_decision
-from kasloop.guardrails.receivers import refusal
+from kasloop.safety.receivers import refusal
 from kasloop.channels.webhook_receiver import serve_approvals
 from kasloop.checkpoints import open_database
 from kasloop.errors import ApprovalError, ConfigError
@@ -297,7 +297,7 @@ async def test_browser_open_cannot_reach_the_receiver_even_with_allow_private(
 async def test_a_receiver_recorded_by_another_process_is_refused_on_both_backends(
     db_url: str, tmp_path: Path, plain: ThreadingHTTPServer
 ) -> None:
-    from kasloop.guardrails import receivers
+    from kasloop.safety import receivers
 
     port = plain.server_address[1]
     async with open_database(db_url) as db:
@@ -314,7 +314,7 @@ async def test_a_receiver_recorded_by_another_process_is_refused_on_both_backend
 
 
 def test_receiver_addresses_match_every_local_spelling() -> None:
-    from kasloop.guardrails.receivers import Receiver
+    from kasloop.safety.receivers import Receiver
 
     loopback, wildcard = Receiver("127.0.0.1", 8787), Receiver("0.0.0.0", 9797)
     for ip in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0"):

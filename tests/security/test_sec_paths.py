@@ -26,7 +26,7 @@ from tool_args import args_for as shared_args_for
 from pydantic import BaseModel, Field
 
 from kasloop import Agent, AgentConfig
-from kasloop.guardrails.protected import ProtectedPaths
+from kasloop.safety.protected import ProtectedPaths
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult, arg_meta, check_protected, run_tool
 from kasloop.tools.registry import all_tools
 from conftest import CLIResult, call, cli_runner, state_of

@@ -38,7 +38,7 @@ from kasloop.checkpoints import Inbox, open_database
 from kasloop.checkpoints.serde import MessageCachingSerializer
 from kasloop.support.logs import JsonFormatter
 from kasloop.reporting.report import render_report
-from kasloop.guardrails.secrets import MIN_SECRET_CHARS, PREFIX_CHARS, Redactor, known_secrets, protect_logs
+from kasloop.safety.secrets import MIN_SECRET_CHARS, PREFIX_CHARS, Redactor, known_secrets, protect_logs
 from conftest import CLIResult, call, cli_runner, write_script
 
 RNG = random.Random(14_07)

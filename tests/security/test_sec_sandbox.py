@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import call, cli_runner, host_pids, write_script
 
-from kasloop.guardrails.protected import ProtectedPaths
+from kasloop.safety.protected import ProtectedPaths
 from kasloop.tools.base import ToolContext, ToolResources, ToolResult, run_tool
 from kasloop.tools.registry import all_tools
 from kasloop.tools.sandbox import bwrap_argv, reap_orphans, sandbox_problem
@@ -317,7 +317,7 @@ SLEEPER = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c',
 ORPHAN_DRIVER = """\
 import asyncio, sys
 from pathlib import Path
-from kasloop.guardrails.protected import ProtectedPaths
+from kasloop.safety.protected import ProtectedPaths
 from kasloop.tools.base import ToolContext, ToolResources, run_tool
 from kasloop.tools.registry import all_tools
 import os

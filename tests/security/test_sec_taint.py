@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from kasloop import Agent, AgentConfig, LongTermMemory, OpenAISettings
 from kasloop.checkpoints import open_database
 from kasloop.checkpoints.inbox import Inbox
-from kasloop.memory import relevant_learnings
+from kasloop.memory.long_term import relevant_learnings
 from kasloop.nodes.messages import SUMMARY_TAINT
 from kasloop.tools import Tool, ToolContext, ToolFailure
 from conftest import call, state_of

@@ -205,7 +205,7 @@ async def test_a_server_named_by_host_name_is_reached_at_the_checked_address_and
 
 
 async def test_kasloops_receivers_are_refused_as_mail_servers_too(smtp: Any, mailbox: Mailbox) -> None:
-    from kasloop.guardrails.receivers import declare, withdraw
+    from kasloop.safety.receivers import declare, withdraw
 
     server = smtp()
     imap_port = int(mailbox.settings("plain")["port"])

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from webpages import reply, serve
 
-from kasloop.guardrails.receivers import Receiver
+from kasloop.safety.receivers import Receiver
 from kasloop.errors import ConfigError
 from kasloop.tools.base import ToolContext, ToolFailure
 from kasloop.tools.http import HttpPolicy

@@ -47,11 +47,13 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-from kasloop.config.schema import AgentConfig
-from kasloop.guardrails.protected import setting_values
+from kasloop.safety.protected import setting_values
+
+if TYPE_CHECKING:  # annotations only: redaction sits below the config (the config's own checks use it)
+    from kasloop.config.schema import AgentConfig
 
 __all__ = [
     "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "Redactor", "RedactingFilter", "known_secrets", "protect_logs",
