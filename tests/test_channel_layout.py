@@ -11,6 +11,8 @@ import ast
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from conftest import find_cycle
+
 ROOT = Path(__file__).resolve().parent.parent
 CHANNELS = ROOT / "kasloop" / "channels"
 TOOLS = ROOT / "tools"
@@ -43,27 +45,6 @@ def import_graph() -> dict[str, set[str]]:
         name: {target for _, target in imported_modules(path, modules) if target in modules and target != name}
         for name, path in modules.items()
     }
-
-
-def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
-    """One import circle of ``graph`` (``[a, b, ..., a]``), or None."""
-    done: set[str] = set()
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        if node in path:
-            return [*path[path.index(node) :], node]
-        if node in done:
-            return None
-        for target in sorted(graph.get(node, ())):
-            if (cycle := visit(target, [*path, node])) is not None:
-                return cycle
-        done.add(node)
-        return None
-
-    for start in sorted(graph):
-        if (cycle := visit(start, [])) is not None:
-            return cycle
-    return None
 
 
 def test_tools_import_nothing_from_the_channels() -> None:

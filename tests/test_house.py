@@ -9,6 +9,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from conftest import find_cycle
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = re.compile(r"^## How kasloop is built\n(.*?)^## ", re.S | re.M)
 ROW = re.compile(r"^\| `(kasloop[\w.]*)` \| `([^`]+)` \| [^|]+ \| (.+) \|$", re.M)
@@ -85,19 +87,5 @@ def test_no_two_rooms_of_the_house_import_each_other() -> None:
     which is stricter than no circle between modules."""
     graph = package_graph()
     assert {"kasloop.runtime", "kasloop.checkpoints"} <= graph["kasloop.agent"], "the graph is read"
-    done: set[str] = set()
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        if node in path:
-            return [*path[path.index(node):], node]
-        if node in done:
-            return None
-        for target in sorted(graph.get(node, ())):
-            if (cycle := visit(target, [*path, node])) is not None:
-                return cycle
-        done.add(node)
-        return None
-
-    for start in sorted(graph):
-        cycle = visit(start, [])
-        assert cycle is None, " -> ".join(cycle or [])
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle or [])
