@@ -29,6 +29,7 @@ from kasloop.memory.items import DEFAULT_NAMESPACE
 from kasloop.memory.long_term import memory_trust, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok, untrusted_sources
+from kasloop.nodes.tool_trace import tool_span
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.steps import advanced
 from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
@@ -119,13 +120,16 @@ def make_act(deps: NodeDeps) -> Any:
                 )
                 await deps.ledger.record_result(key, result.to_json())
                 return result, False
-        with memory_trust(outside) as trust:
-            result = await run_tool(tool, call["args"], tool_ctx)
-        metadata = {**result.metadata, "untrusted": True} if trust.read_untrusted else result.metadata
-        if deps.redactor:
-            result = ToolResult(ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(metadata))
-        elif metadata is not result.metadata:
-            result = ToolResult(ok=result.ok, output=result.output, error_kind=result.error_kind, metadata=metadata)
+        traced = deps.redactor.deep(call["args"]) if deps.redactor else call["args"]
+        async with tool_span(tool, traced) as span:  # the run's tracers see a tool span, as for a LangChain tool
+            with memory_trust(outside) as trust:
+                result = await run_tool(tool, call["args"], tool_ctx)
+            metadata = {**result.metadata, "untrusted": True} if trust.read_untrusted else result.metadata
+            if deps.redactor:
+                result = ToolResult(ok=result.ok, output=deps.redactor.text(result.output), error_kind=result.error_kind, metadata=deps.redactor.deep(metadata))
+            elif metadata is not result.metadata:
+                result = ToolResult(ok=result.ok, output=result.output, error_kind=result.error_kind, metadata=metadata)
+            await span.finish(result)
         if not result.metadata.get("budget_breach"):
             # A tool that ran an agent which hit this thread's budget has no result yet: once the budget is
             # raised, the call runs again (it is idempotent: a delegation).
