@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kasloop import Agent, AgentConfig, RunResult
+from kasloop import Agent, AgentConfig, ConfigError, RunResult
 from kasloop.runtime import session as session_module
 from kasloop.runtime.daemon import Daemon
 from kasloop.runtime.sessions import Sessions
@@ -88,3 +88,10 @@ async def test_the_facade_and_the_sessions_are_one_home(tmp_path: Path, workspac
     assert report.visited == [result.thread] and report.errors == []
     [row] = await agent.status(result.thread)
     assert row["status"] == "done" and not (workspace / "x.txt").exists()
+
+
+async def test_a_bad_model_for_a_new_thread_writes_nothing_and_compiles_nothing(tmp_path: Path, workspace: Path, compiles: list[str]) -> None:
+    agent = make_agent(tmp_path, workspace, f"scripted:{tmp_path / 'missing.jsonl'}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        await agent.run("anything")
+    assert not (tmp_path / ".kasloop" / "kasloop.db").exists() and compiles == [], "refused before the database was opened"

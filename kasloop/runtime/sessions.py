@@ -30,7 +30,7 @@ from kasloop.errors import ConfigError, ThreadNotFound, UsageError, check_text
 from kasloop.graphs.team import team_tools
 from kasloop.runtime.result import RunResult
 from kasloop.runtime.session import ProgressCallback, ThreadSession, add_standing_rule
-from kasloop.runtime.thread_policy import absolute_policy, thread_config
+from kasloop.runtime.thread_policy import absolute_policy, check_models, thread_config
 from kasloop.safety.secrets import Redactor, known_secrets, remember_secrets
 from kasloop.state import empty_usage
 from kasloop.tools.base import Tool, ToolResources
@@ -122,6 +122,8 @@ class Sessions:
             raise UsageError("The goal is empty; say what the agent should achieve.")
         goal = secrets_of(self.config).text(goal)  # before anything stores it: rows, events, checkpoints, logs
         config = absolute_policy(self.config, Path.cwd())
+        if thread_id is None:  # surely a new thread: a bad model spec is refused before the database is opened
+            check_models(config)
         async with self.open() as db:
             session = self.session(db, thread_id or "t-" + uuid.uuid4().hex[:10], config)
             # Locked before the first write: a thread another process drives gets no goal row from this one.

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from kasloop.config.schema import AgentConfig, Specialist
 from kasloop.errors import ConfigError
-from kasloop.models.chat import resolve_model_specs
+from kasloop.models.chat import check_model_spec, resolve_model_specs
 
-__all__ = ["absolute_policy", "thread_config"]
+__all__ = ["absolute_policy", "check_models", "thread_config"]
 
 
 def thread_config(config: AgentConfig, policy: dict[str, Any]) -> AgentConfig:
@@ -38,6 +38,15 @@ def absolute_policy(config: AgentConfig, cwd: Path) -> AgentConfig:
         "workspace": workspace.resolve(), "model": _absolute_specs(resolve_model_specs(config), cwd), "team": team,
         "collaboration": collaboration,
     })
+
+
+def check_models(config: AgentConfig) -> None:
+    """Every model spec a new thread of ``config`` names (its own, its team's, its peers') is well formed and
+    its script exists: checked before the database is opened, so a typo writes nothing (``ConfigError``)."""
+    members = {**config.team_members(), **config.collaboration_peers()}
+    for model in [resolve_model_specs(config), *(member.model for member in members.values() if member.model is not None)]:
+        for spec in [model] if isinstance(model, str) else model:
+            check_model_spec(spec)
 
 
 def _absolute_members(members: dict[str, Specialist], cwd: Path) -> dict[str, Specialist]:
