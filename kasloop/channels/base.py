@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from kasloop.guardrails.approvals import Approve, Reject
 from kasloop.checkpoints.database import Database
 
-__all__ = ["APPROVAL_PREFIX", "Channel", "Decide", "Incoming", "Refuse"]
+__all__ = ["APPROVAL_PREFIX", "Channel", "Decide", "Decider", "Incoming", "Refuse"]
 
 APPROVAL_PREFIX = "kasloop:"
 # A press with this prefix that reaches the tools' bot is only a message (``telegram_send`` can put any
@@ -78,4 +78,21 @@ class Channel(Protocol):
 
     async def notify(self, subject: str, text: str, data: dict[str, Any]) -> str:
         """Tell people something nobody has to decide (a level-4 thread escalated or paused); returns a reference."""
+        ...
+
+
+class Decider(Protocol):
+    """What a receiver decides through (``kasloop.runtime.sessions.Sessions`` is one: ``agent.sessions``):
+    the one decision check and the thread's stored policy, as ``kasloop approve``. A protocol here, so the
+    channels need nothing from the runtime above them."""
+
+    @property
+    def config(self) -> Any: ...  # this process's AgentConfig (its ``approval_channels``)
+
+    async def decide(self, approval_id: str, decision: Any, *, by: str | None, channel: str, resume: bool) -> Any:
+        """Check and record a decision; the result has ``thread``, ``status`` and ``approvals``."""
+        ...
+
+    async def resume(self, thread_id: str) -> Any:
+        """Continue a thread whose pause is fully decided."""
         ...

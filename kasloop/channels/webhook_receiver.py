@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from kasloop.guardrails.approvals import Approve, Reject
 from kasloop.safety import receivers
+from kasloop.channels.base import Decider
 from kasloop.channels.inbox_feed import Deliver, inbox_deliver
 from kasloop.channels.webhook import approval_secret
 from kasloop.checkpoints.approvals import ApprovalStore
@@ -55,7 +56,6 @@ from kasloop.tools.webhook import DELIVERY_HEADER, DELIVERY_ID_RE, MAX_PAYLOAD, 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from kasloop.runtime.sessions import Sessions
 
 __all__ = ["DatabaseDeliveryLog", "DeliveryLog", "approvals_app", "make_webhook_app", "serve_approvals"]
 
@@ -233,14 +233,14 @@ def make_webhook_app(
     return Starlette(routes=routes)
 
 
-async def _continue(sessions: Sessions, thread: str, events: EventLog) -> None:
+async def _continue(sessions: Decider, thread: str, events: EventLog) -> None:
     try:
         await sessions.resume(thread)
     except KasloopError as exc:  # e.g. the daemon is driving it already: it continues there
         await events.append(thread, 0, "channel_error", channel="webhook", message=exc.message[:300])
 
 
-def approvals_app(sessions: Sessions, db: Database, *, replay_window: float = 300.0) -> Starlette:
+def approvals_app(sessions: Decider, db: Database, *, replay_window: float = 300.0) -> Starlette:
     """The receiver for signed approval callbacks (and signed hooks into the inbox) on ``db``, deciding through
     ``sessions`` (``Agent.sessions``: the one check and the thread's stored policy, as ``kasloop approve``).
 
@@ -306,7 +306,7 @@ class _DeclareServer:
 
 
 @asynccontextmanager
-async def serve_approvals(sessions: Sessions, db: Database, *, host: str = "127.0.0.1", port: int = 0, replay_window: float = 300.0) -> AsyncIterator[str]:
+async def serve_approvals(sessions: Decider, db: Database, *, host: str = "127.0.0.1", port: int = 0, replay_window: float = 300.0) -> AsyncIterator[str]:
     """Serve :func:`approvals_app` on ``host:port`` (0: a free port) while the block runs; yields its base URL.
 
     The address is a receiver from before the first request until the block ends: declared in this

@@ -47,16 +47,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
 from kasloop.safety.protected import setting_values
 
-if TYPE_CHECKING:  # annotations only: redaction sits below the config (the config's own checks use it)
-    from kasloop.config.schema import AgentConfig
 
 __all__ = [
-    "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "Redactor", "RedactingFilter", "known_secrets", "protect_logs",
+    "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "Redactor", "RedactingFilter", "SecretSettings", "known_secrets", "protect_logs",
     "remember_secrets", "secret_names",
 ]
 
@@ -77,7 +75,25 @@ _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
-def secret_names(config: AgentConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+class SecretSettings(Protocol):
+    """What redaction reads of a config (``kasloop.config.schema.AgentConfig`` has it): where the secrets are.
+
+    A protocol, not the config class: redaction sits below the config, whose own checks use it."""
+
+    @property
+    def approval_channels(self) -> Any: ...  # a pydantic model: its ``*_env`` fields name secrets
+
+    @property
+    def tool_settings(self) -> dict[str, Any]: ...
+
+    @property
+    def secret_env(self) -> list[str]: ...
+
+    @property
+    def openai(self) -> Any: ...  # ``api_key``: a pydantic SecretStr or None
+
+
+def secret_names(config: SecretSettings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Environment variables holding this agent's secrets: the defaults, every ``*_env`` of the tool
     settings and the approval channels, ``secret_env``, and every ``KASLOOP_APPROVAL_*`` variable set."""
     env = os.environ if environ is None else environ
@@ -282,7 +298,7 @@ class Redactor:
         self._matcher = _matcher(self._pairs) if self._pairs else None
 
     @classmethod
-    def for_config(cls, config: AgentConfig, environ: Mapping[str, str] | None = None) -> Redactor:
+    def for_config(cls, config: SecretSettings, environ: Mapping[str, str] | None = None) -> Redactor:
         env = os.environ if environ is None else environ
         secrets = {name: env[name] for name in secret_names(config, env) if env.get(name)}
         if config.openai.api_key is not None:
