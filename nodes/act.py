@@ -120,8 +120,7 @@ def make_act(deps: NodeDeps) -> Any:
                 )
                 await deps.ledger.record_result(key, result.to_json())
                 return result, False
-        traced = deps.redactor.deep(call["args"]) if deps.redactor else call["args"]
-        async with tool_span(tool, traced) as span:  # the run's tracers see a tool span, as for a LangChain tool
+        async with tool_span(tool, call["args"], deps.redactor) as span:  # the run's tracers see a tool span, as for a LangChain tool
             with memory_trust(outside) as trust:
                 result = await run_tool(tool, call["args"], tool_ctx)
             metadata = {**result.metadata, "untrusted": True} if trust.read_untrusted else result.metadata

@@ -17,6 +17,7 @@ from typing import Any
 from langchain_core.callbacks.manager import AsyncCallbackManager, AsyncCallbackManagerForToolRun
 from langgraph.config import get_config
 
+from kasloop.safety.secrets import Redactor
 from kasloop.tools.base import Tool, ToolFailure, ToolResult
 
 __all__ = ["ToolSpan", "tool_span"]
@@ -52,12 +53,14 @@ def _callbacks() -> AsyncCallbackManager | None:
 
 
 @asynccontextmanager
-async def tool_span(tool: Tool, args: Mapping[str, Any]) -> AsyncIterator[ToolSpan]:
-    """Open a tool span for ``tool`` called with ``args`` (already redacted); an exception escaping the
-    block is reported as the tool's error and raised on."""
+async def tool_span(tool: Tool, args: Mapping[str, Any], redactor: Redactor | None = None) -> AsyncIterator[ToolSpan]:
+    """Open a tool span for ``tool`` called with ``args``; an exception escaping the block is reported as the
+    tool's error and raised on. ``args`` are redacted with ``redactor`` only when a tracer listens (no
+    work on a run without callbacks); the output passed to :meth:`ToolSpan.finish` is redacted by the caller."""
     manager = _callbacks()
     run = None
     if manager is not None:
+        args = redactor.deep(dict(args)) if redactor else args
         run = await manager.on_tool_start(
             {"name": tool.name, "description": tool.description}, json.dumps(dict(args), ensure_ascii=False, default=str),
             name=tool.name, inputs=dict(args),
