@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 from kasloop.checkpoints.database import Connection, Database
@@ -122,12 +123,12 @@ class ApprovalStore:
         return [_record(r) for r in rows]
 
     async def decide(
-        self, approval_id: str, decision: Decision, *, by: str, channel: str, event: tuple[str, tuple[Any, ...]] | None = None
+        self, approval_id: str, decision: Decision, *, by: str, channel: str, writes: Sequence[tuple[str, tuple[Any, ...]]] = ()
     ) -> bool:
         """Record a decision; False if the request was no longer pending (someone else decided).
 
-        ``event`` (an ``event_row``) is written in the same transaction, only if the decision was recorded,
-        so a crash can never keep one without the other.
+        ``writes`` (statements such as an ``event_row``, or a budget raise in the thread's policy) run in the
+        same transaction, only if the decision was recorded, so a crash can never keep one without the other.
         """
         status = {"approve": "approved", "edit": "edited", "reject": "rejected", "respond": "responded"}[decision["decision"]]
 
@@ -137,8 +138,9 @@ class ApprovalStore:
                 " WHERE approval_id = ? AND status = 'pending'",
                 (status, json.dumps(decision, ensure_ascii=False), time.time(), by, channel, approval_id),
             ).rowcount == 1
-            if changed and event is not None:
-                conn.execute(*event)
+            if changed:
+                for statement in writes:
+                    conn.execute(*statement)
             return bool(changed)
 
         return await self.db.write(write)
@@ -151,11 +153,13 @@ class ApprovalStore:
         )
         return [_record(r) for r in rows]
 
-    async def mark_stale_kind(self, thread_id: str, kind: str) -> None:
-        """Pending requests of one kind (e.g. ``budget`` after a human changed the budget) can no longer be decided."""
-        await self.db.execute(
-            "UPDATE kasloop_approvals SET status = 'stale' WHERE thread_id = ? AND status = 'pending' AND kind = ?", (thread_id, kind)
+    async def budget_granted(self, thread_id: str) -> bool:
+        """Whether the thread's latest budget request was approved or edited: a thread still paused after that
+        was not resumed since (every new pause at levels 2 and 3 makes a new, pending request)."""
+        row = await self.db.fetchone(
+            "SELECT status FROM kasloop_approvals WHERE thread_id = ? AND kind = 'budget' ORDER BY rowid DESC LIMIT 1", (thread_id,)
         )
+        return row is not None and row[0] in ("approved", "edited")
 
     async def mark_stale(self, thread_id: str, keep_batch: str | None) -> None:
         """Requests of a thread that moved on can no longer be decided."""

@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 from kasloop.checkpoints.database import Database
 from kasloop.safety.secrets import known_secrets
 
-__all__ = ["ThreadRecord", "ThreadStore"]
+__all__ = ["ThreadRecord", "ThreadStore", "policy_row"]
 
 
 class ThreadRecord(TypedDict):
@@ -60,14 +60,17 @@ class ThreadStore:
             "UPDATE kasloop_threads SET status = ?, updated_at = ? WHERE thread_id = ?", (status, time.time(), thread_id)
         )
 
-    async def set_policy(self, thread_id: str, policy: dict[str, Any]) -> None:
-        """Replace a thread's stored policy. Only a human action (``kasloop budget``, approving a
-        budget request) calls this; nothing a model or tool says can reach it."""
-        await self.db.execute(
-            "UPDATE kasloop_threads SET policy = ?, updated_at = ? WHERE thread_id = ?",
-            (json.dumps(known_secrets().deep(policy)), time.time(), thread_id),
-        )
-
     async def all(self) -> list[ThreadRecord]:
         rows = await self.db.fetchall("SELECT * FROM kasloop_threads ORDER BY updated_at DESC")
         return [_record(r) for r in rows]
+
+
+def policy_row(thread_id: str, policy: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The update that replaces a thread's stored policy, committed with the decision or command behind it.
+
+    Only a human action (``kasloop budget``, approving a budget request) writes it; nothing a model or
+    tool says can reach it."""
+    return (
+        "UPDATE kasloop_threads SET policy = ?, updated_at = ? WHERE thread_id = ?",
+        (json.dumps(known_secrets().deep(policy)), time.time(), thread_id),
+    )

@@ -1,12 +1,19 @@
 """The agent loop as a LangGraph ``StateGraph``: perceive → decide → act, with recovery and approvals.
 
 ```
-START → perceive → decide ─┬─ no tool call, goal met (or budget spent) → END
-                           ├─ every call refused, or a step left → decide
-                           ├─ needs approval → human_approval ─┬─ approve/edit → act
-                           │                                   └─ reject/respond → decide
-                           └─ allowed ─────────────────────────→ act
+START → perceive ─┬─ next decision → decide
+                  ├─ budget spent: ask (L2, L3) → human_approval
+                  └─ budget spent (L4) → END
+decide ─┬─ no tool call, goal met (or budget spent, L4) → END
+        ├─ every call refused, or a step left → decide
+        ├─ needs approval (a call, or budget spent at L2, L3) → human_approval
+        └─ allowed → act
+human_approval ─┬─ approve/edit → act    (and the calls a budget pause held back)
+                ├─ reject/respond → decide
+                ├─ budget raised → perceive
+                └─ stopped / budget kept → END
 act ─┬─ ok → perceive
+     ├─ budget spent: ask (L2, L3) → human_approval;  budget spent (L4) → END
      └─ error → self_diagnose ─┬─ transient → act (backoff)
                                ├─ fixable → decide (with diagnosis)
                                └─ stuck → human_approval (L2, L3) or END (L4)
@@ -47,28 +54,40 @@ __all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide"
 # One label per target: LangGraph draws one edge per (node, target) and keeps the first label in sort
 # order, so two labels for the same target would hide one of them (decide's "goal met" edge to END
 # was drawn as "budget spent" in Studio, the README and the notebooks).
-PERCEIVE_EDGES = {"next decision": "decide", "budget spent": END}
+BUDGET_ASK = "budget spent: ask"
+"""A breach at levels 2 and 3: ``human_approval`` asks a person to raise the limit (``waiting_approval`` with a ``budget_breach``)."""
+PERCEIVE_EDGES = {"next decision": "decide", BUDGET_ASK: "human_approval", "budget spent": END}
 DECIDE_END = "goal met / budget spent"
-"""decide's edge to END: the model answered without a tool call (done), or the next model call would overspend."""
+"""decide's edge to END: the model answered without a tool call (done), or the next model call would overspend (level 4)."""
 DECIDE_EDGES = {
     "allowed": "act",
     "refused or step left": "decide",
-    "needs approval": "human_approval",
+    "needs approval": "human_approval",  # a proposed call, or the next model call's budget (levels 2, 3)
     "model error": "self_diagnose",
     DECIDE_END: END,
 }
-APPROVAL_EDGES = {"approve / edit": "act", "reject / respond": "decide", "stopped": END}
-ACT_EDGES = {"ok": "perceive", "error": "self_diagnose", "budget spent": END}
+APPROVAL_EDGES = {"approve / edit": "act", "reject / respond": "decide", "budget raised": "perceive", "stopped / budget kept": END}
+ACT_EDGES = {"ok": "perceive", "error": "self_diagnose", BUDGET_ASK: "human_approval", "budget spent": END}
 DIAGNOSE_EDGES = {"transient: retry": "act", "fixable": "decide", "stuck (L2, L3)": "human_approval", "stuck (L4)": END}
 
 
+def _budget_route(state: AgentState) -> str | None:
+    """A node stopped before a call its budget forbids: ask a person (levels 2, 3) or end (level 4)."""
+    if state.get("status") == "paused_budget":
+        return "budget spent"
+    if state.get("status") == "waiting_approval" and state.get("budget_breach"):
+        return BUDGET_ASK
+    return None
+
+
 def route_after_perceive(state: AgentState) -> str:
-    return "budget spent" if state.get("status") == "paused_budget" else "next decision"
+    return _budget_route(state) or "next decision"
 
 
 def route_after_decide(state: AgentState) -> str:
-    if state.get("status") == "paused_budget":
-        return DECIDE_END  # budget spent: the same edge to END
+    budget = _budget_route(state)
+    if budget is not None:  # decide's edges to END and to human_approval carry these too
+        return DECIDE_END if budget == "budget spent" else "needs approval"
     if state.get("last_error"):
         return "model error"
     if state.get("status") == "done":
@@ -83,9 +102,7 @@ def route_after_decide(state: AgentState) -> str:
 
 
 def route_after_act(state: AgentState) -> str:
-    if state.get("status") == "paused_budget":
-        return "budget spent"
-    return "error" if state.get("last_error") else "ok"
+    return _budget_route(state) or ("error" if state.get("last_error") else "ok")
 
 
 def context_for(config: AgentConfig, thread_id: str, tools: Iterable[str]) -> RunContext:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -256,7 +257,8 @@ def build_collaboration_graph(
         used = state.get("usage") or empty_usage()
         top = runtime.context if isinstance(runtime.context, RunContext) else None
         # Under a run policy (kasloop.Agent), a peer gets only what is left of the collaboration's budgets.
-        ctx = specialist_context(top, used, sub_config, sub_thread, tool_names) if top else context_for(sub_config, sub_thread, tool_names)
+        # A peer's spent budget stops the collaboration (below) instead of asking inside the peer's loop.
+        ctx = specialist_context(top, used, sub_config, sub_thread, tool_names) if top else replace(context_for(sub_config, sub_thread, tool_names), budget_asks=False)
         peer_turns = dict(state.get("peer_turns") or {})
         values = await graphs[who].ainvoke(
             {

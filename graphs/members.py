@@ -98,4 +98,5 @@ def specialist_context(manager: RunContext, used: Usage, config: AgentConfig, th
         max_seconds=_left(manager.max_seconds, used["seconds"]),
         max_tokens_per_day=manager.max_tokens_per_day,
         max_usd_per_day=manager.max_usd_per_day,
+        budget_asks=False,  # the manager asks: its act node turns this breach into its own
     )

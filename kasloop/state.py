@@ -180,3 +180,7 @@ class RunContext:
     max_seconds: float | None = None
     max_tokens_per_day: int | None = None
     max_usd_per_day: float | None = None
+    budget_asks: bool = True
+    """Whether a budget breach at levels 2 and 3 asks a person to raise the limit (``human_approval``). False
+    in a team's specialist: its breach goes back to the manager with the delegation's result, and the
+    manager asks."""

@@ -22,7 +22,7 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langgraph.runtime import Runtime
 
-from kasloop.guardrails.budget import tool_call_breach
+from kasloop.guardrails.budget import budget_pause, tool_call_breach
 from kasloop.checkpoints.ledger import idempotency_key
 from kasloop.errors import KasloopError
 from kasloop.memory.items import DEFAULT_NAMESPACE
@@ -182,7 +182,7 @@ def make_act(deps: NodeDeps) -> Any:
                 await deps.events.append(ctx.thread_id, step, "budget", **breach.to_json())
                 return {
                     "messages": messages, "done_calls": done_calls, "pending": failed + pending[index:], "usage": usage,
-                    "status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json(),
+                    **budget_pause(ctx, breach.to_json(), breach.message()),
                 }
             started = time.monotonic()
             result, ran = await execute(call, ctx, step, state, outside=had_outside or read_outside)
@@ -199,8 +199,7 @@ def make_act(deps: NodeDeps) -> Any:
                 await deps.events.append(ctx.thread_id, step, "budget", **agent_breach)
                 return {
                     "messages": messages, "done_calls": done_calls, "pending": failed + pending[index:], "usage": usage,
-                    "status": "paused_budget", "output": str(result.metadata.get("budget_message", result.output)), "budget_breach": agent_breach,
-                    "team_turns": team_turns,
+                    **budget_pause(ctx, agent_breach, str(result.metadata.get("budget_message", result.output))), "team_turns": team_turns,
                 }
             await deps.events.append(
                 ctx.thread_id, step, "tool", tool=call["tool"], call_id=call["id"], arg_hash=call["arg_hash"],
@@ -227,7 +226,9 @@ def make_act(deps: NodeDeps) -> Any:
             update_recovering["recovering"] = None
         # Progress = a call that succeeded and was not done before in this task; decide stops K cycles without it.
         stalled = 0 if first_new is not None else state.get("stalled", 0) + 1
-        update: dict[str, Any] = {"messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls, "stalled": stalled, **update_recovering}
+        update: dict[str, Any] = {
+            "messages": messages, "pending": failed, "usage": usage, "done_calls": done_calls, "stalled": stalled, "budget_breach": None, **update_recovering,
+        }
         if files_seen != list(state.get("files_seen") or []):
             update["files_seen"] = files_seen
         if new_successes and state.get("plan"):

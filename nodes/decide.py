@@ -24,6 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 
 from kasloop.guardrails.approvals import approval_id
+from kasloop.guardrails.budget import budget_pause
 from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models.chat import invoke_model
 from kasloop.nodes.deps import NodeDeps, step_of
@@ -200,7 +201,7 @@ def make_decide(deps: NodeDeps) -> Any:
         breach = await deps.model_budget(state, ctx, size)
         if breach is not None:
             await deps.events.append(ctx.thread_id, step, "budget", **breach.to_json())
-            return {"status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json()}
+            return budget_pause(ctx, breach.to_json(), breach.message())
         usage = Usage(**(state.get("usage") or empty_usage()))
         started = time.monotonic()
         try:

@@ -1,6 +1,9 @@
 """human_approval: pause the thread until a human decides, then apply each decision.
 
-The node calls LangGraph's ``interrupt()`` with every request of this step
+It is asked three things: calls the policy gates (``tool_call``), a task
+that is stuck (``escalation``) and a budget that ran out at levels 2 and 3
+(``budget``: raise the limit, or leave the thread paused). The node calls
+LangGraph's ``interrupt()`` with every request of this step
 together (several calls proposed at once are decided together, one decision
 each). A resumed node re-runs from its start, so nothing before
 ``interrupt()`` has side effects: request ids and payloads are derived from
@@ -31,6 +34,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from kasloop.guardrails.approvals import DECISIONS, ApprovalRequest, approval_id, bind_decision
+from kasloop.guardrails.budget import budget_request
 from kasloop.errors import ApprovalError
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import failed_call_message, tool_error, tool_ok
@@ -47,6 +51,9 @@ def _escalation_id(ctx: RunContext, state: AgentState) -> str:
 def build_requests(deps: NodeDeps, ctx: RunContext, state: AgentState) -> list[ApprovalRequest]:
     """The requests this pause is about, derived from the state alone (stable across re-runs)."""
     ttl = deps.config.approval_ttl
+    breach = state.get("budget_breach")
+    if breach and state.get("status") == "waiting_approval":  # perceive, decide or act stopped at a limit (levels 2, 3)
+        return [budget_request(ctx.thread_id, breach, ttl)]
     asks = [c for c in state.get("pending", []) if c.get("gate") == "ask" and "decision" not in c]
     if asks:
         return [
@@ -134,6 +141,19 @@ def _apply_to_escalation(state: AgentState, decision: dict[str, Any]) -> dict[st
     return {**base, "status": "failed", "pending": [], "messages": msgs, "output": f"Stopped by a human: {reason}"}
 
 
+def _apply_to_budget(decision: dict[str, Any]) -> dict[str, Any]:
+    """Rejected: the run ends, still paused. Approved: the thread goes on where it stopped (``budget_breach``
+    stays set for the router, until perceive or act clears it).
+
+    The limit itself is not the graph's to raise: kasloop writes the granted value into the thread's stored
+    policy, with the decision, before it resumes. A resume straight into the graph (LangGraph Studio) raises
+    nothing, so the node that stopped finds the same limit and asks again: approving never spends past it.
+    """
+    if decision["decision"] == "reject":
+        return {"status": "paused_budget"}
+    return {"status": "running"}
+
+
 def make_human_approval(deps: NodeDeps) -> Any:
     async def human_approval(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = deps.context(runtime)
@@ -154,13 +174,18 @@ def make_human_approval(deps: NodeDeps) -> Any:
         )
         if requests[0]["kind"] == "escalation":
             return _apply_to_escalation(state, decisions[requests[0]["approval_id"]])
+        if requests[0]["kind"] == "budget":
+            return _apply_to_budget(decisions[requests[0]["approval_id"]])
         return _apply_to_calls(state, decisions)
 
     return human_approval
 
 
 def route_after_approval(state: AgentState) -> str:
-    """Approved calls run; if none are left the model hears the rejections; a stop ends the run."""
-    if state.get("status") == "failed":
-        return "stopped"
-    return "approve / edit" if state.get("pending") else "reject / respond"
+    """Approved calls run (and the calls a budget pause held back, once it is raised); a raised budget with no
+    call left goes on with the next cycle; otherwise the model hears the rejections; a stop or a kept budget ends the run."""
+    if state.get("status") in ("failed", "paused_budget"):
+        return "stopped / budget kept"
+    if state.get("pending"):
+        return "approve / edit"
+    return "budget raised" if state.get("budget_breach") else "reject / respond"

@@ -32,7 +32,7 @@ from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolM
 from langgraph.runtime import Runtime
 
 from kasloop.nodes.deps import NodeDeps
-from kasloop.guardrails.budget import step_breach
+from kasloop.guardrails.budget import budget_pause, step_breach
 from kasloop.errors import KasloopError, ModelError
 from kasloop.memory.items import DEFAULT_NAMESPACE
 from kasloop.memory.long_term import relevant_learnings, shared_memory
@@ -116,10 +116,10 @@ def make_perceive(deps: NodeDeps) -> Any:
         breach = step_breach(ctx, usage)
         if breach is not None:
             await deps.events.append(ctx.thread_id, usage["steps"], "budget", **breach.to_json())
-            return {"status": "paused_budget", "output": breach.message(), "budget_breach": breach.to_json()}
+            return budget_pause(ctx, breach.to_json(), breach.message())
         usage["steps"] += 1
         messages = state.get("messages", [])
-        update: dict[str, Any] = {"status": "running"}
+        update: dict[str, Any] = {"status": "running", "budget_breach": None}
         arrived = await deps.inbox.take(ctx.thread_id, state.get("inbox_seen", 0)) if deps.inbox is not None else []
         texts = [deps.redactor.text(item.text) for item in arrived]
         news = [inbox_message(item.id, item.source, text) for item, text in zip(arrived, texts, strict=True)]

@@ -89,13 +89,15 @@ async def test_an_expired_request_raises_approval_expired(tmp_path: Path, worksp
     assert (decision["decision"], decision["by"], decision["channel"], decision["new_arg_hash"]) == ("reject", "kasloop", "expiry", None)
 
 
-async def test_a_budget_request_changed_by_a_person_is_stale(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+async def test_a_budget_a_person_raises_answers_the_request_that_waits_for_it(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
     writes = [{"content": "", "tool_calls": [call("files_write", path=f"f{i}.txt", content="x")]} for i in range(2)]
     agent = agent_for(tmp_path, workspace, script(*writes, {"content": "two"}), budgets=Budgets(max_steps=None, max_tool_calls=1))
     [request] = (await agent.run("write two files", thread_id="t")).approvals
-    await agent.set_budget("t", max_tool_calls=5)
-    with pytest.raises(ApprovalStale, match="is stale, not pending"):
+    await agent.set_budget("t", max_tool_calls=5, by="ops")
+    with pytest.raises(ApprovalAlreadyDecided, match="is edited, not pending"):
         await agent.approve(request["approval_id"])
+    [decision] = [e for e in await agent.history("t") if e["kind"] == "approval_decision"]
+    assert (decision["approval_id"], decision["decision"], decision["by"], decision["channel"]) == (request["approval_id"], "edit", "ops", "budget")
     assert (await agent.resume("t")).status == "done", "the raised budget lets it finish"
 
 

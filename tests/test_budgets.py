@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.types import Command
 
-from kasloop import Agent, AgentConfig, Budgets, ConfigError
+from kasloop import Agent, AgentConfig, Budgets, ConfigError, build_graph
+from kasloop.checkpoints import ApprovalStore, ThreadStore, open_database
+from kasloop.checkpoints.threads import policy_row
 from kasloop.config.schema import ModelPrice
+from kasloop.errors import ApprovalAlreadyDecided
+from kasloop.graphs.agent import context_for
+from kasloop.state import new_task
+from kasloop.tools.registry import select_tools
 from conftest import CLIResult, call
 
 PRICE = {"scripted": ModelPrice(input=1000.0, output=1000.0)}  # 0.001 USD per token: easy to see
@@ -128,3 +137,80 @@ def test_budget_cli_shows_changes_and_refuses_bad_values(workspace: Path, script
     bad = kasloop("budget", thread, "--max-usd", "-1")
     assert bad.code == 2 and bad.err.count("\n") == 1 and "max_usd" in bad.err
     assert kasloop("resume", thread).code == 0
+
+
+# --------------------------------------------------------------------------- a budget request is an interrupt like any approval
+
+
+async def test_a_budget_request_is_an_interrupt_and_approving_it_in_the_graph_never_spends_past_the_limit(
+    workspace: Path, tmp_path: Path, script: Callable[..., str]
+) -> None:
+    """What LangGraph Studio does: resume the pause with ``Command(resume=...)``, no kasloop in between.
+
+    The limit lives in the thread's policy (here the run context), which the graph cannot change: an
+    approval there sends the thread back to the node that stopped, which finds the same limit and asks
+    again. Reject ends the run, still paused.
+    """
+    config = AgentConfig(autonomy=3, model=script(*writes(3), {"content": "three"}), tools=["files"], workspace=workspace, budgets=Budgets(max_steps=None, max_tool_calls=1))
+    async with open_database(tmp_path / "graph.db") as db:
+        graph = build_graph(config, checkpointer=db.saver)
+        run = {"configurable": {"thread_id": "g"}}
+        ctx = context_for(config, "g", select_tools(config.tools))
+        await graph.ainvoke({"messages": [HumanMessage("write three files")], **new_task("write three files")}, run, context=ctx)
+        paused = await graph.aget_state(run)
+        [pause] = paused.interrupts
+        [request] = pause.value["requests"]
+        assert (pause.value["kind"], request["kind"], request["args"]["limit"], request["args"]["used"]) == ("budget", "budget", "max_tool_calls", 1)
+        assert paused.next == ("human_approval",) and len(list(workspace.glob("f*.txt"))) == 1
+
+        await graph.ainvoke(Command(resume={"decision": "approve"}), run, context=ctx)
+        again = await graph.aget_state(run)
+        assert [r["approval_id"] for r in again.interrupts[0].value["requests"]] == [request["approval_id"]], "the same limit: asked again"
+        assert again.values["usage"]["tool_calls"] == 1 and len(list(workspace.glob("f*.txt"))) == 1, "nothing ran past the limit"
+
+        raised = dataclasses.replace(ctx, max_tool_calls=2)  # positive control: what kasloop does, the limit raised first
+        await graph.ainvoke(Command(resume={"decision": "approve"}), run, context=raised)
+        second = await graph.aget_state(run)
+        assert len(list(workspace.glob("f*.txt"))) == 2 and second.interrupts[0].value["requests"][0]["args"]["value"] == 2
+
+        await graph.ainvoke(Command(resume={"decision": "reject"}), run, context=raised)
+        kept = await graph.aget_state(run)
+        assert kept.values["status"] == "paused_budget" and not kept.interrupts and kept.next == (), "rejected: the run ended, still paused"
+
+
+async def test_a_budget_request_waits_until_a_limit_above_the_use_answers_it(
+    tmp_path: Path, workspace: Path, script: Callable[..., str]
+) -> None:
+    agent = agent_for(tmp_path, workspace, script(*writes(2), {"content": "two"}), autonomy=2, max_tool_calls=1)
+    first = await agent.run("write two files", thread_id="t")
+    assert first.status == "waiting_approval" and first.approvals[0]["kind"] == "tool_call", "level 2: every call is asked first"
+    second = await agent.approve(first.approvals[0]["approval_id"])
+    paused = await agent.approve(second.approvals[0]["approval_id"])  # the second call: the tool-call budget is spent
+    [request] = paused.approvals
+    assert paused.status == "paused_budget" and request["kind"] == "budget" and request["expires_at"] > request["created_at"]
+
+    await agent.set_budget("t", max_steps=100)  # another limit
+    await agent.set_budget("t", max_tool_calls=1)  # not above what is used
+    assert [r["approval_id"] for r in await agent.approvals("t")] == [request["approval_id"]], "still waiting"
+    assert (await agent.resume("t")).status == "paused_budget", "resume does not pass a pause nobody decided"
+    await agent.set_budget("t", max_tool_calls=3, by="ops")
+    assert await agent.approvals("t") == []
+    done = await agent.resume("t")
+    assert done.status == "done" and len(list(workspace.glob("f*.txt"))) == 2, "the approved call held back by the budget ran"
+
+
+async def test_a_budget_raise_and_the_decision_that_granted_it_are_one_write(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    agent = agent_for(tmp_path, workspace, script(*writes(2), {"content": "two"}), autonomy=3, max_tool_calls=1)
+    [request] = (await agent.run("write two files", thread_id="t")).approvals
+    await agent.reject(request["approval_id"], "not now")
+    async with open_database(agent.db_path) as db:
+        policy = (await ThreadStore(db).get("t"))["policy"]  # type: ignore[index]
+        granted = await ApprovalStore(db).decide(
+            request["approval_id"], {"decision": "approve", "arg_hash": request["arg_hash"]}, by="late", channel="cli",
+            writes=[policy_row("t", {**policy, "budgets": {**policy["budgets"], "max_tool_calls": 99}})],
+        )
+        assert granted is False
+        assert (await ThreadStore(db).get("t"))["policy"]["budgets"]["max_tool_calls"] == 1, "a decision not recorded raised nothing"  # type: ignore[index]
+    with pytest.raises(ApprovalAlreadyDecided):
+        await agent.approve(request["approval_id"])
+    assert (await agent.status("t"))[0]["budgets"]["max_tool_calls"] == 1 and (await agent.status("t"))[0]["status"] == "paused_budget"

@@ -168,3 +168,28 @@ def test_a_thread_waiting_for_a_human_is_left_alone_even_with_new_messages(
     after = status_of(kasloop, thread)
     assert after["status"] == "waiting_approval" and after["updated_at"] == before["updated_at"] and after["unread"] == 1
     assert (workspace / "old.txt").exists()
+
+
+def test_a_budget_raised_without_resuming_is_continued_by_the_daemon_and_a_kept_one_is_left_alone(
+    workspace: Path, script: Callable[..., str], kasloop: Callable[..., CLIResult]
+) -> None:
+    def paused(name: str) -> tuple[str, str]:
+        (workspace / name).mkdir()
+        model = script({"tool_calls": [call("files_write", path="a.txt", content="A")]}, {"tool_calls": [call("files_write", path="b.txt", content="B")]}, {"content": "both"})
+        run = kasloop("run", "write a and b", "--model", model, "--workspace", str(workspace / name), "--autonomy", "3", "--max-steps", "1", "--json")
+        assert run.code == 11, run.err
+        [request] = run.json()["approvals"]
+        assert request["kind"] == "budget"
+        return str(run.json()["thread"]), str(request["approval_id"])
+
+    granted, granted_id = paused("granted")
+    kept, kept_id = paused("kept")
+    approved = kasloop("approve", granted_id, "--edit", '{"value": 10}', "--no-resume")
+    assert approved.code == 0 and status_of(kasloop, granted)["status"] == "paused_budget", "recorded and raised, not resumed"
+    assert not (workspace / "granted" / "b.txt").exists()
+    assert kasloop("reject", kept_id).code == 11
+    before = status_of(kasloop, kept)
+    assert kasloop("daemon", "--once").code == 0
+    assert status_of(kasloop, granted)["status"] == "done" and (workspace / "granted" / "b.txt").read_text() == "B"
+    after = status_of(kasloop, kept)
+    assert after["status"] == "paused_budget" and after["updated_at"] == before["updated_at"], "a kept budget is not driven again"

@@ -1,8 +1,8 @@
 """The approval lifecycle in one place: ids, requests and their JSON, typed decisions, the one check, expiry.
 
-A request is made by ``human_approval`` (a tool call or an escalation, passed
-to ``interrupt()``) or by ``Agent`` when a budget pauses a thread at levels 2
-and 3; its id comes from :func:`approval_id`, :func:`record_request` stores
+A request is made by ``human_approval`` and passed to ``interrupt()``: a tool
+call, an escalation, or a budget that ran out at levels 2 and 3
+(:func:`kasloop.guardrails.budget.budget_request`); its id comes from :func:`approval_id`, :func:`record_request` stores
 it, and :func:`approval_json` is the one shape every listing shows (``Agent.approvals()``, ``RunResult``,
 ``kasloop approvals --json``, ``kasloop status``, the channels, the report).
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
@@ -330,8 +330,8 @@ async def check_decision(
 ) -> Checked:
     """Check one decision on ``approval_id`` against the request as stored; nothing is written on success.
 
-    The request must be pending, its thread must exist and (tool calls, escalations) still wait in that
-    pause, and it must not have expired; then :func:`bind_decision` checks the decision itself.
+    The request must be pending, its thread must exist and still wait in that pause, and it must not have
+    expired (a budget request does not); then :func:`bind_decision` checks the decision itself.
 
     Raises:
         ApprovalAlreadyDecided: someone decided it already.
@@ -350,17 +350,16 @@ async def check_decision(
         raise ApprovalStale(f"Approval `{approval_id}` belongs to a thread that no longer exists.")
     config = thread_config(thread["policy"])
     typed = _redacted(parse_decision(decision), config)
-    step = 0
-    if record["kind"] != "budget":  # a budget request does not expire, and no graph pause waits for it
-        if record["expires_at"] < (time.time() if now is None else now) and config.approval_expiry == "reject":
-            await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
-            raise ApprovalExpired(
-                f"Approval `{approval_id}` expired at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['expires_at']))}; "
-                f"`kasloop resume {record['thread']}` rejects it as the thread's policy says (approval_expiry)."
-            )
-        live, step = await pause(config, record["thread"])
-        if record["batch_id"] not in live:
-            raise ApprovalStale(f"Approval `{approval_id}` is stale: thread `{record['thread']}` is no longer waiting for it.")
+    expired = record["expires_at"] < (time.time() if now is None else now)
+    if expired and record["kind"] != "budget" and config.approval_expiry == "reject":  # a budget request waits for a person
+        await EventLog(db).append(record["thread"], 0, "approval_refused", approval_id=approval_id, reason="expired", channel=channel)
+        raise ApprovalExpired(
+            f"Approval `{approval_id}` expired at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['expires_at']))}; "
+            f"`kasloop resume {record['thread']}` rejects it as the thread's policy says (approval_expiry)."
+        )
+    live, step = await pause(config, record["thread"])
+    if record["batch_id"] not in live:
+        raise ApprovalStale(f"Approval `{approval_id}` is stale: thread `{record['thread']}` is no longer waiting for it.")
     tool = tool_for(config, record["tool"]) if isinstance(typed, Edit) and record["kind"] != "budget" else None
     bound = bind_decision(record, typed, tool)
     stored = {**bound.stored, "by": by, "channel": channel}
@@ -370,8 +369,8 @@ async def check_decision(
     )
 
 
-async def record_decision(db: Database, checked: Checked) -> None:
-    """Write a checked decision and its ``approval_decision`` event together.
+async def record_decision(db: Database, checked: Checked, *, writes: Sequence[tuple[str, tuple[Any, ...]]] = ()) -> None:
+    """Write a checked decision, its ``approval_decision`` event and ``writes`` (a budget raise) in one transaction.
 
     Raises:
         ApprovalAlreadyDecided: someone else decided it meanwhile; nothing changed.
@@ -384,12 +383,13 @@ async def record_decision(db: Database, checked: Checked) -> None:
         record["thread"], checked.step, "approval_decision", approval_id=record["approval_id"], decision=kind, by=checked.by,
         channel=checked.channel, arg_hash=record["arg_hash"], new_arg_hash=stored["arg_hash"] if edited else None, **said,
     )
-    if not await ApprovalStore(db).decide(record["approval_id"], stored, by=checked.by, channel=checked.channel, event=event):  # type: ignore[arg-type]
+    if not await ApprovalStore(db).decide(record["approval_id"], stored, by=checked.by, channel=checked.channel, writes=(event, *writes)):  # type: ignore[arg-type]
         raise ApprovalAlreadyDecided(f"Approval `{record['approval_id']}` was decided by someone else meanwhile; nothing changed.")
 
 
 async def reject_expired(db: Database, config: AgentConfig, thread_id: str, step: int, *, now: float | None = None) -> list[str]:
-    """Reject the thread's requests that expired unanswered, when its policy says so (``approval_expiry``).
+    """Reject the thread's requests that expired unanswered, when its policy says so (``approval_expiry``);
+    a budget request is not among them (the thread stays paused until a person decides).
 
     The one decision kasloop takes itself: recorded like a person's (by ``kasloop``, channel ``expiry``),
     the model is told :data:`EXPIRED_REASON`. A request someone decided meanwhile keeps that decision.
@@ -400,6 +400,8 @@ async def reject_expired(db: Database, config: AgentConfig, thread_id: str, step
     rejected: list[str] = []
     decision = Reject(reason=EXPIRED_REASON)
     for record in await ApprovalStore(db).expired(thread_id, time.time() if now is None else now):
+        if record["kind"] == "budget":
+            continue
         stored = {"decision": "reject", "reason": EXPIRED_REASON, "arg_hash": record["arg_hash"], "by": "kasloop", "channel": "expiry"}
         checked = Checked(record=record, config=config, decision=decision, stored=stored, step=step, by="kasloop", channel="expiry")
         try:

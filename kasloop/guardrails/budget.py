@@ -8,9 +8,14 @@ making a call that would go over. The day limits add up the spend of every
 thread in the database for the current UTC day (``kasloop_spend``).
 
 A breach pauses the thread with status ``paused_budget`` (exit 11). At levels
-2 and 3 it also asks a human to raise the limit (an approval of kind
-``budget``); at every level ``kasloop budget THREAD --max-...`` raises it and
-``kasloop resume`` continues where the thread stopped.
+2 and 3 the breach's edge leads to ``human_approval``, which asks a person to
+raise the limit through ``interrupt()`` like any approval (a request of kind
+``budget``, :func:`budget_request`): approving raises the limit in the
+thread's stored policy and the thread goes on where it stopped; rejecting
+ends the run, still paused. At level 4 nobody is asked: the run ends and the
+channels are told. At every level ``kasloop budget THREAD --max-...`` raises
+a limit (answering a request that waits for it) and ``kasloop resume``
+continues.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kasloop.guardrails.approvals import approval_id, granted_value
+from kasloop.guardrails.approvals import ApprovalRequest, approval_id, granted_value
 from kasloop.config.schema import AgentConfig, Budgets, ModelPrice
 from kasloop.errors import ConfigError, UsageError
 from kasloop.state import RunContext, Usage
@@ -31,6 +36,7 @@ __all__ = [
     "EXPECTED_REPLY_TOKENS",
     "LIMITS",
     "Breach",
+    "budget_pause",
     "budget_request",
     "check_prices",
     "cost",
@@ -175,22 +181,33 @@ def tool_call_breach(ctx: RunContext, usage: Usage) -> Breach | None:
     return None
 
 
-def budget_request(thread_id: str, breach: dict[str, Any], ttl: float) -> dict[str, Any]:
+def budget_pause(ctx: RunContext, breach: dict[str, Any], message: str) -> dict[str, Any]:
+    """The state update of a node that stops before a call ``breach`` forbids.
+
+    At levels 2 and 3 the status is ``waiting_approval`` and the edge leads to ``human_approval``, which
+    asks a person to raise the limit; at level 4, and in a team's specialist (``RunContext.budget_asks``),
+    it is ``paused_budget`` and the run ends. ``budget_breach`` stays set until the next ``perceive`` or
+    ``act`` (where the thread goes on once the limit is raised).
+    """
+    asks = ctx.autonomy < 4 and ctx.budget_asks
+    return {"status": "waiting_approval" if asks else "paused_budget", "output": message, "budget_breach": breach}
+
+
+def budget_request(thread_id: str, breach: dict[str, Any], ttl: float) -> ApprovalRequest:
     """The approval request (kind ``budget``) asking a human to raise the limit ``breach`` names.
 
-    Its id depends on the limit, its value and what was used, so asking again after a refusal
-    (same numbers) is the same request, while a new pause after a raise is a new one.
+    Its id depends on the limit, its value and what was used, so the node asking again after a re-run
+    (same numbers) makes the same request, while a new pause after a raise is a new one.
     """
-    seed = f"{thread_id}:budget:{breach['limit']}:{breach['value']}:{breach['used']}"
-    request_id = approval_id(thread_id, "budget", breach["limit"], breach["value"], breach["used"])
-    now = time.time()
-    return {
-        "approval_id": request_id, "thread": thread_id, "batch_id": f"budget-{request_id}", "call_id": "", "kind": "budget",
-        "tool": "budget", "args": dict(breach), "risk": "high", "arg_hash": seed,
-        "reason": f"budgets.{breach['limit']} = {breach['value']:g} ({LIMITS.get(breach['limit'], '')}) is used up ({breach['used']:g}). "
+    now = time.time()  # only the id must be stable across re-runs; the runner keeps the first payload
+    return ApprovalRequest(
+        approval_id=approval_id(thread_id, "budget", breach["limit"], breach["value"], breach["used"]),
+        thread=thread_id, kind="budget", call_id="", tool="budget", args=dict(breach), risk="high",
+        arg_hash=f"{thread_id}:budget:{breach['limit']}:{breach['value']}:{breach['used']}",
+        reason=f"budgets.{breach['limit']} = {breach['value']:g} ({LIMITS.get(breach['limit'], '')}) is used up ({breach['used']:g}). "
         f"Approve to raise it to {breach['proposed']:g} (or --edit '{{\"value\": N}}'), reject to leave the thread paused.",
-        "created_at": now, "expires_at": now + ttl,
-    }
+        created_at=now, expires_at=now + ttl,
+    )
 
 
 def with_budgets(policy: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,10 @@ async def _threads_with_work(db: Database, only: list[str] | None) -> list[str]:
             if not await approvals.pending(thread) or await approvals.expired(thread, time.time()):
                 chosen.append(thread)
         elif status == "paused_budget":
-            continue
+            # Paused until a person raises the limit; go on when one did without resuming it (a signed
+            # webhook callback, `approve --no-resume`, `kasloop budget` answering the request).
+            if await approvals.budget_granted(thread):
+                chosen.append(thread)
         elif status not in IDLE_STATUSES or await inbox.pending(thread):
             chosen.append(thread)
     return chosen

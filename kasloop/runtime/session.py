@@ -21,15 +21,18 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 
-from kasloop.guardrails.approvals import Checked, approval_json, record_decision, record_request, reject_expired
-from kasloop.guardrails.budget import budget_request, with_budgets
+from kasloop.guardrails.approvals import Checked, Edit, approval_json, record_decision, record_request, reject_expired
+from kasloop.guardrails.budget import with_budgets
 from kasloop.channels.fanout import announce, notify
 from kasloop.checkpoints import ApprovalRecord, ApprovalStore, Database, EventLog, Inbox, Ledger, ThreadStore
+from kasloop.checkpoints.database import Connection
+from kasloop.checkpoints.events import event_row
+from kasloop.checkpoints.threads import policy_row
 from kasloop.checkpoints.pruning import prune_events, prune_thread
 from kasloop.checkpoints.rules import RuleStore
 from kasloop.checkpoints.spend import SpendLog
 from kasloop.config.schema import AgentConfig, PolicyRule
-from kasloop.errors import ThreadBusy, ThreadNotFound, UsageError
+from kasloop.errors import ApprovalAlreadyDecided, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, tool_names_for
 from kasloop.runtime.result import RunResult
@@ -227,23 +230,18 @@ class ThreadSession:
             batch_id = intr.id
             for request in intr.value.get("requests", []):
                 await record_request(db, {**_at_top(request, thread_id), "batch_id": intr.id}, step)
-        breach = values.get("budget_breach") if values.get("status") == "paused_budget" and not snapshot.interrupts else None
-        if breach:
-            batch_id = await self._ask_for_budget(breach, step)
         await approvals.mark_stale(thread_id, batch_id)
         records: list[dict[str, Any]] = []
-        if snapshot.interrupts:
-            status = "waiting_approval"
+        if snapshot.interrupts:  # a budget request (levels 2, 3) is a pause like any other, reported as the budget's
+            status = "paused_budget" if snapshot.interrupts[0].value.get("kind") == "budget" else "waiting_approval"
             records = [approval_json(r) for r in await approvals.pending(thread_id)]
         else:
             status = values.get("status", "running")
             if status in ("running", "waiting_approval") and _finished(snapshot):
                 status = "done"
-            if breach:
-                records = [approval_json(r) for r in await approvals.pending(thread_id)]
         if records:
             await self.announce(records)
-        elif status in ("escalated", "paused_budget"):  # nobody is asked (level 4): tell them
+        elif status in ("escalated", "paused_budget") and not snapshot.interrupts:  # nobody is asked (level 4): tell them
             key = f"{status}:{step}:{values.get('model_turns', 0)}"
             await self.notify(key, f"Thread {thread_id} {status.replace('_', ' ')}", values.get("output", ""))
         await ThreadStore(db).set_status(thread_id, status)
@@ -274,11 +272,19 @@ class ThreadSession:
 
     async def apply(self, checked: Checked, *, resume: bool) -> RunResult:
         """Record a decision :func:`kasloop.guardrails.approvals.check_decision` passed; once the pause is fully decided
-        (and ``resume``), continue the thread."""
+        (and ``resume``), continue the thread.
+
+        An approved budget request raises the limit in the thread's stored policy in the same transaction
+        as the decision: a crash never keeps an approval whose raise was lost (the thread would ask again
+        for the same numbers) or a raise nobody approved.
+        """
         record = checked.record
-        if record["kind"] == "budget":
-            return await self._apply_budget(checked, resume)
-        await record_decision(self.db, checked)
+        raise_to: tuple[list[Statement], AgentConfig] | None = None
+        if record["kind"] == "budget" and checked.granted is not None:
+            raise_to = await self._budget_writes({record["args"]["limit"]: checked.granted}, by=checked.by)
+        await record_decision(self.db, checked, writes=raise_to[0] if raise_to else ())
+        if raise_to is not None:
+            self._go_on_under(raise_to[1])
         if checked.rule is not None:  # read by the drive below: the thread's next calls already follow it
             await add_standing_rule(self.db, PolicyRule(tool=record["tool"], action=checked.rule), by=checked.by)
         batch = await ApprovalStore(self.db).batch(record["batch_id"])
@@ -286,37 +292,47 @@ class ThreadSession:
             return await self.settle()
         return await self.drive(Command(resume=_resume_value(batch)))
 
-    async def _apply_budget(self, checked: Checked, resume: bool) -> RunResult:
-        """Approve: raise the limit in the thread's stored policy, then continue. Reject: stay paused."""
-        await record_decision(self.db, checked)
-        if checked.granted is None:  # rejected
-            return await self.settle()
-        await self.set_budgets({checked.record["args"]["limit"]: checked.granted}, by=checked.by)
-        if not resume:
-            return await self.settle()
-        return await self.continue_paused()
-
-    async def _ask_for_budget(self, breach: dict[str, Any], step: int) -> str | None:
-        """At levels 2 and 3 a budget pause is also a request to a human to raise that limit. Returns its batch."""
-        record = await ThreadStore(self.db).get(self.thread_id)
-        if record is None or record["policy"].get("autonomy", 3) >= 4:
-            return None
-        request = budget_request(self.thread_id, breach, self.sessions.config.approval_ttl)
-        await record_request(self.db, request, step)
-        return str(request["batch_id"])
-
     async def set_budgets(self, limits: dict[str, Any], *, by: str) -> dict[str, Any]:
-        """Write new limits into the thread's stored policy (only people get here: CLI, Python, an approved budget request)."""
-        threads = ThreadStore(self.db)
-        record = await threads.get(self.thread_id)
+        """Write new limits into the thread's stored policy (only people get here: ``kasloop budget``, Python).
+
+        A budget request waiting for one of these limits is answered in the same transaction, as an edit
+        granting the new value, by ``by`` on channel ``budget`` (when the value is above what is used; a
+        lower one leaves the request waiting): the thread goes on with ``kasloop resume``, and nobody is
+        left holding a request that no longer says what the limit is.
+        """
+        writes, config = await self._budget_writes(limits, by=by)
+        waiting = [r for r in await ApprovalStore(self.db).pending(self.thread_id) if r["kind"] == "budget" and _grants(r, limits)]
+        answered = False
+        for record in waiting[:1]:  # one pause, one budget request
+            value = limits[record["args"]["limit"]]
+            stored = {"decision": "edit", "args": {"value": value}, "arg_hash": record["arg_hash"], "by": by, "channel": "budget"}
+            checked = Checked(
+                record=record, config=config, decision=Edit(args={"value": value}), stored=stored, step=0, by=by, channel="budget", granted=value,
+            )
+            try:
+                await record_decision(self.db, checked, writes=writes)
+                answered = True
+            except ApprovalAlreadyDecided:
+                pass  # someone decided it meanwhile: the limits are written all the same
+        if not answered:
+            await self.db.write(lambda conn: _run_all(conn, writes))
+        self._go_on_under(config)
+        return config.budgets.model_dump(mode="json")
+
+    async def _budget_writes(self, limits: dict[str, Any], *, by: str) -> tuple[list[Statement], AgentConfig]:
+        """The writes that set ``limits`` in the stored policy (checked like kasloop.toml's ``[budgets]``) with their
+        ``budget_changed`` event, and the thread's config under them."""
+        record = await ThreadStore(self.db).get(self.thread_id)
         if record is None:
             raise self.sessions.not_found(self.thread_id)
         policy = with_budgets(record["policy"], limits)
-        await threads.set_policy(self.thread_id, policy)
-        self.config = self.sessions.thread_config(policy)
-        self._graph = None  # built again from the raised limits when the thread goes on
-        await EventLog(self.db).append(self.thread_id, 0, "budget_changed", by=by, **{k: policy["budgets"][k] for k in limits})
-        return policy["budgets"]  # type: ignore[no-any-return]
+        event = event_row(self.thread_id, 0, "budget_changed", by=by, **{k: policy["budgets"][k] for k in limits})
+        return [policy_row(self.thread_id, policy), event], self.sessions.thread_config(policy)
+
+    def _go_on_under(self, config: AgentConfig) -> None:
+        """The raised limits are written: this session goes on under them (its graph is built again from them)."""
+        self.config = config
+        self._graph = None
 
     async def continue_paused(self, values: dict[str, Any] | None = None) -> RunResult:
         """Continue a thread a budget paused, exactly where it stopped (the calls not yet run first)."""
@@ -362,6 +378,20 @@ def _at_top(request: dict[str, Any], thread_id: str) -> dict[str, Any]:
     inner = str(request.get("thread", thread_id))
     path = inner.removeprefix(thread_id + "/") if inner.startswith(thread_id + "/") else ""
     return {**request, "thread": thread_id, "path": path}
+
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def _run_all(conn: Connection, statements: list[Statement]) -> None:
+    for statement in statements:
+        conn.execute(*statement)
+
+
+def _grants(record: ApprovalRecord, limits: dict[str, Any]) -> bool:
+    """Whether ``limits`` raise the limit a budget request waits for above what is used."""
+    value = limits.get(record["args"].get("limit"))
+    return value is not None and float(value) > float(record["args"]["used"])
 
 
 def _resume_value(batch: list[ApprovalRecord]) -> dict[str, Any]:

@@ -188,9 +188,7 @@ class Sessions:
         if unknown:
             raise UsageError(f"`{unknown[0]}` is not a budget; budgets: {', '.join(LIMITS)}.")
         async with self.open() as db:
-            budgets = await (await self.stored(db, thread_id)).set_budgets(limits, by=by or getpass.getuser())
-            await ApprovalStore(db).mark_stale_kind(thread_id, "budget")
-            return budgets
+            return await (await self.stored(db, thread_id)).set_budgets(limits, by=by or getpass.getuser())
 
     async def delete_thread(self, thread_id: str) -> dict[str, Any]:
         async with self.open() as db:
