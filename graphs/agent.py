@@ -35,7 +35,7 @@ from kasloop.guardrails.budget import check_prices
 from kasloop.checkpoints.memory import MemoryEventLog, MemoryInbox, MemoryLedger
 from kasloop.checkpoints.spend import MemorySpend
 from kasloop.config.schema import AgentConfig
-from kasloop.models.chat import ModelChain, resolve_model_specs
+from kasloop.models.chat import ModelChain, chain_with, resolve_model_specs
 from kasloop.nodes import make_act, make_decide, make_human_approval, make_perceive, make_self_diagnose
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, NodeDeps, RedactingEvents, SpendLike
 from kasloop.nodes.human_approval import route_after_approval
@@ -135,7 +135,8 @@ def build_graph(
     Args:
         config: what the agent may do; defaults to ``AgentConfig()``.
         checkpointer: where state is saved; pass kasloop's SQLite saver for durable threads.
-        model: a chat model to use instead of the one the config's spec names.
+        model: a chat model object (any LangChain ``BaseChatModel``) in the place of the config's first
+            model; the config's other specs, if any, are its fallbacks.
         tools: extra (user-defined) tools the config may select by name or family.
         ledger, events, inbox, spend: kasloop's database tables; in-process ones are used when omitted.
         resources: what tools share across calls (database, state folder, one browser);
@@ -149,7 +150,7 @@ def build_graph(
     config = config or AgentConfig()
     selected = select_tools(config.tools, tools)
     check_tool_settings(config.tool_settings, config.workspace)
-    specs = [] if model is not None else resolve_model_specs(config)
+    specs = resolve_model_specs(config) if model is None else chain_with(model, config.model_specs)
     check_prices(config, specs)
     redactor = Redactor.for_config(config)
     protect_logs(redactor)

@@ -261,14 +261,20 @@ def build_team_graph(
     return TeamGraph.of(loop, graphs)
 
 
-def build_for(config: AgentConfig, **kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The graph a config describes: a team (``run_team``), a collaboration (``run_collaboration``) or a single agent."""
+def build_for(config: AgentConfig, *, model: BaseChatModel | None = None, **kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The graph a config describes: a team (``run_team``), a collaboration (``run_collaboration``) or a single agent.
+
+    ``model``: a chat model object (``Agent(model=...)``) for the top agent, and for every specialist or peer
+    that names no model of its own (they inherit the manager's model, as they inherit its spec).
+    """
     if config.run_team is not None:
-        return build_team_graph(config, **kwargs)
+        inherit = {n: model for n, m in config.team_members().items() if m.model is None} if model is not None else None
+        return build_team_graph(config, model=model, specialist_models=inherit, **kwargs)
     if config.run_collaboration is not None:
         chosen = config.collaboration[config.run_collaboration]
-        return build_collaboration_graph(config, chosen.peers, turn_limit=chosen.turn_limit, **kwargs)
-    return build_graph(config, **kwargs)
+        peers = {n: model for n, p in chosen.peers.items() if p.model is None} if model is not None else None
+        return build_collaboration_graph(config, chosen.peers, turn_limit=chosen.turn_limit, models=peers, **kwargs)
+    return build_graph(config, model=model, **kwargs)
 
 
 def tool_names_for(config: AgentConfig, extra: Iterable[Tool] = ()) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
 
 from kasloop.guardrails.approvals import Approve, Reject, Respond, TypedDecision, approval_json, parse_decision
 from kasloop.guardrails.budget import check_prices
@@ -28,7 +29,7 @@ from kasloop.checkpoints.sqlite import sqlite_path
 from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import UsageError
 from kasloop.graphs.team import team_tools
-from kasloop.models.chat import resolve_model_specs
+from kasloop.models.chat import chain_with, resolve_model_specs
 from kasloop.safety.protected import protected_paths_for
 from kasloop.runtime.result import EXIT_CODES, RunResult
 from kasloop.runtime.sessions import ProgressCallback, Sessions
@@ -74,6 +75,11 @@ class Agent:
             they see every node (chain) and every model call, specialists' included.
         config_file: the config file this agent's settings came from: protected like the home (no tool may
             touch it; ``./kasloop.toml`` and ``$KASLOOP_CONFIG`` always are).
+        model: any LangChain chat model object (``ChatAnthropic(...)``, ``init_chat_model(...)``, a fake for
+            tests) to run new threads on, in the place of ``config.model``'s first spec (its other specs stay
+            fallbacks). A thread
+            stores it as ``object:CLASS``: the CLI reads, lists and records decisions for such a thread,
+            and a process that has the object (this ``Agent``) continues it.
     """
 
     def __init__(
@@ -86,8 +92,11 @@ class Agent:
         progress: ProgressCallback | None = None,
         callbacks: list[BaseCallbackHandler] | None = None,
         config_file: str | Path | None = None,
+        model: BaseChatModel | None = None,
     ) -> None:
         config = config or AgentConfig()
+        if model is not None:  # stored with each new thread as `object:CLASS` in the first model's place
+            config = config.model_copy(update={"model": chain_with(model, config.model_specs)})
         # Every store and log of this process redacts this agent's secrets, also before a graph is built
         # (the daemon's inbox poll, a receiver app).
         remember_secrets(Redactor.for_config(config))
@@ -104,6 +113,7 @@ class Agent:
         check_prices(config, resolve_model_specs(config))
         self.sessions = Sessions(
             config, home=home_path, db_path=db_path, extra_tools=extra_tools, progress=progress, callbacks=callbacks, protected=protected,
+            model=model,
         )
         """The threads of this home and database: what the daemon, the channels and the receivers work through."""
 

@@ -25,7 +25,7 @@ from typing import ClassVar
 from pydantic import Field, StrictStr, ValidationInfo, field_validator
 
 from kasloop.safety.protected import setting_values
-from kasloop.safety.secrets import DEFAULT_SECRET_ENVS
+from kasloop.safety.secrets import DEFAULT_SECRET_ENVS, PROVIDER_KEY_ENVS
 from kasloop.tools.base import ToolContext, ToolFailure, ToolSettings
 from kasloop.tools.sandbox import SandboxMode
 from kasloop.tools.shell_wrappers import WRAPPERS, check_guarded_options, refuse
@@ -322,11 +322,14 @@ def check_command(argv: Sequence[str], policy: ShellPolicy) -> str:
     return _check(argv, policy, [], 0)
 
 
+_PROVIDER_KEYS = frozenset(PROVIDER_KEY_ENVS.values())
+
+
 def own_secret(name: str, policy: ShellPolicy) -> bool:
     """kasloop's own variables (``KASLOOP_*``: approval secrets, tool tokens), the variables its built-in
-    tools and models read secrets from, and every variable a tool setting names (``*_env``): never
+    tools and models read secrets from (every model provider's key variable too), and every variable a tool setting names (``*_env``): never
     passed to a program, even when ``env_passthrough`` names them."""
-    return name.startswith("KASLOOP_") or name in DEFAULT_SECRET_ENVS or name in policy.own_secrets
+    return name.startswith("KASLOOP_") or name in DEFAULT_SECRET_ENVS or name in _PROVIDER_KEYS or name in policy.own_secrets
 
 
 def child_env(policy: ShellPolicy, environ: dict[str, str] | None = None) -> dict[str, str]:

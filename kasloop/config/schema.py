@@ -29,6 +29,7 @@ __all__ = [
     "Budgets",
     "ModelPrice",
     "OpenAISettings",
+    "ProviderSettings",
     "DEFAULT_TEAM",
     "PolicyRule",
     "Risk",
@@ -141,6 +142,20 @@ class OpenAISettings(_Frozen):
     """Default: ``OPENAI_API_KEY``."""
     timeout: float = 120.0
     """Seconds per request."""
+
+
+class ProviderSettings(_Frozen):
+    """How to reach one provider of ``PROVIDER:NAME`` model specs (``[providers.anthropic]``). Never stored with a thread."""
+
+    base_url: str | None = None
+    """The provider's API, e.g. ``http://127.0.0.1:11434`` for a local Ollama; default: the provider's own."""
+    api_key_env: str | None = None
+    """The environment variable holding the key (redacted everywhere); default: the provider's own variable
+    (``ANTHROPIC_API_KEY``, ``GOOGLE_API_KEY``, ...). A key is never written in the config."""
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds per request (providers whose client takes one)."""
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """More keyword arguments for the provider's chat model, e.g. ``{max_tokens = 2048}`` or Ollama's ``{num_ctx = 8192}``."""
 
 
 class TelegramApprovals(_Frozen):
@@ -290,7 +305,8 @@ class AgentConfig(_Frozen):
     autonomy: int = 3
     """2, 3 or 4; see ``AUTONOMY_LEVELS``."""
     model: str | list[str] | None = None
-    """Model spec (``scripted:FILE``, ``openai:NAME``, ``local``) or a fallback list.
+    """Model spec (``scripted:FILE``, ``openai:NAME``, ``local``, or ``PROVIDER:NAME`` for any provider of
+    LangChain's ``init_chat_model``, e.g. ``anthropic:claude-sonnet-4-5``) or a fallback list (providers may mix).
     ``None``: ``openai:gpt-4o-mini`` if an OpenAI key is set, else the embedded ``local`` model."""
     tools: list[str] = Field(default_factory=lambda: ["files"])
     """Tool families or single tools the agent gets; it gets nothing else."""
@@ -304,6 +320,8 @@ class AgentConfig(_Frozen):
     """Model spec, model name or kind → price, e.g. ``{"openai:gpt-4o-mini": {"input": 0.15, "output": 0.6}}``;
     laid over kasloop's defaults (local and scripted models are free)."""
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    """Connection settings of other model providers, by provider (``[providers.anthropic]``, ``[providers.ollama]``)."""
     tool_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-family tool settings, e.g. ``{"http": {"allow_domains": ["example.org"]}}`` (see the tools reference)."""
     secret_env: list[str] = Field(default_factory=list)
@@ -391,7 +409,7 @@ class AgentConfig(_Frozen):
             return self
         specs = [self.model] if isinstance(self.model, str) else self.model
         if not specs or not all(isinstance(s, str) and s for s in specs):
-            raise ValueError("model must be a spec like `scripted:FILE`, `openai:NAME` or `local`")
+            raise ValueError("model must be a spec like `scripted:FILE`, `openai:NAME`, `anthropic:NAME` or `local`")
         return self
 
     @model_validator(mode="after")
@@ -437,9 +455,9 @@ class AgentConfig(_Frozen):
 
     def thread_policy(self) -> dict[str, Any]:
         """The part stored with a thread: no secrets, no connection settings."""
-        return self.model_dump(mode="json", exclude={"openai"})
+        return self.model_dump(mode="json", exclude={"openai", "providers"})
 
     def with_thread_policy(self, stored: dict[str, Any]) -> AgentConfig:
         """This config with a thread's stored policy laid over it (secrets stay from ``self``)."""
-        merged = {**self.model_dump(mode="python", exclude={"openai"}), **stored}
-        return AgentConfig(**merged, openai=self.openai)
+        merged = {**self.model_dump(mode="python", exclude={"openai", "providers"}), **stored}
+        return AgentConfig(**merged, openai=self.openai, providers=self.providers)

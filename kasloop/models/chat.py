@@ -2,7 +2,8 @@
 
 Specs: ``scripted:FILE`` (deterministic replay), ``openai:NAME`` (any
 OpenAI-compatible server through ``ChatOpenAI``), ``local`` (the embedded
-model, managed by ``kasloop local-model``).
+model, managed by ``kasloop local-model``), and ``PROVIDER:NAME`` for every
+other provider of LangChain's ``init_chat_model`` (:mod:`kasloop.models.providers`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from kasloop.models import local_server
 from kasloop.config.schema import AgentConfig
 from kasloop.errors import ConfigError, KasloopError, ModelError
+from kasloop.models.providers import PROVIDERS, build_provider_model, check_provider
 from kasloop.models.scripted import ScriptedChatModel, load_script
 
-__all__ = ["DEFAULT_OPENAI_MODEL", "GUIDED_STEPS", "ModelChain", "build_model", "check_model_spec", "extract_tool_call", "invoke_model", "resolve_model_specs"]
+__all__ = [
+    "DEFAULT_OPENAI_MODEL", "GUIDED_STEPS", "DetachedModel", "ModelChain", "build_model", "chain_with", "check_model_spec", "extract_tool_call", "invoke_model",
+    "is_object_spec", "object_spec", "resolve_model_specs",
+]
 
 DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
 LOCAL_TEMPERATURE = 0.3
@@ -44,6 +49,39 @@ def _own_async_client(timeout: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout)
 
 
+def object_spec(model: BaseChatModel) -> str:
+    """What a thread's stored policy says of a chat model object given in Python: ``object:CLASS``."""
+    return f"object:{type(model).__name__}"
+
+
+def is_object_spec(spec: str) -> bool:
+    return spec.startswith("object:")
+
+
+def chain_with(model: BaseChatModel, specs: list[str]) -> list[str]:
+    """The fallback chain when a chat model object is given: it takes the first model's place; the other
+    specs stay its fallbacks."""
+    return [object_spec(model), *specs[1:]]
+
+
+class DetachedModel(BaseChatModel):
+    """Stands for a chat model object that only the Python process given it has (``Agent(model=...)``).
+
+    Another process (``kasloop status``, ``kasloop approve --no-resume``) compiles the thread's graph with
+    it to read the thread's state and pauses; it never answers (the thread session refuses to drive a thread
+    whose model it lacks, before any node runs).
+    """
+
+    spec: str
+
+    @property
+    def _llm_type(self) -> str:
+        return "kasloop-detached"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        raise ModelError(f"model `{self.spec}` is a Python object this process does not have", transient=False)
+
+
 def resolve_model_specs(config: AgentConfig) -> list[str]:
     """The model chain to use: the configured one; else OpenAI if a key is set; else the local model."""
     if config.model is not None:
@@ -58,6 +96,10 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
     kind, rest = _parse_spec(spec)
     if kind == "scripted":
         return ScriptedChatModel.from_file(rest)
+    if kind == "object":
+        return DetachedModel(spec=spec)
+    if kind in PROVIDERS:
+        return build_provider_model(spec, config.providers.get(kind))
     if kind == "openai":
         from langchain_openai import ChatOpenAI  # here: it loads the openai SDK (about 0.5 s), which a scripted model never needs
 
@@ -108,8 +150,8 @@ def _parse_spec(spec: str) -> tuple[str, str]:
         raise ConfigError("Model spec `scripted:` needs a file: --model scripted:PATH.jsonl")
     if kind == "openai" and not rest:
         raise ConfigError("Model spec `openai:` needs a model name, e.g. --model openai:gpt-4o-mini")
-    if kind not in ("scripted", "openai") and spec != "local":
-        raise ConfigError(f"Unknown model spec `{spec}`; use scripted:FILE, openai:NAME or local.")
+    if kind not in ("scripted", "openai", "object") and spec != "local":
+        check_provider(spec)  # one line naming the problem: an unknown provider, no model name, a missing package
     return kind, rest
 
 
@@ -175,7 +217,10 @@ async def invoke_model(
         # model's HTTP 500s), and the raw reply reaches extract_tool_call, which can tell a call, an answer
         # and an echoed tool result apart.
         messages = with_tool_listing(messages, tools)
-    bound = model.bind_tools(tools) if tools and not in_prompt else model
+    try:
+        bound = model.bind_tools(tools) if tools and not in_prompt else model
+    except NotImplementedError:  # a model that cannot be given tool schemas (a test fake): its replies may still carry calls
+        bound = model
     kwargs: dict[str, Any] = {"turn": turn, "purpose": purpose} if isinstance(model, ScriptedChatModel) else {}
     seed = (model.metadata or {}).get(SEED_MARK)
     if isinstance(seed, int):

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 
@@ -35,6 +36,7 @@ from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import ApprovalAlreadyDecided, ThreadBusy, ThreadNotFound, UsageError
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, tool_names_for
+from kasloop.models.chat import is_object_spec
 from kasloop.runtime.result import RunResult
 from kasloop.state import empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
@@ -61,6 +63,7 @@ class Shared(Protocol):
     """What a thread session takes from the home it was opened in (:class:`kasloop.runtime.sessions.Sessions`)."""
 
     config: AgentConfig
+    model: BaseChatModel | None
     extra_tools: tuple[Tool, ...]
     callbacks: list[BaseCallbackHandler]
     progress: ProgressCallback | None
@@ -96,10 +99,15 @@ class ThreadSession:
         if self._graph is None:
             db, sessions = self.db, self.sessions
             self._graph = build_for(
-                self.config, checkpointer=db.saver, tools=sessions.extra_tools, ledger=Ledger(db), events=EventLog(db),
+                self.config, model=self._model_object(), checkpointer=db.saver, tools=sessions.extra_tools, ledger=Ledger(db), events=EventLog(db),
                 inbox=Inbox(db), resources=sessions.resources(db), spend=SpendLog(db),
             )
         return self._graph
+
+    def _model_object(self) -> BaseChatModel | None:
+        """The chat model object this thread runs on, when its policy says ``object:CLASS`` and this process has one."""
+        specs = self.config.model_specs
+        return self.sessions.model if specs and is_object_spec(specs[0]) else None
 
     async def snapshot(self) -> Any:
         """LangGraph's ``StateSnapshot`` of the thread: values, the pause it waits in (``interrupts``), what runs next."""
@@ -182,6 +190,12 @@ class ThreadSession:
     async def drive_locked(self, payload: Any) -> RunResult:
         """Stream the graph from ``payload`` until it ends, pauses or is asked to stop; then settle. The caller holds the lock."""
         sessions, config = self.sessions, self.config
+        specs = config.model_specs
+        if specs and is_object_spec(specs[0]) and sessions.model is None:
+            raise UsageError(
+                f"Thread `{self.thread_id}` runs on a chat model object ({specs[0]}) that only Python has; continue it there: "
+                f"`await Agent(config, model=...).resume({self.thread_id!r})` (decisions recorded so far are kept)."
+            )
         ctx = context_for(config, self.thread_id, tool_names_for(config, sessions.extra_tools))
         standing = await RuleStore(self.db).policy_rules()
         if standing:  # rules people added since (`--always`, `kasloop rules add`) join the thread's own

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
 
 from kasloop.guardrails.approvals import TypedDecision, approval_json, check_decision
 from kasloop.guardrails.budget import LIMITS
@@ -63,8 +64,11 @@ class Sessions:
         progress: ProgressCallback | None = None,
         callbacks: list[BaseCallbackHandler] | None = None,
         protected: Any = None,
+        model: BaseChatModel | None = None,
     ) -> None:
         self.config = config
+        self.model = model
+        """The chat model object threads whose policy says ``object:CLASS`` run on (``Agent(model=...)``)."""
         self.home = home
         self.db_path = db_path
         self.extra_tools = tuple(extra_tools)

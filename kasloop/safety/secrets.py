@@ -54,7 +54,7 @@ from kasloop.safety.protected import setting_values
 
 
 __all__ = [
-    "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "Redactor", "RedactingFilter", "SecretSettings", "known_secrets", "protect_logs",
+    "DEFAULT_SECRET_ENVS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "PROVIDER_KEY_ENVS", "Redactor", "RedactingFilter", "SecretSettings", "known_secrets", "protect_logs",
     "remember_secrets", "secret_names",
 ]
 
@@ -69,6 +69,25 @@ DEFAULT_SECRET_ENVS = (
     "KASLOOP_WEBHOOK_SECRET",
 )
 """Variables the built-in tools and models read by default."""
+
+PROVIDER_KEY_ENVS: dict[str, str] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "azure_openai": "AZURE_OPENAI_API_KEY",
+    "cohere": "COHERE_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "google_genai": "GOOGLE_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistralai": "MISTRAL_API_KEY",
+    "nvidia": "NVIDIA_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "perplexity": "PPLX_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "upstage": "UPSTAGE_API_KEY",
+    "xai": "XAI_API_KEY",
+}
+"""The variable each model provider's client reads its key from when ``providers.NAME.api_key_env`` names
+none: all of them are secrets, redacted everywhere, whichever provider the agent uses."""
 
 T = TypeVar("T")
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
@@ -92,14 +111,21 @@ class SecretSettings(Protocol):
     @property
     def openai(self) -> Any: ...  # ``api_key``: a pydantic SecretStr or None
 
+    @property
+    def providers(self) -> dict[str, Any]: ...  # each ``api_key_env`` names a secret
+
 
 def secret_names(config: SecretSettings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Environment variables holding this agent's secrets: the defaults, every ``*_env`` of the tool
-    settings and the approval channels, ``secret_env``, and every ``KASLOOP_APPROVAL_*`` variable set."""
+    """Environment variables holding this agent's secrets: the defaults (model providers' keys included),
+    every ``api_key_env`` of ``[providers]``, every ``*_env`` of the tool settings and the approval channels, ``secret_env``, and every ``KASLOOP_APPROVAL_*`` variable set."""
     env = os.environ if environ is None else environ
     channels = config.approval_channels.model_dump(mode="json")
     approvals = sorted(name for name in env if name.startswith("KASLOOP_APPROVAL_"))
-    names = [*DEFAULT_SECRET_ENVS, *setting_values(config.tool_settings, "_env"), *setting_values(channels, "_env"), *approvals, *config.secret_env]
+    providers = [s.api_key_env for s in config.providers.values() if s.api_key_env]
+    names = [
+        *DEFAULT_SECRET_ENVS, *PROVIDER_KEY_ENVS.values(), *providers, *setting_values(config.tool_settings, "_env"),
+        *setting_values(channels, "_env"), *approvals, *config.secret_env,
+    ]
     return list(dict.fromkeys(names))
 
 

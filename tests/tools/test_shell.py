@@ -436,10 +436,11 @@ async def test_kasloops_own_secrets_never_pass_even_when_named(ws: Path, monkeyp
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-6666666666")
     monkeypatch.setenv("MAIL_PW", "mail-7777777777")
     monkeypatch.setenv("MYAPP_TEST_PLAIN", "plain-8888888888")
-    names = ["KASLOOP_APPROVAL_WEBHOOK_SECRET", "OPENAI_API_KEY", "MAIL_PW", "MYAPP_TEST_PLAIN"]
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-9999999999")  # a model provider's key: kasloop's too
+    names = ["KASLOOP_APPROVAL_WEBHOOK_SECRET", "OPENAI_API_KEY", "MAIL_PW", "MYAPP_TEST_PLAIN", "ANTHROPIC_API_KEY"]
     ctx = ToolContext(workspace=ws, extra={"shell": {"env_passthrough": names}, "email": {"smtp": {"password_env": "MAIL_PW"}}})
     out, _ = streams(await run_tool(SHELL, {"command": "env"}, ctx))
-    assert "approval-5555" not in out and "sk-openai" not in out and "mail-7777" not in out
+    assert "approval-5555" not in out and "sk-openai" not in out and "mail-7777" not in out and "sk-ant-9999" not in out
     assert "MYAPP_TEST_PLAIN=plain-8888888888" in out  # the control: a plain named variable passes
 
 
