@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -45,6 +46,7 @@ from kasloop.safety.secrets import Redactor, protect_logs
 from kasloop.config.loading import load_config, resolve_home
 from kasloop.state import AgentState, RunContext
 from kasloop.tools.base import Tool, ToolResources
+from kasloop.tools.langchain_tools import as_tools
 from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["build_graph", "context_for", "route_after_act", "route_after_decide", "route_after_perceive"]
@@ -122,7 +124,7 @@ def build_graph(
     *,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     model: BaseChatModel | None = None,
-    tools: Iterable[Tool] = (),
+    tools: Iterable[Tool | BaseTool] = (),
     ledger: LedgerLike | None = None,
     events: EventSink | None = None,
     inbox: InboxLike | None = None,
@@ -137,7 +139,7 @@ def build_graph(
         checkpointer: where state is saved; pass kasloop's SQLite saver for durable threads.
         model: a chat model object (any LangChain ``BaseChatModel``) in the place of the config's first
             model; the config's other specs, if any, are its fallbacks.
-        tools: extra (user-defined) tools the config may select by name or family.
+        tools: extra tools the config may select by name or family: kasloop ``Tool`` objects or LangChain tools.
         ledger, events, inbox, spend: kasloop's database tables; in-process ones are used when omitted.
         resources: what tools share across calls (database, state folder, one browser);
             the caller closes it with ``await resources.aclose()``. A private one when omitted.
@@ -148,7 +150,7 @@ def build_graph(
         thread's policy; without one it runs with the config's policy.
     """
     config = config or AgentConfig()
-    selected = select_tools(config.tools, tools)
+    selected = select_tools(config.tools, as_tools(tools))
     check_tool_settings(config.tool_settings, config.workspace)
     specs = resolve_model_specs(config) if model is None else chain_with(model, config.model_specs)
     check_prices(config, specs)

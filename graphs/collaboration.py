@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -53,6 +54,7 @@ from kasloop.graphs.members import build_members, specialist_config, specialist_
 from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
+from kasloop.tools.langchain_tools import as_tools
 
 __all__ = [
     "BLACKBOARD_TOOLS",
@@ -208,7 +210,7 @@ def build_collaboration_graph(
     turn_limit: int,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     models: Mapping[str, BaseChatModel] | None = None,
-    tools: Iterable[Tool] = (),
+    tools: Iterable[Tool | BaseTool] = (),
     ledger: LedgerLike | None = None,
     events: EventSink | None = None,
     inbox: InboxLike | None = None,
@@ -238,7 +240,7 @@ def build_collaboration_graph(
     resources = resources or standalone_resources(config)
     ledger, events, inbox, spend = ledger or MemoryLedger(), events or MemoryEventLog(), inbox or MemoryInbox(), spend or MemorySpend()
     graphs, configs, names = build_members(
-        peers, lambda name, peer: peer_config(config, name, peer), models=models, tools=(*tuple(tools), *blackboard_tools()),
+        peers, lambda name, peer: peer_config(config, name, peer), models=models, tools=(*as_tools(tools), *blackboard_tools()),
         ledger=ledger, events=events, inbox=inbox, resources=resources, spend=spend,
     )
 

@@ -37,6 +37,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.graph import Graph
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
@@ -53,6 +54,7 @@ from kasloop.nodes.deps import EventSink, InboxLike, LedgerLike, SpendLike
 from kasloop.nodes.messages import untrusted_sources
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
+from kasloop.tools.langchain_tools import as_tools
 from kasloop.tools.registry import select_tools
 
 __all__ = [
@@ -224,7 +226,7 @@ def build_team_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     model: BaseChatModel | None = None,
     specialist_models: dict[str, BaseChatModel] | None = None,
-    tools: Iterable[Tool] = (),
+    tools: Iterable[Tool | BaseTool] = (),
     ledger: LedgerLike | None = None,
     events: EventSink | None = None,
     inbox: InboxLike | None = None,
@@ -247,7 +249,7 @@ def build_team_graph(
     events = events or MemoryEventLog()
     inbox = inbox or MemoryInbox()
     spend = spend or MemorySpend()
-    tools = tuple(tools)
+    tools = as_tools(tools)
     graphs, configs, names = build_members(
         members, lambda name, member: specialist_config(config, name, member), models=specialist_models, tools=tools,
         ledger=ledger, events=events, inbox=inbox, resources=resources, spend=spend,

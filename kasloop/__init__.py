@@ -4,7 +4,7 @@ The public API is what ``__all__`` lists; everything else may change.
 """
 
 from kasloop.agent import Agent, RunResult
-from kasloop.config.schema import AgentConfig, Budgets, Collaboration, OpenAISettings, PolicyRule, Specialist
+from kasloop.config.schema import AgentConfig, Budgets, Collaboration, OpenAISettings, PolicyRule, ProviderSettings, Specialist
 from kasloop.errors import (
     ApprovalError,
     AutonomyLevelError,
@@ -25,6 +25,7 @@ from kasloop.memory.items import MemoryItem
 from kasloop.memory.long_term import LongTermMemory
 from kasloop.models.scripted import ScriptedChatModel
 from kasloop.state import AgentState, RunContext
+from kasloop.tools.langchain_tools import tool
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "ModelError",
     "OpenAISettings",
     "PolicyRule",
+    "ProviderSettings",
     "RunContext",
     "RunResult",
     "ScriptExhausted",
@@ -56,4 +58,5 @@ __all__ = [
     "build_collaboration_graph",
     "build_graph",
     "build_team_graph",
+    "tool",
 ]

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 
 from kasloop.guardrails.approvals import Approve, Reject, Respond, TypedDecision, approval_json, parse_decision
 from kasloop.guardrails.budget import check_prices
@@ -36,6 +37,7 @@ from kasloop.runtime.sessions import ProgressCallback, Sessions
 from kasloop.safety.secrets import Redactor, remember_secrets
 from kasloop.config.loading import resolve_home
 from kasloop.tools.base import Tool
+from kasloop.tools.langchain_tools import as_tools
 from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["EXIT_CODES", "Agent", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.guardrails.approvals' own, kept importable here
@@ -68,7 +70,9 @@ class Agent:
         config: policy and settings for new threads (existing threads keep their own policy).
         home: kasloop home folder (default: ``KASLOOP_HOME`` or ``./.kasloop``).
         db: database file, ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (default: ``<home>/kasloop.db``).
-        tools: extra tools (``kasloop.tools.Tool``) that configs may select.
+        tools: extra tools that configs may select by name (or family): ``kasloop.tools.Tool`` objects or any
+            LangChain tool (``BaseTool``, ``@tool`` functions), gated by what :func:`kasloop.tool` declared
+            (nothing declared: risk ``high``, not idempotent, output untrusted).
         progress: called with (node name, update) after every node, e.g. for a live display; if it also has a
             ``node_started(node)`` method, that is called as each node starts (see ``ProgressCallback``).
         callbacks: LangChain callback handlers for every run (a tracer such as LangSmith's, your own logging):
@@ -88,7 +92,7 @@ class Agent:
         *,
         home: str | Path | None = None,
         db: str | Path | None = None,
-        tools: Iterable[Tool] = (),
+        tools: Iterable[Tool | BaseTool] = (),
         progress: ProgressCallback | None = None,
         callbacks: list[BaseCallbackHandler] | None = None,
         config_file: str | Path | None = None,
@@ -106,7 +110,7 @@ class Agent:
             home=home_path, db_path=db_path, config_file=Path(config_file) if config_file is not None else None,
             tool_settings=config.tool_settings, extra=config.protected_paths,
         )
-        extra_tools = tuple(tools)
+        extra_tools = as_tools(tools)
         select_tools(config.tools, extra_tools)  # unknown tools and bad settings fail now, before any write
         team_tools(config, extra_tools)
         check_tool_settings(config.tool_settings, config.workspace)

@@ -12,9 +12,9 @@ def test_all_is_sorted_and_complete() -> None:
     assert kasloop.__all__ == sorted(kasloop.__all__)
     assert set(kasloop.__all__) == {
         "Agent", "AgentConfig", "AgentState", "ApprovalError", "AutonomyLevelError", "BudgetExceeded", "Budgets",
-        "CheckpointError", "Collaboration", "ConfigError", "KasloopError", "LocalModelError", "LongTermMemory", "MemoryItem", "ModelError", "OpenAISettings", "PolicyRule", "RunContext",
+        "CheckpointError", "Collaboration", "ConfigError", "KasloopError", "LocalModelError", "LongTermMemory", "MemoryItem", "ModelError", "OpenAISettings", "PolicyRule", "ProviderSettings", "RunContext",
         "RunResult", "ScriptExhausted", "ScriptedChatModel", "Specialist", "ThreadNotFound", "UsageError", "build_collaboration_graph", "build_graph",
-        "build_team_graph",
+        "build_team_graph", "tool",
     }
     for name in kasloop.__all__:
         assert getattr(kasloop, name) is not None
