@@ -4,7 +4,9 @@ Usage: python crash_agent.py HOME WORKSPACE SCRIPT AUTONOMY KIND (run GOAL | res
 
 KIND: 1 idempotent; 0 not idempotent; r not idempotent, reconciled by looking
 for its idempotency key in crash_runs.txt; n not idempotent, whose reconcile
-always answers "did not take effect".
+always answers "did not take effect"; L1 a LangChain ``@tool`` declared
+idempotent with ``kasloop.tool``; L0 a LangChain tool that declares nothing
+(so: high risk, not idempotent).
 
 The tool ``crash_once`` records that it started, and the first time it runs
 it kills the process (``os._exit``) after the ledger's intent row and before
@@ -19,8 +21,12 @@ import os
 import sys
 from pathlib import Path
 
+from typing import Any
+
+from langchain_core.tools import tool as langchain_tool
 from pydantic import BaseModel
 
+import kasloop
 from kasloop import Agent, AgentConfig
 from kasloop.tools import Tool, ToolContext
 
@@ -49,9 +55,16 @@ def main() -> None:
     async def never_happened(args: NoArgs, ctx: ToolContext) -> bool:
         return False
 
-    tool = Tool(name="crash_once", description="Does something fragile.", args_model=NoArgs, func=crash_once,
-                risk="low", idempotent=idempotent == "1", family="fragile", reconcile={"r": look_for_key, "n": never_happened}.get(idempotent))
-    config = AgentConfig(autonomy=int(autonomy), model=f"scripted:{script}", tools=["files", "fragile"], workspace=ws)
+    tool: Any = Tool(name="crash_once", description="Does something fragile.", args_model=NoArgs, func=crash_once,
+                     risk="low", idempotent=idempotent == "1", family="fragile", reconcile={"r": look_for_key, "n": never_happened}.get(idempotent))
+    if idempotent.startswith("L"):
+        @langchain_tool("crash_once")
+        async def crash_once_lc() -> str:
+            """Does something fragile."""
+            return await crash_once(NoArgs(), ToolContext(workspace=ws, idempotency_key="langchain"))
+
+        tool = kasloop.tool(risk="low", idempotent=True)(crash_once_lc) if idempotent == "L1" else crash_once_lc
+    config = AgentConfig(autonomy=int(autonomy), model=f"scripted:{script}", tools=["files", "crash_once"], workspace=ws)
     agent = Agent(config, home=home, db=os.environ.get("KASLOOP_TEST_DB"), tools=[tool])  # a Postgres URL in its variant
     result = asyncio.run(agent.run(arg, thread_id="crashy") if mode == "run" else agent.resume(arg))
     print(json.dumps(result.to_json()))

@@ -87,6 +87,24 @@ async def test_non_idempotent_unknown_outcome_at_level_4_is_reported_to_the_mode
     assert len((workspace / "crash_runs.txt").read_text().split()) == 1
 
 
+@pytest.mark.parametrize(("kind", "runs_after"), [("L1", 2), ("L0", 1)])
+async def test_a_langchain_tool_interrupted_by_a_crash_is_rerun_only_when_declared_idempotent(
+    tmp_path: Path, workspace: Path, kind: str, runs_after: int
+) -> None:
+    """The ledger treats a LangChain tool like any other: declared idempotent, it runs again after a crash;
+    declaring nothing, it is not idempotent and its outcome is unknown (the model is told, at level 4)."""
+    script = write_script(tmp_path / "s.jsonl", [{"content": "", "tool_calls": [call("crash_once")]}, {"content": "finished"}])
+    assert agent_process(tmp_path, workspace, script, 4, kind, "run", "go").returncode == 37
+    resumed = agent_process(tmp_path, workspace, script, 4, kind, "resume", "crashy")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "done"
+    assert len((workspace / "crash_runs.txt").read_text().split()) == runs_after
+    async with open_database(os.environ["KASLOOP_TEST_DB"]) as db:
+        events = await EventLog(db).history("crashy")
+    [tool_event] = [e for e in events if e["kind"] == "tool"]
+    assert tool_event["ok"] is (kind == "L1") and (kind == "L1" or tool_event["error_kind"] == "outcome_unknown")
+
+
 @pytest.mark.parametrize(("kind", "runs_after"), [("r", 1), ("n", 2)])
 async def test_an_interrupted_call_is_reconciled_by_its_tool(tmp_path: Path, workspace: Path, kind: str, runs_after: int) -> None:
     """A tool that can check (e.g. email in the sent folder) settles "outcome unknown": done, or safe to run."""

@@ -88,6 +88,10 @@ async def test_declared_traits_are_used_and_risk_overrides_still_apply(tmp_path:
     done = await agent_for(tmp_path, workspace, model, ["count_words", "files"]).run("Count the words and note it.", thread_id="t")
     assert done.status == "done" and (workspace / "n.txt").read_text() == "3", "read risk, trusted output: nothing was asked"
 
+    copilot = agent_for(tmp_path / "c", workspace, script({"content": "", "tool_calls": [call("count_words", text="a b")]}, {"content": "2"}),
+                        ["count_words"], autonomy=2)
+    assert (await copilot.run("Count.", thread_id="c")).status == "waiting_approval", "level 2: even a read is asked"
+
     stricter = agent_for(tmp_path / "s", workspace, script({"content": "", "tool_calls": [call("count_words", text="a b")]}, {"content": "2"}),
                          ["count_words"], risk_overrides={"count_words": "high"})
     asked = await stricter.run("Count.", thread_id="s")
