@@ -170,3 +170,16 @@ def test_every_docs_page_has_a_title_and_a_way_back(path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# "), f"{path.name} starts with its title"
     assert "](../README.md" in text, f"{path.name} links back to the README"
+
+
+def test_the_bring_your_own_example_builds_an_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's model-object and LangChain-tool example, as written (no model call is made)."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-readme-example")
+    monkeypatch.setenv("KASLOOP_HOME", str(tmp_path / ".kasloop"))
+    section = README.split("### 8. Bring your own model and tools", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    agent = namespace["agent"]
+    assert agent.config.model == ["object:ChatAnthropic"]  # type: ignore[attr-defined]
+    assert [(t.name, t.risk, t.idempotent) for t in agent.sessions.extra_tools] == [("word_count", "read", True)]  # type: ignore[attr-defined]
