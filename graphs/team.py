@@ -55,6 +55,7 @@ from kasloop.nodes.messages import untrusted_sources
 from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
 from kasloop.tools.langchain_tools import as_tools
+from kasloop.tools.mcp import mcp_servers_named
 from kasloop.tools.registry import select_tools
 
 __all__ = [
@@ -286,13 +287,20 @@ def tool_names_for(config: AgentConfig, extra: Iterable[Tool] = ()) -> tuple[str
 
 
 def team_tools(config: AgentConfig, extra: Iterable[Tool] = ()) -> dict[str, Tool]:
-    """Every tool of the team's members or the collaboration's peers by name (to check an edited call one proposed)."""
+    """Every tool of the team's members or the collaboration's peers by name (to check an edited call one proposed).
+
+    MCP servers' names are left out until their tools are in ``extra`` (they are listed once a server is reached)."""
     extra = tuple(extra)
+    given = {t.name for t in extra} | {t.family for t in extra if t.family}
     found: dict[str, Tool] = {}
     for member in config.team_members().values():
-        found.update(select_tools(member.tools, extra))
+        found.update(select_tools(_known(config, member.tools, given), extra))
     if config.run_collaboration is not None:
         board = (*extra, *blackboard_tools())
         for peer in config.collaboration_peers().values():
-            found.update(select_tools(peer.tools, board))
+            found.update(select_tools(_known(config, peer.tools, given), board))
     return found
+
+
+def _known(config: AgentConfig, names: Iterable[str], given: set[str]) -> list[str]:
+    return [n for n in names if n in given or not mcp_servers_named(config, [n])]

@@ -38,6 +38,7 @@ from kasloop.safety.secrets import Redactor, remember_secrets
 from kasloop.config.loading import resolve_home
 from kasloop.tools.base import Tool
 from kasloop.tools.langchain_tools import as_tools
+from kasloop.tools.mcp import plain_tool_names
 from kasloop.tools.registry import check_tool_settings, select_tools
 
 __all__ = ["EXIT_CODES", "Agent", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.guardrails.approvals' own, kept importable here
@@ -111,7 +112,7 @@ class Agent:
             tool_settings=config.tool_settings, extra=config.protected_paths,
         )
         extra_tools = as_tools(tools)
-        select_tools(config.tools, extra_tools)  # unknown tools and bad settings fail now, before any write
+        select_tools(plain_tool_names(config, config.tools), extra_tools)  # unknown tools and bad settings fail now, before any write
         team_tools(config, extra_tools)
         check_tool_settings(config.tool_settings, config.workspace)
         check_prices(config, resolve_model_specs(config))

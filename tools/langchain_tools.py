@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from kasloop.errors import ConfigError
 from kasloop.tools.contract import DEFAULT_OUTPUT_LIMIT, Tool, ToolContext
 
-__all__ = ["METADATA_KEY", "ToolTraits", "as_tools", "from_langchain", "tool"]
+__all__ = ["METADATA_KEY", "ToolTraits", "as_tools", "from_langchain", "schema_model", "tool"]
 
 METADATA_KEY = "kasloop"
 """The key of a LangChain tool's ``metadata`` that holds its :class:`ToolTraits`."""
@@ -151,10 +151,10 @@ def _args_model(lc_tool: BaseTool) -> type[BaseModel]:
     schema = lc_tool.tool_call_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return schema
-    return _schema_model(lc_tool.name, schema if isinstance(schema, dict) else {"type": "object", "properties": {}})
+    return schema_model(lc_tool.name, schema if isinstance(schema, dict) else {"type": "object", "properties": {}})
 
 
-def _schema_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
+def schema_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
     """A model for a tool whose schema is plain JSON Schema (MCP tools, hand-written schemas): the model is
     shown that schema, its top-level required arguments are checked here, and the tool checks the rest."""
     shown = copy.deepcopy(schema)

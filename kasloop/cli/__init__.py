@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from kasloop.cli import approvals, budget, daemon, delete, demo, graph, local_model, memory, report, rules, run, status
+from kasloop.cli import approvals, budget, daemon, delete, demo, graph, local_model, mcp, memory, report, rules, run, status
 from kasloop.cli._console import err
 from kasloop.errors import KasloopError, check_text
 
@@ -45,7 +45,7 @@ def _root(
     show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print kasloop's version and exit.")] = False,
 ) -> None:
     """Autonomous agents that run for days: durable approvals, hard budgets, crash-proof resume."""
-for module in (run, approvals, budget, rules, status, delete, report, daemon, demo, graph, local_model, memory):
+for module in (run, approvals, budget, rules, status, delete, report, daemon, demo, graph, local_model, memory, mcp):
     module.register(app)
 
 

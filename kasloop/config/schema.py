@@ -8,12 +8,13 @@ never stored with the thread.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from kasloop.safety.approval_secrets import require_approval_secret
+from kasloop.safety.approval_secrets import require_approval_secret, tool_secret_problem
 from kasloop.safety.receivers import declare, parse_address
 from kasloop.errors import AutonomyLevelError
 from kasloop.config.mail import ImapSettings
@@ -28,6 +29,7 @@ __all__ = [
     "WebhookApprovals",
     "Budgets",
     "ModelPrice",
+    "McpServer",
     "OpenAISettings",
     "ProviderSettings",
     "DEFAULT_TEAM",
@@ -156,6 +158,54 @@ class ProviderSettings(_Frozen):
     """Seconds per request (providers whose client takes one)."""
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """More keyword arguments for the provider's chat model, e.g. ``{max_tokens = 2048}`` or Ollama's ``{num_ctx = 8192}``."""
+
+
+MCP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class McpServer(_Frozen):
+    """One MCP server (``[mcp.NAME]``) whose tools an agent may get as ``NAME__tool``.
+
+    Either ``command`` (a stdio server kasloop starts on demand and stops at the end of the run) or ``url``
+    (a streamable HTTP endpoint). Secrets never appear here: ``env_from`` and ``headers_from`` name the
+    variables of kasloop's environment that hold them (read when the server is reached, redacted everywhere).
+    """
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    """Plain (non-secret) variables for a stdio server, on top of a minimal environment (``PATH``, ``HOME``, ...)."""
+    env_from: dict[str, str] = Field(default_factory=dict)
+    """Server variable → the variable of kasloop's environment holding its value (a token)."""
+    cwd: Path | None = None
+    url: str | None = None
+    """``http://HOST:PORT/mcp`` or ``https://...``: a streamable HTTP server."""
+    headers_from: dict[str, str] = Field(default_factory=dict)
+    """HTTP header → the variable holding its value (e.g. ``{Authorization = "MCP_AUTH"}`` with ``MCP_AUTH="Bearer ..."``)."""
+    risk: dict[str, Risk] = Field(default_factory=dict)
+    """Tool (its name on the server) → risk. Every other tool gets ``default_risk``; a server's own annotations
+    (``readOnlyHint`` and the like) never lower it."""
+    default_risk: Risk = "high"
+    idempotent: list[str] = Field(default_factory=list)
+    """Tools that may safely run twice (after a crash or a server that died mid-call); the others are not."""
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds per call."""
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either `command` (a stdio server) or `url` (a streamable HTTP server)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url `{self.url}` must start with http:// or https://")
+        for key, value in {**self.env, **{str(a): a for a in self.args}}.items():
+            if "${" in value:
+                raise ValueError(f"`{key}` holds `${{...}}`: name secrets with env_from / headers_from instead of expanding them here")
+        for setting, names in (("env_from", self.env_from), ("headers_from", self.headers_from)):
+            for key, name in names.items():
+                problem = tool_secret_problem(f"{setting}.{key}", name)
+                if problem is not None:
+                    raise ValueError(problem)
+        return self
 
 
 class TelegramApprovals(_Frozen):
@@ -322,6 +372,8 @@ class AgentConfig(_Frozen):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     """Connection settings of other model providers, by provider (``[providers.anthropic]``, ``[providers.ollama]``)."""
+    mcp: dict[str, McpServer] = Field(default_factory=dict)
+    """MCP servers by name (``[mcp.NAME]``); ``tools`` selects all of a server's tools by ``NAME`` or one by ``NAME__tool``."""
     tool_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-family tool settings, e.g. ``{"http": {"allow_domains": ["example.org"]}}`` (see the tools reference)."""
     secret_env: list[str] = Field(default_factory=list)
@@ -411,6 +463,14 @@ class AgentConfig(_Frozen):
         if not specs or not all(isinstance(s, str) and s for s in specs):
             raise ValueError("model must be a spec like `scripted:FILE`, `openai:NAME`, `anthropic:NAME` or `local`")
         return self
+
+    @field_validator("mcp")
+    @classmethod
+    def _mcp_names(cls, value: dict[str, McpServer]) -> dict[str, McpServer]:
+        for name in value:
+            if not MCP_NAME.match(name) or "__" in name:
+                raise ValueError(f"MCP server name `{name}` must be lower-case letters, digits and single underscores, starting with a letter")
+        return value
 
     @model_validator(mode="after")
     def _team_exists(self) -> AgentConfig:

@@ -40,6 +40,7 @@ from kasloop.models.chat import is_object_spec
 from kasloop.runtime.result import RunResult
 from kasloop.state import empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
+from kasloop.tools.mcp import mcp_servers_named, mcp_tools
 from kasloop.tools.process_control import stop_thread_processes
 
 __all__ = ["PRUNE_EVERY", "RECURSION_LIMIT", "ProgressCallback", "Shared", "ThreadSession", "add_standing_rule"]
@@ -90,16 +91,32 @@ class ThreadSession:
         self.config = config
         self.run_config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
         self._graph: Any = None
+        self.mcp_tools: tuple[Tool, ...] = ()
+        """The tools of the MCP servers the thread's agents name, once :meth:`prepare` reached them."""
 
     # -- reading ----------------------------------------------------------------------------
 
+    async def prepare(self) -> Any:
+        """The compiled graph, after reaching the MCP servers the thread's agents name (started on demand: a
+        command that only reads a thread's values starts none). ``ConfigError`` if one cannot be reached."""
+        if self._graph is None and not self.mcp_tools and mcp_servers_named(self.config, self.config.tools) | self._member_servers():
+            resources = self.sessions.resources(self.db)
+            if resources is not None:
+                self.mcp_tools = await mcp_tools(self.config, resources)
+        return self.graph
+
+    def _member_servers(self) -> set[str]:
+        members = (*self.config.team_members().values(), *self.config.collaboration_peers().values())
+        return mcp_servers_named(self.config, [name for member in members for name in member.tools])
+
     @property
     def graph(self) -> Any:
-        """The thread's compiled graph on this database, compiled on first use (once per session)."""
+        """The thread's compiled graph on this database, compiled on first use (once per session); a thread
+        whose agents use MCP servers needs :meth:`prepare` first."""
         if self._graph is None:
             db, sessions = self.db, self.sessions
             self._graph = build_for(
-                self.config, model=self._model_object(), checkpointer=db.saver, tools=sessions.extra_tools, ledger=Ledger(db), events=EventLog(db),
+                self.config, model=self._model_object(), checkpointer=db.saver, tools=(*sessions.extra_tools, *self.mcp_tools), ledger=Ledger(db), events=EventLog(db),
                 inbox=Inbox(db), resources=sessions.resources(db), spend=SpendLog(db),
             )
         return self._graph
@@ -111,7 +128,7 @@ class ThreadSession:
 
     async def snapshot(self) -> Any:
         """LangGraph's ``StateSnapshot`` of the thread: values, the pause it waits in (``interrupts``), what runs next."""
-        return await self.graph.aget_state(self.run_config)
+        return await (await self.prepare()).aget_state(self.run_config)
 
     async def values(self) -> dict[str, Any]:
         """The state's values as last saved, read from the checkpoint without compiling a graph."""
@@ -196,7 +213,8 @@ class ThreadSession:
                 f"Thread `{self.thread_id}` runs on a chat model object ({specs[0]}) that only Python has; continue it there: "
                 f"`await Agent(config, model=...).resume({self.thread_id!r})` (decisions recorded so far are kept)."
             )
-        ctx = context_for(config, self.thread_id, tool_names_for(config, sessions.extra_tools))
+        graph = await self.prepare()
+        ctx = context_for(config, self.thread_id, tool_names_for(config, (*sessions.extra_tools, *self.mcp_tools)))
         standing = await RuleStore(self.db).policy_rules()
         if standing:  # rules people added since (`--always`, `kasloop rules add`) join the thread's own
             ctx = dataclasses.replace(ctx, rules=(*ctx.rules, *standing))
@@ -208,7 +226,7 @@ class ThreadSession:
         started = getattr(sessions.progress, "node_started", None)
         modes = ["updates", "tasks"] if started is not None else ["updates"]
         nodes = 0
-        async for mode, chunk in self.graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode=modes):
+        async for mode, chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode=modes):
             if mode == "tasks":
                 if started is not None and "result" not in chunk and not chunk["name"].startswith("__"):
                     started(chunk["name"])  # a start event (a result event has "result"; the update follows)

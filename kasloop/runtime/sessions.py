@@ -134,7 +134,7 @@ class Sessions:
             async with session.locked():
                 existing = await ThreadStore(db).get(session.thread_id)
                 if existing is None:
-                    session.graph  # noqa: B018 - compiled now: bad model specs or tools fail before the thread's first row
+                    await session.prepare()  # compiled now: bad model specs, tools or MCP servers fail before the thread's first row
                 else:  # an existing thread keeps its own stored policy (and its own secrets are redacted too)
                     session = self.session(db, session.thread_id, self.thread_config(existing["policy"]))
                     goal = secrets_of(session.config).text(goal)
@@ -154,7 +154,8 @@ class Sessions:
                 return {i.id for i in snapshot.interrupts}, (snapshot.values or {}).get("usage", empty_usage())["steps"]
 
             def tool_for(config: AgentConfig, name: str) -> Tool | None:
-                return {**team_tools(config, self.extra_tools), **select_tools(config.tools, self.extra_tools)}.get(name)
+                tools = (*self.extra_tools, *(sessions[-1].mcp_tools if sessions else ()))
+                return {**team_tools(config, tools), **select_tools(config.tools, tools)}.get(name)
 
             checked = await check_decision(
                 db, approval_id, decision, by=by or getpass.getuser(), channel=channel,

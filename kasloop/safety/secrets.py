@@ -114,14 +114,18 @@ class SecretSettings(Protocol):
     @property
     def providers(self) -> dict[str, Any]: ...  # each ``api_key_env`` names a secret
 
+    @property
+    def mcp(self) -> dict[str, Any]: ...  # each server's ``env_from`` / ``headers_from`` values name secrets
+
 
 def secret_names(config: SecretSettings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Environment variables holding this agent's secrets: the defaults (model providers' keys included),
-    every ``api_key_env`` of ``[providers]``, every ``*_env`` of the tool settings and the approval channels, ``secret_env``, and every ``KASLOOP_APPROVAL_*`` variable set."""
+    every ``api_key_env`` of ``[providers]``, the variables MCP servers take secrets from, every ``*_env`` of the tool settings and the approval channels, ``secret_env``, and every ``KASLOOP_APPROVAL_*`` variable set."""
     env = os.environ if environ is None else environ
     channels = config.approval_channels.model_dump(mode="json")
     approvals = sorted(name for name in env if name.startswith("KASLOOP_APPROVAL_"))
     providers = [s.api_key_env for s in config.providers.values() if s.api_key_env]
+    providers += [name for server in config.mcp.values() for name in (*server.env_from.values(), *server.headers_from.values())]
     names = [
         *DEFAULT_SECRET_ENVS, *PROVIDER_KEY_ENVS.values(), *providers, *setting_values(config.tool_settings, "_env"),
         *setting_values(channels, "_env"), *approvals, *config.secret_env,
