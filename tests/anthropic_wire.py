@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from conftest import send_json, served
 
 __all__ = ["AnthropicWire", "anthropic_wire"]
 
@@ -253,12 +254,7 @@ class AnthropicWire:
                     self._send(status, payload)
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
             def _send_events(self, events: list[bytes]) -> None:
                 self.send_response(200)
@@ -330,11 +326,5 @@ class AnthropicWire:
 def anthropic_wire(*replies: dict[str, Any]) -> Iterator[AnthropicWire]:
     """Serve ``replies`` as the decisions, in order, while the block runs."""
     wire = AnthropicWire(*replies)
-    thread = threading.Thread(target=wire.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(wire.server):
         yield wire
-    finally:
-        wire.server.shutdown()
-        wire.server.server_close()
-        thread.join()

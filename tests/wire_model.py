@@ -13,11 +13,11 @@ with HTTP 400.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from conftest import send_json, served
 
 __all__ = ["WireModel", "wire_model"]
 
@@ -51,12 +51,7 @@ class WireModel:
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, payload = model.answer(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -103,11 +98,5 @@ class WireModel:
 @contextmanager
 def wire_model() -> Iterator[WireModel]:
     model = WireModel()
-    thread = threading.Thread(target=model.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(model.server):
         yield model
-    finally:
-        model.server.shutdown()
-        model.server.server_close()
-        thread.join()

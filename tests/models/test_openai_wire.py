@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from kasloop import Agent, AgentConfig, OpenAISettings
+from conftest import send_json
 
 
 class FakeOpenAI:
@@ -35,12 +36,7 @@ class FakeOpenAI:
                 fake.requests.append({"path": self.path, **body})
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, payload = fake.responses.pop(0)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
             def log_message(self, *args: Any) -> None:
                 pass

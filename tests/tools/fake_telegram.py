@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from conftest import send_json
+
 TOKEN = "123456789:AAHfakeTokenForKasloopTests_0123456789"
 BOT_ID = 123456789
 
@@ -228,12 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def _handle(self) -> None:
         fake: FakeTelegram = self.server.fake  # type: ignore[attr-defined]
