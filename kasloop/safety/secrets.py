@@ -341,6 +341,11 @@ class Redactor:
         return both
 
     @property
+    def longest(self) -> int:
+        """The length of the longest secret (what a stream of text chunks holds back, see ``TextRedactor``)."""
+        return max((len(value) for value, _ in self._pairs), default=0)
+
+    @property
     def names(self) -> list[str]:
         """The names of the secrets (never their values)."""
         return sorted({name for _, name in self._pairs})
