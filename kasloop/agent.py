@@ -12,7 +12,7 @@ process, flag or model output cannot widen what the thread may do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,9 @@ from kasloop.errors import UsageError
 from kasloop.graphs.team import team_tools
 from kasloop.models.chat import chain_with, resolve_model_specs
 from kasloop.safety.protected import protected_paths_for
+from kasloop.runtime.events import StreamEvent
 from kasloop.runtime.result import EXIT_CODES, RunResult
+from kasloop.runtime.streaming import stream_run, stream_sync
 from kasloop.runtime.sessions import ProgressCallback, Sessions
 from kasloop.safety.secrets import Redactor, remember_secrets
 from kasloop.config.loading import resolve_home
@@ -184,6 +186,26 @@ class Agent:
         """Continue a thread where it stopped (after a crash, or once its approvals are decided)."""
         return await self.sessions.resume(thread_id)
 
+    def astream(self, goal: str, *, thread_id: str | None = None, text: bool = True) -> AsyncIterator[StreamEvent]:
+        """``run``, streamed: typed events as they happen (nodes, model text, proposed calls with the gate's
+        verdict, tool calls), then what stopped the run (``ApprovalNeeded``, ``BudgetPaused``) and ``Done``.
+
+        Example:
+            ```python
+            async for event in agent.astream("write hello.txt", thread_id="t"):
+                if event.kind == "text":
+                    print(event.text, end="")
+                elif event.kind == "approval_needed":
+                    await agent.approve(event.approvals[0]["approval_id"], resume=False)
+            ```
+        """
+        return stream_run(lambda emit: self.sessions.run(goal, thread_id, emit=emit, text=text))
+
+    def astream_resume(self, thread_id: str, *, text: bool = True) -> AsyncIterator[StreamEvent]:
+        """``resume``, streamed (after an approval was decided with ``resume=False``, a crash, a ``tell``).
+        ``text=False``: no model text events (the model is then not asked to stream its replies)."""
+        return stream_run(lambda emit: self.sessions.resume(thread_id, emit=emit, text=text))
+
     async def tell(self, thread_id: str, text: str, *, source: str = "python") -> int:
         """Queue an instruction for a thread; its next cycle reads it (in order, exactly once).
 
@@ -317,6 +339,13 @@ class Agent:
 
     def resume_sync(self, thread_id: str) -> RunResult:
         return _run_sync(self.resume(thread_id), "resume")
+
+    def stream(self, goal: str, *, thread_id: str | None = None) -> Iterator[StreamEvent]:
+        """``astream`` for code without an event loop: the same events, as they happen."""
+        return stream_sync(lambda: self.astream(goal, thread_id=thread_id))
+
+    def stream_resume(self, thread_id: str) -> Iterator[StreamEvent]:
+        return stream_sync(lambda: self.astream_resume(thread_id))
 
     def tell_sync(self, thread_id: str, text: str, *, source: str = "python") -> int:
         return _run_sync(self.tell(thread_id, text, source=source), "tell")

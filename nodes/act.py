@@ -29,7 +29,7 @@ from kasloop.memory.items import DEFAULT_NAMESPACE
 from kasloop.memory.long_term import memory_trust, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok, untrusted_sources
-from kasloop.nodes.tool_trace import tool_span
+from kasloop.nodes.tool_trace import stream_writer, tool_span
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.steps import advanced
 from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
@@ -175,6 +175,7 @@ def make_act(deps: NodeDeps) -> Any:
         new_successes = 0
         new_changes = 0
         team_turns = dict(state.get("team_turns") or {})
+        stream = stream_writer()
         for index, call in enumerate(pending):
             breach = tool_call_breach(ctx, usage)
             if breach is not None:
@@ -185,7 +186,12 @@ def make_act(deps: NodeDeps) -> Any:
                     **budget_pause(ctx, breach.to_json(), breach.message()),
                 }
             started = time.monotonic()
+            stream({"kasloop_event": "tool_started", "tool": call["tool"], "call_id": call["id"]})
             result, ran = await execute(call, ctx, step, state, outside=had_outside or read_outside)
+            stream({
+                "kasloop_event": "tool_finished", "tool": call["tool"], "call_id": call["id"], "ok": result.ok,
+                "error_kind": result.error_kind, "output": result.output[:500],
+            })
             usage["seconds"] = round(usage["seconds"] + time.monotonic() - started, 6)
             if ran:
                 usage["tool_calls"] += 1

@@ -10,17 +10,17 @@ redaction; a failed call (``ok=False``) is an ``on_tool_error`` with the failure
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from langchain_core.callbacks.manager import AsyncCallbackManager, AsyncCallbackManagerForToolRun
-from langgraph.config import get_config
+from langgraph.config import get_config, get_stream_writer
 
 from kasloop.safety.secrets import Redactor
 from kasloop.tools.base import Tool, ToolFailure, ToolResult
 
-__all__ = ["ToolSpan", "tool_span"]
+__all__ = ["ToolSpan", "stream_writer", "tool_span"]
 
 
 class ToolSpan:
@@ -37,6 +37,15 @@ class ToolSpan:
             await self._run.on_tool_end(result.output, name=self._name)
         else:
             await self._run.on_tool_error(ToolFailure(result.error_kind or "permanent", result.output), name=self._name)
+
+
+def stream_writer() -> Callable[[Any], None]:
+    """LangGraph's writer for ``custom`` stream events (``Agent.astream`` hears tool calls start and finish
+    through it); a no-op outside a graph run or when nobody streams."""
+    try:
+        return get_stream_writer()
+    except RuntimeError:  # not inside a LangGraph run (a test calling a node directly)
+        return lambda _: None
 
 
 def _callbacks() -> AsyncCallbackManager | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,6 +74,19 @@ class LiveProgress:
             self.last_tool = call.get("tool", self.last_tool)
         self._show()  # the node shown stays the running one: the next start names the next node
 
+    def handle(self, event: Any) -> None:
+        """One event of the run's stream (``Agent.astream``): the line follows the run."""
+        if event.kind == "node_started":
+            self.node_started(event.node)
+        elif event.kind == "node_finished":
+            self._started_run()
+            if event.step is not None:
+                self.step = event.step
+            self._show()
+        elif event.kind == "call_proposed":
+            self.last_tool = event.tool
+            self._show()
+
     def _show(self) -> None:
         if self._live is not None:
             self._spinner.update(text=Text(self.line))
@@ -85,6 +99,16 @@ def describe_model(spec: str) -> str:
     if spec.startswith("openai:"):
         return f"{spec} (OpenAI-compatible API)"
     return spec
+
+
+async def _streamed(events: AsyncIterator[Any], progress: LiveProgress) -> RunResult:
+    """Drive a run through its event stream (the live line follows it); the result from its ``Done``."""
+    result: dict[str, Any] = {}
+    async for event in events:
+        progress.handle(event)
+        if event.kind == "done":
+            result = event.result
+    return RunResult(thread=result["thread"], status=result["status"], output=result["output"], approvals=result["approvals"], usage=result["usage"])
 
 
 def _finish(result: RunResult, as_json: bool) -> None:
@@ -122,8 +146,7 @@ def register(app: typer.Typer) -> None:
             err.print(warning, markup=False, style="bold red")
         announce = f"model: {describe_model(resolve_model_specs(agent.config)[0])}"
         with LiveProgress(not json_out, announce) as progress:
-            agent.progress = progress
-            result = asyncio.run(agent.run(goal, thread_id=thread))
+            result = asyncio.run(_streamed(agent.astream(goal, thread_id=thread, text=False), progress))
         _finish(result, json_out)
 
     @app.command()
@@ -136,8 +159,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Continue THREAD where it stopped (after a crash, once its approvals are decided, or with `tell` messages)."""
         with LiveProgress(not json_out) as progress:
-            agent = make_agent(home=home, db=db, config_file=config, progress=progress)
-            result = asyncio.run(agent.resume(thread))
+            agent = make_agent(home=home, db=db, config_file=config)
+            result = asyncio.run(_streamed(agent.astream_resume(thread, text=False), progress))
         _finish(result, json_out)
 
     @app.command()

@@ -115,6 +115,7 @@ def build_model(spec: str, config: AgentConfig) -> BaseChatModel:
             api_key=key or "not-needed",
             max_retries=0,  # kasloop's recovery ladder decides about retries
             timeout=config.openai.timeout,
+            stream_usage=True,  # a streamed reply (Agent.astream) still reports its tokens
             http_async_client=_own_async_client(config.openai.timeout),
         )
     from langchain_openai import ChatOpenAI  # here, as above

@@ -37,7 +37,10 @@ from kasloop.errors import ApprovalAlreadyDecided, ThreadBusy, ThreadNotFound, U
 from kasloop.graphs.agent import context_for
 from kasloop.graphs.team import build_for, tool_names_for
 from kasloop.models.chat import is_object_spec
+from kasloop.runtime.events import Emit
 from kasloop.runtime.result import RunResult
+from kasloop.runtime.streaming import DriveEvents
+from kasloop.safety.secrets import Redactor, known_secrets
 from kasloop.state import empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
 from kasloop.tools.mcp import mcp_servers_named, mcp_tools
@@ -91,6 +94,10 @@ class ThreadSession:
         self.config = config
         self.run_config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
         self._graph: Any = None
+        self.emit: Emit | None = None
+        """Where :meth:`drive_locked` sends typed events (``Agent.astream``); None: nobody streams."""
+        self.stream_text = True
+        """Whether the events include the model's text (chat models then stream their replies)."""
         self.mcp_tools: tuple[Tool, ...] = ()
         """The tools of the MCP servers the thread's agents name, once :meth:`prepare` reached them."""
 
@@ -222,11 +229,17 @@ class ThreadSession:
         if sessions.callbacks:
             run_config["callbacks"] = sessions.callbacks
         # "tasks" adds LangGraph's task-start events, each yielded before its node runs: only asked for
-        # when the progress callback wants to hear which node is starting.
+        # when the progress callback wants to hear which node is starting, or someone streams.
         started = getattr(sessions.progress, "node_started", None)
-        modes = ["updates", "tasks"] if started is not None else ["updates"]
+        secrets = Redactor.for_config(config).merged(known_secrets())
+        events = DriveEvents(self.emit, self.thread_id, secrets, text=self.stream_text) if self.emit else None
+        modes = events.modes if events is not None else ["updates", "tasks"] if started is not None else ["updates"]
         nodes = 0
         async for mode, chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode=modes):
+            if events is not None:
+                await events.handle(mode, chunk)
+            if mode in ("messages", "custom"):
+                continue
             if mode == "tasks":
                 if started is not None and "result" not in chunk and not chunk["name"].startswith("__"):
                     started(chunk["name"])  # a start event (a result event has "result"; the update follows)

@@ -29,6 +29,7 @@ from kasloop.checkpoints.rules import RuleStore
 from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import ConfigError, ThreadNotFound, UsageError, check_text
 from kasloop.graphs.team import team_tools
+from kasloop.runtime.events import Emit
 from kasloop.runtime.result import RunResult
 from kasloop.runtime.session import ProgressCallback, ThreadSession, add_standing_rule
 from kasloop.runtime.thread_policy import absolute_policy, check_models, thread_config
@@ -119,7 +120,7 @@ class Sessions:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def run(self, goal: str, thread_id: str | None = None) -> RunResult:
+    async def run(self, goal: str, thread_id: str | None = None, *, emit: Emit | None = None, text: bool = True) -> RunResult:
         """Start a thread (``thread_id`` None or unknown) or give an existing one a new goal, and drive it."""
         check_text(goal, "The goal")
         if not goal.strip():
@@ -138,6 +139,7 @@ class Sessions:
                 else:  # an existing thread keeps its own stored policy (and its own secrets are redacted too)
                     session = self.session(db, session.thread_id, self.thread_config(existing["policy"]))
                     goal = secrets_of(session.config).text(goal)
+                session.emit, session.stream_text = emit, text
                 return await session.start_goal(goal, new=existing is None)
 
     async def decide(
@@ -166,9 +168,11 @@ class Sessions:
             session = same[0] if same else self.session(db, checked.record["thread"], checked.config)
             return await session.apply(checked, resume=resume)
 
-    async def resume(self, thread_id: str) -> RunResult:
+    async def resume(self, thread_id: str, *, emit: Emit | None = None, text: bool = True) -> RunResult:
         async with self.open() as db:
-            return await (await self.stored(db, thread_id)).resume()
+            session = await self.stored(db, thread_id)
+            session.emit, session.stream_text = emit, text
+            return await session.resume()
 
     async def tell(self, thread_id: str, text: str, *, source: str) -> int:
         """Queue an instruction for a thread (redacted); its next cycle reads it. Returns the message id."""
