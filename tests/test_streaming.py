@@ -55,17 +55,22 @@ async def test_the_event_order_of_a_run_with_one_approval_and_its_resume(tmp_pat
     assert all(e.thread == "t" for e in first + second) and second[-1].model_dump(mode="json")["kind"] == "done"
 
 
-async def test_text_chunks_arrive_before_the_turn_ends_with_a_model_that_streams(
-    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def streamed_answer(tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch, answer: str) -> tuple[list[Any], Any]:
+    """Stream one goal on the real langchain-anthropic client against the local Messages API server (which streams)."""
     monkeypatch.setenv("KASLOOP_TEST_ANTHROPIC_KEY", "sk-ant-stream-0123456789")
-    answer = "The answer is forty-two, and here is a longer sentence so that it arrives in several pieces."
     with anthropic_wire({"text": answer}) as wire:
         config = AgentConfig(
             autonomy=4, model="anthropic:claude-test", tools=["files"], workspace=workspace, diagnose_with_model=False,
             providers={"anthropic": ProviderSettings(base_url=wire.url, api_key_env="KASLOOP_TEST_ANTHROPIC_KEY")},
         )
-        events = await collect(Agent(config, home=tmp_path / ".kasloop").astream("What is the answer?"))
+        return await collect(Agent(config, home=tmp_path / ".kasloop").astream("Answer.")), wire
+
+
+async def test_text_chunks_arrive_before_the_turn_ends_with_a_model_that_streams(
+    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = "The answer is forty-two, and here is a longer sentence so that it arrives in several pieces."
+    events, wire = await streamed_answer(tmp_path, workspace, monkeypatch, answer)
     chunks = [e.text for e in events if isinstance(e, TextChunk)]
     assert len(chunks) > 1 and "".join(chunks) == answer, chunks
     decide_done = kinds(events).index("node_finished:decide")
@@ -89,15 +94,9 @@ def test_the_sync_twin_streams_the_same_events_and_raises_a_commands_error(tmp_p
 async def test_a_secret_in_streamed_text_is_redacted_even_split_across_chunks(
     tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KASLOOP_TEST_ANTHROPIC_KEY", "sk-ant-stream-0123456789")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-streamed-secret-9876543210")
     answer = "Here it is: sk-openai-streamed-secret-9876543210 and some more words after the key to stream."
-    with anthropic_wire({"text": answer}) as wire:
-        config = AgentConfig(
-            autonomy=4, model="anthropic:claude-test", tools=["files"], workspace=workspace, diagnose_with_model=False,
-            providers={"anthropic": ProviderSettings(base_url=wire.url, api_key_env="KASLOOP_TEST_ANTHROPIC_KEY")},
-        )
-        events = await collect(Agent(config, home=tmp_path / ".kasloop").astream("Show the key."))
+    events, _ = await streamed_answer(tmp_path, workspace, monkeypatch, answer)
     chunks = [e.text for e in events if isinstance(e, TextChunk)]
     assert len(chunks) > 1
     streamed = "".join(chunks)
