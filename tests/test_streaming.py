@@ -103,7 +103,7 @@ async def test_a_secret_in_streamed_text_is_redacted_even_split_across_chunks(
     assert "9876543210" not in streamed and "streamed-secret" not in streamed and "some more words" in streamed
 
 
-async def test_closing_the_stream_early_cancels_the_run_and_resume_finishes_it(
+async def test_closing_the_stream_early_stops_the_run_after_its_node_and_resume_finishes_it(
     tmp_path: Path, workspace: Path, script: Callable[..., str]
 ) -> None:
     model = script(
@@ -119,3 +119,17 @@ async def test_closing_the_stream_early_cancels_the_run_and_resume_finishes_it(
     assert (workspace / "log.txt").read_text() == "a"
     done = await agent.resume("t")
     assert done.status == "done" and (workspace / "log.txt").read_text() == "ab", "each append ran once"
+
+
+def test_leaving_a_sync_stream_early_stops_the_run_too(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
+    model = script(
+        {"content": "", "tool_calls": [call("files_append", path="log.txt", content="a")]},
+        {"content": "", "tool_calls": [call("files_append", path="log.txt", content="b")]},
+        {"content": "logged"},
+    )
+    agent = Agent(AgentConfig(autonomy=4, model=model, tools=["files"], workspace=workspace), home=tmp_path / ".kasloop")
+    for event in agent.stream("Log a and b.", thread_id="t"):
+        if event.kind == "tool_finished":
+            break
+    assert (workspace / "log.txt").read_text() == "a", "the run stopped after act; b was never proposed"
+    assert agent.resume_sync("t").status == "done" and (workspace / "log.txt").read_text() == "ab"

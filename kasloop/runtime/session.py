@@ -231,8 +231,9 @@ class ThreadSession:
         # "tasks" adds LangGraph's task-start events, each yielded before its node runs: only asked for
         # when the progress callback wants to hear which node is starting, or someone streams.
         started = getattr(sessions.progress, "node_started", None)
-        secrets = Redactor.for_config(config).merged(known_secrets())
-        events = DriveEvents(self.emit, self.thread_id, secrets, text=self.stream_text) if self.emit else None
+        events = None
+        if self.emit is not None:
+            events = DriveEvents(self.emit, self.thread_id, Redactor.for_config(config).merged(known_secrets()), text=self.stream_text)
         modes = events.modes if events is not None else ["updates", "tasks"] if started is not None else ["updates"]
         nodes = 0
         async for mode, chunk in graph.astream(payload, run_config, context=ctx, durability=config.durability, stream_mode=modes):
@@ -251,7 +252,7 @@ class ThreadSession:
                 for node, update in chunk.items():
                     if not node.startswith("__"):  # `__interrupt__`: a node paused (human_approval), it did not finish
                         sessions.progress(node, update if isinstance(update, dict) else {})
-            if sessions.stop_requested:
+            if sessions.stop_requested or getattr(self.emit, "stopped", False):
                 # Between nodes: the finished node's writes are saved, the next one never starts;
                 # `resume` continues from exactly here.
                 break

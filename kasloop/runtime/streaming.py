@@ -53,13 +53,11 @@ async def stream_run(start: Callable[[Emit], Awaitable[RunResult]]) -> AsyncIter
     """Run ``start(emit)`` and yield each event it emits as it comes, then the final events.
 
     Errors of the command (a ``ConfigError``, a busy thread) are raised here after the events before them.
-    Closing the stream early cancels the command; what its finished nodes wrote is kept (``resume`` goes on).
+    Closing the stream early stops the run after the node that is running (as SIGTERM stops the daemon:
+    its writes are saved, the next node never starts, and ``resume`` goes on from there).
     """
     events: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def emit(event: Any) -> None:
-        await events.put(event)
-
+    emit = _Emitter(events)
     task = asyncio.create_task(start(emit))
     task.add_done_callback(lambda _: events.put_nowait(_END))
     try:
@@ -70,20 +68,35 @@ async def stream_run(start: Callable[[Emit], Awaitable[RunResult]]) -> AsyncIter
             yield event
     finally:
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
+            emit.stopped = True  # read by the drive between two nodes
+            with contextlib.suppress(Exception):
                 await task
+
+
+class _Emitter:
+    """The ``emit`` a streamed drive gets: it queues events, and says when the reader stopped reading."""
+
+    def __init__(self, events: asyncio.Queue[Any]) -> None:
+        self.events = events
+        self.stopped = False
+
+    async def __call__(self, event: Any) -> None:
+        await self.events.put(event)
 
 
 def stream_sync(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
     """The sync twin of an async event stream: it runs on an event loop of its own thread, events handed over
     as they come (works in a notebook or any code that already runs a loop)."""
     handed: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
 
     def pump() -> None:
         async def consume() -> None:
-            async for event in make():
-                handed.put(event)
+            async with contextlib.aclosing(make()) as events:  # type: ignore[type-var]
+                async for event in events:
+                    handed.put(event)
+                    if stop.is_set():
+                        break
 
         try:
             asyncio.run(consume())
@@ -100,6 +113,7 @@ def stream_sync(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
                 raise item[1]
             yield item
     finally:
+        stop.set()  # a reader that stopped early: the run stops after its running node
         thread.join()
 
 
