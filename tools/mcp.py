@@ -32,7 +32,7 @@ from kasloop.tools.contract import Tool, ToolContext, ToolFailure
 from kasloop.tools.langchain_tools import schema_model
 from kasloop.tools.resources import ToolResources
 
-__all__ = ["SEPARATOR", "McpConnection", "describe_servers", "mcp_servers_named", "mcp_tools", "plain_tool_names"]
+__all__ = ["SEPARATOR", "McpConnection", "all_tool_names", "describe_servers", "mcp_servers_named", "mcp_tools", "plain_tool_names"]
 
 SEPARATOR = "__"
 """Between a server's name and its tool's: ``github__create_issue``."""
@@ -61,7 +61,7 @@ def plain_tool_names(config: AgentConfig, names: Iterable[str]) -> list[str]:
     return [n for n in names if not mcp_servers_named(config, [n])]
 
 
-def _all_tool_names(config: AgentConfig) -> list[str]:
+def all_tool_names(config: AgentConfig) -> list[str]:
     """Every tool name the config's agents select: its own, its team members' and its collaboration's peers'."""
     names = list(config.tools)
     for member in (*config.team_members().values(), *config.collaboration_peers().values()):
@@ -76,7 +76,7 @@ async def mcp_tools(config: AgentConfig, resources: ToolResources) -> tuple[Tool
         ConfigError: a server could not be started or reached (one line naming it).
     """
     tools: list[Tool] = []
-    for name in sorted(mcp_servers_named(config, _all_tool_names(config))):
+    for name in sorted(mcp_servers_named(config, all_tool_names(config))):
         connection = await _connection(resources, name, config.mcp[name])
         tools.extend(connection.tools)
     return tuple(tools)

@@ -43,7 +43,7 @@ from kasloop.runtime.streaming import DriveEvents
 from kasloop.safety.secrets import Redactor, known_secrets
 from kasloop.state import empty_usage, new_task
 from kasloop.tools.base import Tool, ToolResources
-from kasloop.tools.mcp import mcp_servers_named, mcp_tools
+from kasloop.tools.mcp import all_tool_names, mcp_servers_named, mcp_tools
 from kasloop.tools.process_control import stop_thread_processes
 
 __all__ = ["PRUNE_EVERY", "RECURSION_LIMIT", "ProgressCallback", "Shared", "ThreadSession", "add_standing_rule"]
@@ -106,15 +106,11 @@ class ThreadSession:
     async def prepare(self) -> Any:
         """The compiled graph, after reaching the MCP servers the thread's agents name (started on demand: a
         command that only reads a thread's values starts none). ``ConfigError`` if one cannot be reached."""
-        if self._graph is None and not self.mcp_tools and mcp_servers_named(self.config, self.config.tools) | self._member_servers():
+        if self._graph is None and not self.mcp_tools and mcp_servers_named(self.config, all_tool_names(self.config)):
             resources = self.sessions.resources(self.db)
             if resources is not None:
                 self.mcp_tools = await mcp_tools(self.config, resources)
         return self.graph
-
-    def _member_servers(self) -> set[str]:
-        members = (*self.config.team_members().values(), *self.config.collaboration_peers().values())
-        return mcp_servers_named(self.config, [name for member in members for name in member.tools])
 
     @property
     def graph(self) -> Any:
@@ -128,10 +124,14 @@ class ThreadSession:
             )
         return self._graph
 
+    def _runs_on_object(self) -> bool:
+        """The thread's policy says its first model is a chat model object (``object:CLASS``, ``Agent(model=...)``)."""
+        specs = self.config.model_specs
+        return bool(specs) and is_object_spec(specs[0])
+
     def _model_object(self) -> BaseChatModel | None:
         """The chat model object this thread runs on, when its policy says ``object:CLASS`` and this process has one."""
-        specs = self.config.model_specs
-        return self.sessions.model if specs and is_object_spec(specs[0]) else None
+        return self.sessions.model if self._runs_on_object() else None
 
     async def snapshot(self) -> Any:
         """LangGraph's ``StateSnapshot`` of the thread: values, the pause it waits in (``interrupts``), what runs next."""
@@ -214,10 +214,9 @@ class ThreadSession:
     async def drive_locked(self, payload: Any) -> RunResult:
         """Stream the graph from ``payload`` until it ends, pauses or is asked to stop; then settle. The caller holds the lock."""
         sessions, config = self.sessions, self.config
-        specs = config.model_specs
-        if specs and is_object_spec(specs[0]) and sessions.model is None:
+        if self._runs_on_object() and sessions.model is None:
             raise UsageError(
-                f"Thread `{self.thread_id}` runs on a chat model object ({specs[0]}) that only Python has; continue it there: "
+                f"Thread `{self.thread_id}` runs on a chat model object ({config.model_specs[0]}) that only Python has; continue it there: "
                 f"`await Agent(config, model=...).resume({self.thread_id!r})` (decisions recorded so far are kept)."
             )
         graph = await self.prepare()
@@ -347,9 +346,10 @@ class ThreadSession:
         left holding a request that no longer says what the limit is.
         """
         writes, config = await self._budget_writes(limits, by=by)
-        waiting = [r for r in await ApprovalStore(self.db).pending(self.thread_id) if r["kind"] == "budget" and _grants(r, limits)]
+        pending = await ApprovalStore(self.db).pending(self.thread_id)
+        record = next((r for r in pending if r["kind"] == "budget" and _grants(r, limits)), None)  # one pause, one budget request
         answered = False
-        for record in waiting[:1]:  # one pause, one budget request
+        if record is not None:
             value = limits[record["args"]["limit"]]
             stored = {"decision": "edit", "args": {"value": value}, "arg_hash": record["arg_hash"], "by": by, "channel": "budget"}
             checked = Checked(
