@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; everything else may change.
 """
 
 from kasloop.agent import Agent, RunResult
+from kasloop.runtime.result import Approval, RunUsage
 from kasloop.config.schema import AgentConfig, Budgets, Collaboration, OpenAISettings, PolicyRule, ProviderSettings, Specialist
 from kasloop.errors import (
     ApprovalError,
@@ -33,6 +34,7 @@ __all__ = [
     "Agent",
     "AgentConfig",
     "AgentState",
+    "Approval",
     "ApprovalError",
     "AutonomyLevelError",
     "BudgetExceeded",
@@ -50,6 +52,7 @@ __all__ = [
     "ProviderSettings",
     "RunContext",
     "RunResult",
+    "RunUsage",
     "ScriptExhausted",
     "ScriptedChatModel",
     "Specialist",

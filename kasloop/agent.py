@@ -33,7 +33,8 @@ from kasloop.graphs.team import team_tools
 from kasloop.models.chat import chain_with, resolve_model_specs
 from kasloop.safety.protected import protected_paths_for
 from kasloop.runtime.events import StreamEvent
-from kasloop.runtime.result import EXIT_CODES, RunResult
+from kasloop.models.structured import OutputSpec
+from kasloop.runtime.result import EXIT_CODES, Approval, RunResult
 from kasloop.runtime.streaming import stream_run, stream_sync
 from kasloop.runtime.sessions import ProgressCallback, Sessions
 from kasloop.safety.secrets import Redactor, remember_secrets
@@ -43,7 +44,7 @@ from kasloop.tools.langchain_tools import as_tools
 from kasloop.tools.mcp import plain_tool_names
 from kasloop.tools.registry import check_tool_settings, select_tools
 
-__all__ = ["EXIT_CODES", "Agent", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.guardrails.approvals' own, kept importable here
+__all__ = ["EXIT_CODES", "Agent", "Approval", "ProgressCallback", "RunResult", "approval_json"]  # approval_json: kasloop.guardrails.approvals' own, kept importable here
 
 T = TypeVar("T")
 
@@ -173,20 +174,40 @@ class Agent:
 
     # -- threads ----------------------------------------------------------------------------
 
-    async def run(self, goal: str, *, thread_id: str | None = None) -> RunResult:
+    async def run(self, goal: str, *, thread_id: str | None = None, output: OutputSpec | None = None) -> RunResult:
         """Start (or continue) a thread with a goal and drive it until done, paused or waiting.
+
+        ``output``: a pydantic model class (or a JSON schema dict) the final answer must match. The model is
+        told the schema; an answer that does not match goes back to it with what is wrong (the recovery
+        ladder: after three in a row a fallback model, then a person, or at level 4 ``escalated``). Once
+        done, ``result.value`` is the validated object (``result.data`` its JSON).
+
+        Example:
+            ```python
+            class Forecast(BaseModel):
+                city: str
+                high_c: float
+
+            result = await agent.run("tomorrow's forecast for Oslo", output=Forecast)
+            if result.status == "done":
+                print(result.value.high_c)
+            ```
 
         Raises:
             UsageError: the thread is waiting for an approval.
             ConfigError: the model spec or tools are invalid (nothing is written then).
         """
-        return await self.sessions.run(goal, thread_id)
+        return await self.sessions.run(goal, thread_id, output=output)
 
-    async def resume(self, thread_id: str) -> RunResult:
-        """Continue a thread where it stopped (after a crash, or once its approvals are decided)."""
-        return await self.sessions.resume(thread_id)
+    async def resume(self, thread_id: str, *, output: OutputSpec | None = None) -> RunResult:
+        """Continue a thread where it stopped (after a crash, or once its approvals are decided).
 
-    def astream(self, goal: str, *, thread_id: str | None = None, text: bool = True) -> AsyncIterator[StreamEvent]:
+        The task's output schema was stored with it; ``output`` (its pydantic class) gives ``result.value``."""
+        return await self.sessions.resume(thread_id, output=output)
+
+    def astream(
+        self, goal: str, *, thread_id: str | None = None, text: bool = True, output: OutputSpec | None = None,
+    ) -> AsyncIterator[StreamEvent]:
         """``run``, streamed: typed events as they happen (nodes, model text, proposed calls with the gate's
         verdict, tool calls), then what stopped the run (``ApprovalNeeded``, ``BudgetPaused``) and ``Done``.
 
@@ -199,12 +220,12 @@ class Agent:
                     await agent.approve(event.approvals[0]["approval_id"], resume=False)
             ```
         """
-        return stream_run(lambda emit: self.sessions.run(goal, thread_id, emit=emit, text=text))
+        return stream_run(lambda emit: self.sessions.run(goal, thread_id, emit=emit, text=text, output=output))
 
-    def astream_resume(self, thread_id: str, *, text: bool = True) -> AsyncIterator[StreamEvent]:
+    def astream_resume(self, thread_id: str, *, text: bool = True, output: OutputSpec | None = None) -> AsyncIterator[StreamEvent]:
         """``resume``, streamed (after an approval was decided with ``resume=False``, a crash, a ``tell``).
         ``text=False``: no model text events (the model is then not asked to stream its replies)."""
-        return stream_run(lambda emit: self.sessions.resume(thread_id, emit=emit, text=text))
+        return stream_run(lambda emit: self.sessions.resume(thread_id, emit=emit, text=text, output=output))
 
     async def tell(self, thread_id: str, text: str, *, source: str = "python") -> int:
         """Queue an instruction for a thread; its next cycle reads it (in order, exactly once).
@@ -252,10 +273,10 @@ class Agent:
 
     # -- approvals --------------------------------------------------------------------------
 
-    async def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
+    async def approvals(self, thread_id: str | None = None) -> list[Approval]:
         """Pending approval requests, oldest first, across threads (or of one thread)."""
         async with self.sessions.open() as db:
-            return [approval_json(r) for r in await ApprovalStore(db).pending(thread_id)]
+            return [Approval.model_validate(approval_json(r)) for r in await ApprovalStore(db).pending(thread_id)]
 
     async def decide(
         self,
@@ -333,19 +354,19 @@ class Agent:
 
     # -- sync twins -------------------------------------------------------------------------
 
-    def run_sync(self, goal: str, *, thread_id: str | None = None) -> RunResult:
+    def run_sync(self, goal: str, *, thread_id: str | None = None, output: OutputSpec | None = None) -> RunResult:
         """``run`` for code without an event loop (scripts, a notebook cell without ``await``)."""
-        return _run_sync(self.run(goal, thread_id=thread_id), "run")
+        return _run_sync(self.run(goal, thread_id=thread_id, output=output), "run")
 
-    def resume_sync(self, thread_id: str) -> RunResult:
-        return _run_sync(self.resume(thread_id), "resume")
+    def resume_sync(self, thread_id: str, *, output: OutputSpec | None = None) -> RunResult:
+        return _run_sync(self.resume(thread_id, output=output), "resume")
 
-    def stream(self, goal: str, *, thread_id: str | None = None) -> Iterator[StreamEvent]:
+    def stream(self, goal: str, *, thread_id: str | None = None, output: OutputSpec | None = None) -> Iterator[StreamEvent]:
         """``astream`` for code without an event loop: the same events, as they happen."""
-        return stream_sync(lambda: self.astream(goal, thread_id=thread_id))
+        return stream_sync(lambda: self.astream(goal, thread_id=thread_id, output=output))
 
-    def stream_resume(self, thread_id: str) -> Iterator[StreamEvent]:
-        return stream_sync(lambda: self.astream_resume(thread_id))
+    def stream_resume(self, thread_id: str, *, output: OutputSpec | None = None) -> Iterator[StreamEvent]:
+        return stream_sync(lambda: self.astream_resume(thread_id, output=output))
 
     def tell_sync(self, thread_id: str, text: str, *, source: str = "python") -> int:
         return _run_sync(self.tell(thread_id, text, source=source), "tell")

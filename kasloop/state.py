@@ -105,7 +105,7 @@ def new_task(goal: str | None = None) -> dict[str, Any]:
     return {
         "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [], "files_seen": [],
         "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
-        "plan": new_plan(goal) if goal else None,
+        "plan": new_plan(goal) if goal else None, "output_schema": None, "structured": None,
     }
 
 
@@ -124,6 +124,11 @@ class AgentState(TypedDict, total=False):
     tainted: bool
     status: Status
     output: str
+    output_schema: dict[str, Any] | None
+    """The JSON schema this task's final answer must match (``Agent.run(output=...)``, ``--output-schema``); set
+    only from what a person gave, with the goal (``kasloop.models.structured``)."""
+    structured: Any
+    """The final answer as the validated JSON value, when the task has an ``output_schema``."""
     files_seen: list[str]
     """Files read or written in this task (absolute paths, newest last, bounded): files_write may replace
     only these (``tool_settings.files.overwrite_unread`` aside)."""
@@ -180,6 +185,9 @@ class RunContext:
     max_seconds: float | None = None
     max_tokens_per_day: int | None = None
     max_usd_per_day: float | None = None
+    output_model: Any = None
+    """The pydantic class of a structured result, when the process that drives the thread has it
+    (``Agent.run(output=Model)``): it validates the answer too. Never stored; the schema in the state is."""
     budget_asks: bool = True
     """Whether a budget breach at levels 2 and 3 asks a person to raise the limit (``human_approval``). False
     in a team's specialist: its breach goes back to the manager with the delegation's result, and the

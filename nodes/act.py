@@ -238,7 +238,10 @@ def make_act(deps: NodeDeps) -> Any:
         if files_seen != list(state.get("files_seen") or []):
             update["files_seen"] = files_seen
         if new_successes and state.get("plan"):
-            update["plan"] = advanced(state["plan"], new_successes, new_changes)  # a step is done when a new call succeeded in it
+            # A step is done when a new call succeeded in it. A one-step goal counts only changes (reading first is how
+            # it starts), unless its answer is structured: then what was read is what the answer is made of.
+            changes = None if state.get("output_schema") is not None else new_changes
+            update["plan"] = advanced(state["plan"], new_successes, changes)
         if team_turns:
             update["team_turns"] = team_turns
         if failed:

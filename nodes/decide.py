@@ -17,6 +17,7 @@ was in context) goes in one separate message marked untrusted
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from kasloop.guardrails.approvals import approval_id
 from kasloop.guardrails.budget import budget_pause
 from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models.chat import invoke_model
+from kasloop.models.structured import BAD_OUTPUT, answer_instruction, check_answer
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
 from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, last_result, receipts
@@ -41,11 +43,16 @@ __all__ = ["SYSTEM_PROMPT", "kasloop_call_id", "make_decide", "with_call_ids"]
 
 # Short on purpose: small local models pay for every prompt token, and this wording (with the JSON
 # tool-result envelope) is what made the embedded 0.5B model stop after finishing instead of repeating.
+_PLAIN_ANSWER = "When the task is done, reply in plain text."
 SYSTEM_PROMPT = (
     "You are an agent that completes tasks with tools. Call one tool at a time. "
-    "Paths are relative to the workspace. If a call is refused or fails, read why and try another way. "
-    "When the task is done, reply in plain text."
+    "Paths are relative to the workspace. If a call is refused or fails, read why and try another way. " + _PLAIN_ANSWER
 )
+
+
+def _answer_words(text: str, state: AgentState) -> str:
+    """kasloop's notes to the model ask for a plain-text answer; a task with an output schema wants its JSON."""
+    return text.replace("reply in plain text", "reply with only the JSON answer") if state.get("output_schema") is not None else text
 
 
 REPEATED_CALL = (
@@ -143,7 +150,11 @@ def _prompt(deps: NodeDeps, state: AgentState, *, guided: bool, outside: list[st
     ``outside``: where the outside content in this thread came from. Text that may quote it never goes into
     the system prompt: it goes into one message marked untrusted, right after the system prompt.
     """
-    parts = [deps.config.system_prompt or SYSTEM_PROMPT]
+    schema = state.get("output_schema")
+    base = deps.config.system_prompt or SYSTEM_PROMPT
+    if schema is not None:  # the answer is JSON for this schema: kasloop's own "plain text" line gives way to it
+        base = base.replace(_PLAIN_ANSWER, answer_instruction(schema)) if _PLAIN_ANSWER in base else base + "\n" + answer_instruction(schema)
+    parts = [base]
     quoted: dict[str, Any] = {}
     messages = state.get("messages", [])
     said = {m.content for m in messages if isinstance(m, HumanMessage)}
@@ -172,9 +183,23 @@ def _prompt(deps: NodeDeps, state: AgentState, *, guided: bool, outside: list[st
             parts.append("Last problem: " + str(state["diagnosis"]))
     if quoted:
         parts.append(OUTSIDE_NOTE)
-    step = step_prompt(state.get("plan")) if guided else None
+    step = step_prompt(state.get("plan"), structured=schema is not None) if guided else None
     # The current step goes last, where a small model looks; it is never stored in the conversation.
     return [SystemMessage("\n".join(parts)), *([outside_context(quoted)] if quoted else []), *messages, *([HumanMessage(step)] if step else [])]
+
+
+def _finished_goals(goals: list[Any]) -> list[Any]:
+    return [{**g, "status": "done"} if g["status"] == "open" else g for g in goals]
+
+
+async def _structured_answer(deps: NodeDeps, ctx: RunContext, step: int, text: str, schema: dict[str, Any], goals: list[Any]) -> dict[str, Any]:
+    """A final answer under an output schema: done with the validated value, or a ``bad_output`` failure
+    for self_diagnose (the model is told what is wrong and answers again; repeated, it escalates)."""
+    value, problem = check_answer(text, schema, ctx.output_model)
+    if problem is not None:
+        await deps.events.append(ctx.thread_id, step, "error", source="model", message=problem[:500], transient=False)
+        return {"last_error": {"kind": BAD_OUTPUT, "message": problem, "source": "model"}}
+    return {"status": "done", "output": json.dumps(value, ensure_ascii=False), "structured": value, "goals": _finished_goals(goals)}
 
 
 def make_decide(deps: NodeDeps) -> Any:
@@ -193,7 +218,7 @@ def make_decide(deps: NodeDeps) -> Any:
         turn = state.get("model_turns", 0)
         offered = deps.offered_tools(ctx)
         if state.get("stalled", 0) >= deps.config.stall_cycles:
-            return await stuck(state, ctx, step, NO_PROGRESS.format(cycles=state["stalled"]), "no progress")
+            return await stuck(state, ctx, step, _answer_words(NO_PROGRESS.format(cycles=state["stalled"]), state), "no progress")
         guided = deps.guided(state)
         outside = [*untrusted_sources(state.get("messages", [])), *state.get("inherited_taint", [])]
         prompt = _prompt(deps, state, guided=guided, outside=outside)
@@ -267,7 +292,7 @@ def make_decide(deps: NodeDeps) -> Any:
                 continue
             call_hash = arg_hash(name, args)
             if tool.idempotent and call_hash in done:
-                messages.append(tool_error(call_id, name, "repeated", REPEATED_CALL))
+                messages.append(tool_error(call_id, name, "repeated", _answer_words(REPEATED_CALL, state)))
                 gates.append({"tool": name, "gate": "deny", "reason": "repeats a call that already succeeded"})
                 continue
             risk = ctx.risk_overrides.get(name, tool.risk)
@@ -296,7 +321,7 @@ def make_decide(deps: NodeDeps) -> Any:
         pattern = loop_pattern(recent) if pending else None
         if pattern is not None:
             # Nothing runs; the calls are answered and self_diagnose makes the model re-plan (or escalates).
-            text = LOOP_MESSAGE.format(pattern=pattern)
+            text = _answer_words(LOOP_MESSAGE.format(pattern=pattern), state)
             messages += [tool_error(c["id"], c["tool"], "loop", text) for c in pending]
             gates = [{**g, "gate": "deny", "reason": "loop detected"} if g["gate"] != "deny" else g for g in gates]
             pending = []
@@ -316,6 +341,8 @@ def make_decide(deps: NodeDeps) -> Any:
             # Steps are left: the answer is kept in the conversation and the model is shown the next
             # step (decide runs again); after NUDGES_PER_STEP answers for one step, an answer stands.
             update["plan"] = nudged(plan)
+        elif not reply.tool_calls and state.get("output_schema") is not None:
+            update |= await _structured_answer(deps, ctx, step, text, state["output_schema"], state.get("goals", []))
         elif not reply.tool_calls:
             update["status"] = "done"
             update["output"] = text
@@ -323,7 +350,7 @@ def make_decide(deps: NodeDeps) -> Any:
                 # kasloop's own prompt line given back: the output is what was done, from the last result.
                 last = last_result(state.get("messages", []), deps.tools)
                 update["output"] = f"Done. Last result: {last}" if last else "Done."
-            update["goals"] = [{**g, "status": "done"} if g["status"] == "open" else g for g in state.get("goals", [])]
+            update["goals"] = _finished_goals(state.get("goals", []))
         await deps.events.append(
             ctx.thread_id, step, "decide", content=text[:500], calls=gates, turn=turn, prompt_tokens=size,
             **renamed_ids(reply), **costs,

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from kasloop.support.backoff import backoff_delay
 from kasloop.errors import ModelError
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.models.structured import BAD_OUTPUT
 from kasloop.nodes.diagnosis import diagnose, diagnosis_request
 from kasloop.nodes.working_memory import prompt_tokens
 from kasloop.nodes.messages import failed_call_message, untrusted_sources
@@ -170,7 +171,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
         diagnosis = f"{error.get('tool') or 'the model'} failed ({kind}): {error['message'][:500]}"
         update: dict[str, Any] = {"attempts": attempts, "diagnosis": diagnosis, "last_error": None, "pending": []}
         costs: dict[str, Any] = {}
-        if deps.config.diagnose_with_model and kind != "stuck":
+        if deps.config.diagnose_with_model and kind not in ("stuck", BAD_OUTPUT):  # what is wrong with an answer is known exactly
             usage = Usage(**(state.get("usage") or empty_usage()))
             plan = await ask_for_plan(state, ctx, usage, failed[0] if failed else None, kind, error["message"], costs)
             if plan:
@@ -183,7 +184,7 @@ def make_self_diagnose(deps: NodeDeps) -> Any:
                 failed_call_message(c, kind=kind, message=error["message"])
                 for c in failed
             ]
-        elif kind == "stuck":
+        elif kind in ("stuck", BAD_OUTPUT):
             update["messages"] = [HumanMessage(f"Note from kasloop: {error['message']}")]
         else:
             update["messages"] = [HumanMessage(f"Your last reply could not be used: {error['message']}. Reply with a valid tool call or a plain-text answer.")]

@@ -11,9 +11,9 @@ from kasloop import errors
 def test_all_is_sorted_and_complete() -> None:
     assert kasloop.__all__ == sorted(kasloop.__all__)
     assert set(kasloop.__all__) == {
-        "Agent", "AgentConfig", "AgentState", "ApprovalError", "AutonomyLevelError", "BudgetExceeded", "Budgets",
+        "Agent", "AgentConfig", "AgentState", "Approval", "ApprovalError", "AutonomyLevelError", "BudgetExceeded", "Budgets",
         "CheckpointError", "Collaboration", "ConfigError", "KasloopError", "LocalModelError", "LongTermMemory", "MemoryItem", "ModelError", "OpenAISettings", "PolicyRule", "ProviderSettings", "RunContext",
-        "RunResult", "ScriptExhausted", "ScriptedChatModel", "Specialist", "ThreadNotFound", "UsageError", "build_collaboration_graph", "build_graph",
+        "RunResult", "RunUsage", "ScriptExhausted", "ScriptedChatModel", "Specialist", "ThreadNotFound", "UsageError", "build_collaboration_graph", "build_graph",
         "build_team_graph", "tool",
     }
     for name in kasloop.__all__:

@@ -8,6 +8,7 @@ import time
 from typing import Any, NoReturn
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -27,8 +28,13 @@ def abort(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _json_default(value: Any) -> Any:
+    """Typed results (``Approval``, ``RunResult``) print as their JSON shape; anything else as its text."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
 
 
 def _when(ts: float | None) -> str:

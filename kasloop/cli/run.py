@@ -17,6 +17,7 @@ from kasloop.agent import RunResult
 from kasloop.cli._common import ConfigOpt, DbOpt, HomeOpt, JsonOpt, make_agent
 from kasloop.cli._console import err, out, print_json, print_result
 from kasloop.models.chat import resolve_model_specs
+from kasloop.models.structured import read_schema_file
 from kasloop.tools.sandbox import sandbox_warning
 
 __all__ = ["register"]
@@ -108,7 +109,7 @@ async def _streamed(events: AsyncIterator[Any], progress: LiveProgress) -> RunRe
         progress.handle(event)
         if event.kind == "done":
             result = event.result
-    return RunResult(thread=result["thread"], status=result["status"], output=result["output"], approvals=result["approvals"], usage=result["usage"])
+    return RunResult.model_validate({**result, "structured": "data" in result})
 
 
 def _finish(result: RunResult, as_json: bool) -> None:
@@ -130,12 +131,16 @@ def register(app: typer.Typer) -> None:
         collaboration: Annotated[
             str | None, typer.Option("--collaboration", help="Run as this collaboration of peers (a \\[collaboration.NAME] table of kasloop.toml).")
         ] = None,
+        output_schema: Annotated[
+            Path | None, typer.Option("--output-schema", help="A JSON schema file the final answer must match (`--json` then has `data`).")
+        ] = None,
         home: HomeOpt = None,
         db: DbOpt = None,
         config: ConfigOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Run GOAL as a thread: exits 0 done, 10 waiting for approval, 11 paused by budget, 12 escalated."""
+        schema = read_schema_file(output_schema) if output_schema is not None else None
         agent = make_agent(
             home=home, db=db, config_file=config,
             autonomy=autonomy, model=model, workspace=workspace, tools=tools, max_steps=max_steps, run_team=team,
@@ -146,7 +151,7 @@ def register(app: typer.Typer) -> None:
             err.print(warning, markup=False, style="bold red")
         announce = f"model: {describe_model(resolve_model_specs(agent.config)[0])}"
         with LiveProgress(not json_out, announce) as progress:
-            result = asyncio.run(_streamed(agent.astream(goal, thread_id=thread, text=False), progress))
+            result = asyncio.run(_streamed(agent.astream(goal, thread_id=thread, text=False, output=schema), progress))
         _finish(result, json_out)
 
     @app.command()

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kasloop.runtime.result import Approval
+
 __all__ = [
     "ApprovalNeeded",
     "BudgetPaused",
@@ -94,7 +96,7 @@ class ApprovalNeeded(_Event):
     """The run stopped for a human: the pending requests, in the shape ``kasloop approvals --json`` shows."""
 
     kind: Literal["approval_needed"] = "approval_needed"
-    approvals: list[dict[str, Any]]
+    approvals: list[Approval]
 
 
 class BudgetPaused(_Event):
@@ -102,7 +104,7 @@ class BudgetPaused(_Event):
 
     kind: Literal["budget_paused"] = "budget_paused"
     output: str
-    approvals: list[dict[str, Any]]
+    approvals: list[Approval]
 
 
 class Done(_Event):

@@ -1,27 +1,83 @@
-"""Where a thread stands after a command, and the CLI exit code each status maps to (DESIGN.md's contract)."""
+"""Where a thread stands after a command, as typed objects, and the CLI exit code each status maps to.
+
+``RunResult``, ``Approval`` and ``RunUsage`` are frozen pydantic models whose ``model_dump(mode="json")``
+is exactly the JSON ``kasloop run --json`` and ``kasloop approvals --json`` print (DESIGN.md's contract).
+Reading them by key (``result.approvals[0]["approval_id"]``, ``result.usage["usd"]``) keeps working for
+code written when they were dicts; attributes are the typed way.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from kasloop.state import Usage, empty_usage
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EXIT_CODES", "RunResult"]
+__all__ = ["EXIT_CODES", "Approval", "RunResult", "RunUsage"]
 
 EXIT_CODES = {"done": 0, "waiting_approval": 10, "paused_budget": 11, "escalated": 12, "failed": 12}
 """A thread status -> the exit code of ``kasloop run/resume/approve``; any other status exits 1."""
 
 
-@dataclass
-class RunResult:
-    """Where a thread stands after ``run``/``resume``/``approve``."""
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    def __getitem__(self, key: str) -> Any:
+        """``record["field"]``: the dict shape these objects replaced (a missing field is a ``KeyError``)."""
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in type(self).model_fields else default
+
+
+class Approval(_Record):
+    """A pending request for a person: a tool call (``kind="tool_call"``), an escalation, or a budget raise."""
+
+    approval_id: str
+    thread: str
+    tool: str
+    args: dict[str, Any]
+    risk: str
+    reason: str
+    arg_hash: str
+    created_at: float
+    expires_at: float
+    kind: Literal["tool_call", "escalation", "budget"] = "tool_call"
+    path: str = ""
+    """A team's specialist's place under its manager (``manager/specialist``); empty for the thread itself."""
+
+
+class RunUsage(_Record):
+    """What a task has used so far (the numbers its budgets count)."""
+
+    steps: int = 0
+    tool_calls: int = 0
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+    seconds: float = 0.0
+
+
+class RunResult(_Record):
+    """Where a thread stands after ``run``/``resume``/``approve``.
+
+    ``output`` is the final answer's text (the validated JSON, for a task with an output schema); ``data``
+    is that answer as a JSON value and ``value`` as the pydantic object, when ``output=`` asked for one.
+    """
 
     thread: str
     status: str
     output: str = ""
-    approvals: list[dict[str, Any]] = field(default_factory=list)
-    usage: Usage = field(default_factory=empty_usage)
+    approvals: list[Approval] = Field(default_factory=list)
+    usage: RunUsage = Field(default_factory=RunUsage)
+    data: Any = None
+    """The validated structured answer (a task run with ``output=`` / ``--output-schema``, once done)."""
+    value: Any = Field(default=None, exclude=True)
+    """``data`` as an instance of the pydantic class given as ``output=`` (not in the JSON)."""
+    structured: bool = Field(default=False, exclude=True)
+    """The task has an output schema: the JSON then carries ``data``."""
 
     @property
     def exit_code(self) -> int:
@@ -29,4 +85,5 @@ class RunResult:
         return EXIT_CODES.get(self.status, 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"thread": self.thread, "status": self.status, "output": self.output, "approvals": self.approvals, "usage": dict(self.usage)}
+        """``{"thread", "status", "output", "approvals", "usage"}``, and ``"data"`` for a structured task."""
+        return self.model_dump(mode="json", exclude=None if self.structured else {"data"})

@@ -21,6 +21,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
+from pydantic import BaseModel
 
 from kasloop.guardrails.approvals import Checked, Edit, approval_json, record_decision, record_request, reject_expired
 from kasloop.guardrails.budget import with_budgets
@@ -100,6 +101,9 @@ class ThreadSession:
         """Whether the events include the model's text (chat models then stream their replies)."""
         self.mcp_tools: tuple[Tool, ...] = ()
         """The tools of the MCP servers the thread's agents name, once :meth:`prepare` reached them."""
+        self.output_model: type[BaseModel] | None = None
+        """The pydantic class of the task's structured answer, when this process has it (``output=``): it
+        validates the answer in decide too, and the result carries the answer as one (``RunResult.value``)."""
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -165,8 +169,9 @@ class ThreadSession:
 
     # -- driving ----------------------------------------------------------------------------
 
-    async def start_goal(self, goal: str, *, new: bool) -> RunResult:
-        """Record ``goal`` on the thread (``new``: create it) and drive it; the caller holds the lock."""
+    async def start_goal(self, goal: str, *, new: bool, output_schema: dict[str, Any] | None = None) -> RunResult:
+        """Record ``goal`` on the thread (``new``: create it) and drive it; the caller holds the lock.
+        ``output_schema``: the JSON schema the task's final answer must match (kept in the state with the task)."""
         goals: list[dict[str, Any]] = []
         if new:
             await ThreadStore(self.db).create(self.thread_id, goal, self.config.thread_policy())
@@ -178,7 +183,7 @@ class ThreadSession:
             goals = list((await self.snapshot()).values.get("goals", []))
         await EventLog(self.db).append(self.thread_id, 0, "goal", text=goal)
         goals.append({"id": f"g{len(goals) + 1}", "text": goal, "status": "open"})
-        payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task(goal)}
+        payload = {"messages": [HumanMessage(goal)], "goals": goals, **new_task(goal), "output_schema": output_schema}
         if self.config.run_collaboration is not None:
             payload["task"] = goal  # the collaboration's problem (its state has no goals list)
         return await self.drive_locked(payload)
@@ -224,6 +229,8 @@ class ThreadSession:
         standing = await RuleStore(self.db).policy_rules()
         if standing:  # rules people added since (`--always`, `kasloop rules add`) join the thread's own
             ctx = dataclasses.replace(ctx, rules=(*ctx.rules, *standing))
+        if self.output_model is not None:
+            ctx = dataclasses.replace(ctx, output_model=self.output_model)
         run_config: dict[str, Any] = {**self.run_config, "recursion_limit": RECURSION_LIMIT}
         if sessions.callbacks:
             run_config["callbacks"] = sessions.callbacks
@@ -290,8 +297,12 @@ class ThreadSession:
             key = f"{status}:{step}:{values.get('model_turns', 0)}"
             await self.notify(key, f"Thread {thread_id} {status.replace('_', ' ')}", values.get("output", ""))
         await ThreadStore(db).set_status(thread_id, status)
+        structured = values.get("output_schema") is not None
+        data = values.get("structured") if structured and status == "done" else None
         return RunResult(
             thread=thread_id, status=status, output=values.get("output", ""), approvals=records, usage=values.get("usage", empty_usage()),
+            structured=structured, data=data,
+            value=self.output_model.model_validate(data) if self.output_model is not None and data is not None else None,
         )
 
     # -- channels ---------------------------------------------------------------------------

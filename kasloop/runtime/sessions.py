@@ -29,6 +29,7 @@ from kasloop.checkpoints.rules import RuleStore
 from kasloop.config.schema import AgentConfig, PolicyRule
 from kasloop.errors import ConfigError, ThreadNotFound, UsageError, check_text
 from kasloop.graphs.team import team_tools
+from kasloop.models.structured import OutputSpec, output_class, output_schema
 from kasloop.runtime.events import Emit
 from kasloop.runtime.result import RunResult
 from kasloop.runtime.session import ProgressCallback, ThreadSession, add_standing_rule
@@ -120,11 +121,16 @@ class Sessions:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def run(self, goal: str, thread_id: str | None = None, *, emit: Emit | None = None, text: bool = True) -> RunResult:
-        """Start a thread (``thread_id`` None or unknown) or give an existing one a new goal, and drive it."""
+    async def run(
+        self, goal: str, thread_id: str | None = None, *, emit: Emit | None = None, text: bool = True, output: OutputSpec | None = None,
+    ) -> RunResult:
+        """Start a thread (``thread_id`` None or unknown) or give an existing one a new goal, and drive it.
+
+        ``output``: the pydantic class or JSON schema the final answer must match (stored with the task)."""
         check_text(goal, "The goal")
         if not goal.strip():
             raise UsageError("The goal is empty; say what the agent should achieve.")
+        schema = output_schema(output) if output is not None else None  # a bad schema is refused before anything is written
         goal = secrets_of(self.config).text(goal)  # before anything stores it: rows, events, checkpoints, logs
         config = absolute_policy(self.config, Path.cwd())
         if thread_id is None:  # surely a new thread: a bad model spec is refused before the database is opened
@@ -139,8 +145,8 @@ class Sessions:
                 else:  # an existing thread keeps its own stored policy (and its own secrets are redacted too)
                     session = self.session(db, session.thread_id, self.thread_config(existing["policy"]))
                     goal = secrets_of(session.config).text(goal)
-                session.emit, session.stream_text = emit, text
-                return await session.start_goal(goal, new=existing is None)
+                session.emit, session.stream_text, session.output_model = emit, text, output_class(output)
+                return await session.start_goal(goal, new=existing is None, output_schema=schema)
 
     async def decide(
         self, approval_id: str, decision: Decision | TypedDecision, *, by: str | None, channel: str, resume: bool,
@@ -168,10 +174,11 @@ class Sessions:
             session = same[0] if same else self.session(db, checked.record["thread"], checked.config)
             return await session.apply(checked, resume=resume)
 
-    async def resume(self, thread_id: str, *, emit: Emit | None = None, text: bool = True) -> RunResult:
+    async def resume(self, thread_id: str, *, emit: Emit | None = None, text: bool = True, output: OutputSpec | None = None) -> RunResult:
+        """Continue a thread; ``output``: the pydantic class its structured answer is returned as (``RunResult.value``)."""
         async with self.open() as db:
             session = await self.stored(db, thread_id)
-            session.emit, session.stream_text = emit, text
+            session.emit, session.stream_text, session.output_model = emit, text, output_class(output)
             return await session.resume()
 
     async def tell(self, thread_id: str, text: str, *, source: str) -> int:
