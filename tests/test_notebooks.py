@@ -29,7 +29,7 @@ from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 from kasloop.reporting.notebook import graph_svg  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-EXPECTED = ["autonomy_and_approvals", "memory_and_recovery", "quickstart", "teams"]
+EXPECTED = ["autonomy_and_approvals", "ecosystem", "memory_and_recovery", "quickstart", "teams"]
 SVG_NS = "{http://www.w3.org/2000/svg}"
 CELL_TIMEOUT = 120
 

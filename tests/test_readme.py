@@ -176,10 +176,22 @@ def test_the_bring_your_own_example_builds_an_agent(tmp_path: Path, monkeypatch:
     """The README's model-object and LangChain-tool example, as written (no model call is made)."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-readme-example")
     monkeypatch.setenv("KASLOOP_HOME", str(tmp_path / ".kasloop"))
-    section = README.split("### 8. Bring your own model and tools", 1)[1]
+    section = README.split("### 8. Bring your own model, tools and MCP servers", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
     agent = namespace["agent"]
     assert agent.config.model == ["object:ChatAnthropic"]  # type: ignore[attr-defined]
     assert [(t.name, t.risk, t.idempotent) for t in agent.sessions.extra_tools] == [("word_count", "read", True)]  # type: ignore[attr-defined]
+
+
+def test_the_mcp_example_is_a_valid_config(tmp_path: Path) -> None:
+    """The README's `[mcp.notes]` table loads as written, with the risk it promises."""
+    from kasloop.config.loading import load_config
+
+    section = README.split("### 8. Bring your own model, tools and MCP servers", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "kasloop.toml").write_text(block)
+    config = load_config(tmp_path / "kasloop.toml", cwd=tmp_path)
+    assert config.tools == ["files", "notes"]
+    assert config.mcp["notes"].risk == {"search": "read"} and config.mcp["notes"].default_risk == "high"

@@ -198,3 +198,19 @@ def test_cli_bad_schema_file_exits_2_with_one_line(
     assert result.code == 2, result
     assert problem in result.err and len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
     assert not (tmp_path / ".kasloop" / "kasloop.db").exists(), "nothing was written"
+
+
+async def test_a_secret_in_the_structured_answer_is_redacted_before_it_is_checked_or_stored(
+    tmp_path: Path, script: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is the model's reply, redacted like any reply: the data never holds the key (positive
+    control: the same answer with a string that is not a secret comes back as it was)."""
+    key = "sk-structured-secret-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    agent = agent_for(tmp_path, script(answer({"city": key, "high_c": 1})))
+    leaked = await agent.run("forecast", thread_id="a", output=Forecast)
+    assert leaked.status == "done" and key not in json.dumps(leaked.to_json())
+    assert leaked.value.city == "[redacted:OPENAI_API_KEY]"
+    assert key not in json.dumps(await agent.history("a"))
+    plain = await agent_for(tmp_path, script(answer({"city": "Bergen", "high_c": 1}))).run("forecast", thread_id="b", output=Forecast)
+    assert plain.value.city == "Bergen"

@@ -125,8 +125,6 @@ class McpConnection:
         self.tools = tuple(self._tool(lc.name, lc.description or "", lc.args_schema) for lc in listed)
 
     async def _open(self) -> None:
-        from langchain_mcp_adapters.sessions import create_session
-
         connection = self._connection()
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
@@ -135,7 +133,7 @@ class McpConnection:
 
         async def hold() -> None:
             try:
-                async with create_session(connection) as session:  # type: ignore[arg-type]
+                async with _session(connection) as session:
                     await session.initialize()
                     self._session = session
                     ready.set_result(None)
@@ -243,6 +241,39 @@ def _result_text(result: Any) -> str:
     if not parts and getattr(result, "structuredContent", None) is not None:
         return json.dumps(result.structuredContent, ensure_ascii=False, default=str)
     return "\n".join(parts)
+
+
+@contextlib.asynccontextmanager
+async def _session(connection: dict[str, Any]) -> Any:
+    """An MCP client session over ``connection``. A stdio server is started through the ``mcp`` package itself,
+    with its stderr on a real file: ``langchain-mcp-adapters`` leaves it on ``sys.stderr``, which in a Jupyter
+    kernel has no file descriptor (the server could not start there), and it would expand ``${VAR}`` in the
+    environment kasloop hands over (a secret's value is passed as it is)."""
+    if connection["transport"] != "stdio":
+        from langchain_mcp_adapters.sessions import create_session
+
+        async with create_session(connection) as session:  # type: ignore[arg-type]
+            yield session
+        return
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=connection["command"], args=connection["args"], env=connection["env"], cwd=connection.get("cwd"))
+    async with stdio_client(params, errlog=_errlog()) as (read, write), ClientSession(read, write, **connection["session_kwargs"]) as session:
+        yield session
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: this process's stderr when it is a real file (a terminal, a log),
+    else the interpreter's original one (a notebook kernel's ``sys.stderr`` is not a file)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return open(os.devnull, "w")  # noqa: SIM115 - no stderr at all: the server's messages go nowhere
 
 
 def _first_line(exc: BaseException) -> str:

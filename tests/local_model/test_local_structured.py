@@ -7,7 +7,10 @@ is told the answer is not JSON (with the object's shape), and answers with the r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from pydantic import BaseModel
 
@@ -39,3 +42,20 @@ async def test_the_local_model_reads_a_file_then_answers_with_its_fields(local_m
     assert result.value == Order(customer="Ada Lovelace", quantity=3)
     events = await agent.history(result.thread)
     assert any(e["kind"] == "tool" and e["tool"] == "files_read" and e["ok"] for e in events)
+
+
+def test_the_readme_streaming_and_structured_example_runs_as_written(
+    local_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README section 9, executed as written on the embedded model, in a folder with the order file it names."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### 9. Streaming and structured results", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "order.txt").write_text("customer: Ada Lovelace\nquantity: 3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KASLOOP_HOME", os.fspath(tmp_path / ".kasloop"))
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - the README's own example
+    printed = capsys.readouterr().out.splitlines()
+    assert "files_read ok" in printed
+    assert printed[-1] == "customer='Ada Lovelace' quantity=3"
