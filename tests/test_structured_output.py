@@ -214,3 +214,20 @@ async def test_a_secret_in_the_structured_answer_is_redacted_before_it_is_checke
     assert key not in json.dumps(await agent.history("a"))
     plain = await agent_for(tmp_path, script(answer({"city": "Bergen", "high_c": 1}))).run("forecast", thread_id="b", output=Forecast)
     assert plain.value.city == "Bergen"
+
+
+def test_a_collaboration_refuses_an_output_schema_before_anything_is_written(
+    tmp_path: Path, script: Callable[..., str], kasloop: Callable[..., CLIResult]
+) -> None:
+    """Its answer is the peers' agreed proposal: a schema it would silently ignore is refused instead."""
+    peer = script(answer(FORECAST))
+    (tmp_path / "kasloop.toml").write_text(
+        "[collaboration.review]\n"
+        f'[collaboration.review.peers.a]\ndescription = "Solves."\ntools = ["files_read"]\nmodel = "{peer}"\n'
+        f'[collaboration.review.peers.b]\ndescription = "Checks."\ntools = ["files_read"]\nmodel = "{peer}"\n'
+    )
+    schema_file = tmp_path / "forecast.json"
+    schema_file.write_text(json.dumps(Forecast.model_json_schema()))
+    result = kasloop("run", "forecast", "--collaboration", "review", "--output-schema", str(schema_file), "--thread", "c")
+    assert result.code == 2 and "collaboration" in result.err and len(result.err.strip().splitlines()) == 1, result
+    assert kasloop("status", "--json").json() == [], "no thread was created"

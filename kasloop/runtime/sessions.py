@@ -145,6 +145,11 @@ class Sessions:
                 else:  # an existing thread keeps its own stored policy (and its own secrets are redacted too)
                     session = self.session(db, session.thread_id, self.thread_config(existing["policy"]))
                     goal = secrets_of(session.config).text(goal)
+                if schema is not None and session.config.run_collaboration is not None:
+                    raise UsageError(
+                        "A collaboration's answer is the proposal its peers agree on, not a structured result; "
+                        "run without output= / --output-schema, or run the goal as one agent or a team."
+                    )
                 session.emit, session.stream_text, session.output_model = emit, text, output_class(output)
                 return await session.start_goal(goal, new=existing is None, output_schema=schema)
 
