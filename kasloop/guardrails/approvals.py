@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from kasloop.support.records import FrozenRecord
+
 from kasloop.safety.approval_secrets import (
     APPROVAL_ENV_PREFIX,
     approval_secret_problem,
@@ -120,25 +122,34 @@ class ApprovalRequest(TypedDict):
     expires_at: float
 
 
-def approval_json(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The stable JSON shape of a pending approval (a stored record or a request; DESIGN §12).
+class Approval(FrozenRecord):
+    """A pending request for a person, as every listing shows it (DESIGN §12): a tool call (``kind="tool_call"``),
+    an escalation, or a budget raise. ``Agent.approvals()``, ``RunResult.approvals`` and the stream's events hold
+    these; ``model_dump(mode="json")`` is what ``kasloop approvals --json`` prints. Reading one by key
+    (``approval["approval_id"]``) keeps working for code written when it was a dict."""
 
-    What ``Agent.approvals()``, ``RunResult.approvals``, ``kasloop approvals --json``, ``kasloop status``,
-    the channels' announcements and the report show. Idempotent: the shape of a shape is itself.
+    model_config = ConfigDict(frozen=True, extra="ignore")  # a stored record carries more (status, batch_id, ...)
+
+    approval_id: str
+    thread: str
+    tool: str
+    args: dict[str, Any]
+    risk: str
+    reason: str
+    arg_hash: str
+    created_at: float
+    expires_at: float
+    kind: Literal["tool_call", "escalation", "budget"] = "tool_call"
+    path: str = ""
+    """A team's specialist's place under its manager (``manager/specialist``); empty for the thread itself."""
+
+
+def approval_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The stable JSON shape of a pending approval (a stored record or a request): :class:`Approval`'s.
+
+    What the channels' announcements, ``kasloop status`` and the report show. Idempotent: the shape of a shape is itself.
     """
-    return {
-        "approval_id": record["approval_id"],
-        "thread": record["thread"],
-        "tool": record["tool"],
-        "args": record["args"],
-        "risk": record["risk"],
-        "reason": record["reason"],
-        "arg_hash": record["arg_hash"],
-        "created_at": record["created_at"],
-        "expires_at": record["expires_at"],
-        "kind": record.get("kind", "tool_call"),
-        "path": record.get("path", ""),
-    }
+    return Approval.model_validate(dict(record)).model_dump(mode="json")
 
 
 async def record_request(db: Database, request: Mapping[str, Any], step: int) -> bool:

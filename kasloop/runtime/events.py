@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kasloop.runtime.result import Approval
+from kasloop.guardrails.approvals import Approval
 
 __all__ = [
     "ApprovalNeeded",

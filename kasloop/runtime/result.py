@@ -1,16 +1,19 @@
 """Where a thread stands after a command, as typed objects, and the CLI exit code each status maps to.
 
-``RunResult``, ``Approval`` and ``RunUsage`` are frozen pydantic models whose ``model_dump(mode="json")``
-is exactly the JSON ``kasloop run --json`` and ``kasloop approvals --json`` print (DESIGN.md's contract).
-Reading them by key (``result.approvals[0]["approval_id"]``, ``result.usage["usd"]``) keeps working for
-code written when they were dicts; attributes are the typed way.
+``RunResult`` and ``RunUsage`` (with :class:`~kasloop.guardrails.approvals.Approval`, the requests it
+holds) are frozen pydantic models whose ``model_dump(mode="json")`` is exactly the JSON ``kasloop run
+--json`` and ``kasloop approvals --json`` print (DESIGN.md's contract); they read by key too
+(:class:`~kasloop.support.records.FrozenRecord`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from kasloop.guardrails.approvals import Approval
+from kasloop.support.records import FrozenRecord
 
 __all__ = ["EXIT_CODES", "Approval", "RunResult", "RunUsage"]
 
@@ -18,37 +21,7 @@ EXIT_CODES = {"done": 0, "waiting_approval": 10, "paused_budget": 11, "escalated
 """A thread status -> the exit code of ``kasloop run/resume/approve``; any other status exits 1."""
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    def __getitem__(self, key: str) -> Any:
-        """``record["field"]``: the dict shape these objects replaced (a missing field is a ``KeyError``)."""
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in type(self).model_fields else default
-
-
-class Approval(_Record):
-    """A pending request for a person: a tool call (``kind="tool_call"``), an escalation, or a budget raise."""
-
-    approval_id: str
-    thread: str
-    tool: str
-    args: dict[str, Any]
-    risk: str
-    reason: str
-    arg_hash: str
-    created_at: float
-    expires_at: float
-    kind: Literal["tool_call", "escalation", "budget"] = "tool_call"
-    path: str = ""
-    """A team's specialist's place under its manager (``manager/specialist``); empty for the thread itself."""
-
-
-class RunUsage(_Record):
+class RunUsage(FrozenRecord):
     """What a task has used so far (the numbers its budgets count)."""
 
     steps: int = 0
@@ -60,7 +33,7 @@ class RunUsage(_Record):
     seconds: float = 0.0
 
 
-class RunResult(_Record):
+class RunResult(FrozenRecord):
     """Where a thread stands after ``run``/``resume``/``approve``.
 
     ``output`` is the final answer's text (the validated JSON, for a task with an output schema); ``data``
