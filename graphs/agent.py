@@ -150,7 +150,7 @@ def build_graph(
         thread's policy; without one it runs with the config's policy.
     """
     config = config or AgentConfig()
-    selected = select_tools(config.tools, as_tools(tools))
+    selected = select_tools(config.tools, as_tools(tools), config.tool_traits)
     check_tool_settings(config.tool_settings, config.workspace)
     specs = resolve_model_specs(config) if model is None else chain_with(model, config.model_specs)
     check_prices(config, specs)

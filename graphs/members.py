@@ -67,7 +67,7 @@ def build_members(
     names: dict[str, tuple[str, ...]] = {}
     for name, member in members.items():
         configs[name] = config_for(name, member)
-        names[name] = tuple(select_tools(configs[name].tools, tools))
+        names[name] = tuple(select_tools(configs[name].tools, tools, configs[name].tool_traits))
         graphs[name] = build_graph(
             configs[name], model=(models or {}).get(name), tools=tools, ledger=ledger, events=events,
             inbox=inbox, resources=resources, spend=spend, name=f"kasloop-{name}",

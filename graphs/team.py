@@ -56,7 +56,7 @@ from kasloop.state import RunContext, Usage, empty_usage, new_task
 from kasloop.tools.base import Tool, ToolContext, ToolResources, ToolResult
 from kasloop.tools.langchain_tools import as_tools
 from kasloop.tools.mcp import mcp_servers_named
-from kasloop.tools.registry import select_tools
+from kasloop.tools.registry import select_tools, with_traits
 
 __all__ = [
     "DELEGATE_TIMEOUT",
@@ -282,7 +282,7 @@ def build_for(config: AgentConfig, *, model: BaseChatModel | None = None, **kwar
 
 def tool_names_for(config: AgentConfig, extra: Iterable[Tool] = ()) -> tuple[str, ...]:
     """The tools the top agent of ``config`` may call (a team's manager also has ``delegate``)."""
-    names = tuple(select_tools(config.tools, extra))
+    names = tuple(select_tools(config.tools, extra, config.tool_traits))
     return (*names, "delegate") if config.run_team is not None else names
 
 
@@ -290,7 +290,7 @@ def team_tools(config: AgentConfig, extra: Iterable[Tool] = ()) -> dict[str, Too
     """Every tool of the team's members or the collaboration's peers by name (to check an edited call one proposed).
 
     MCP servers' names are left out until their tools are in ``extra`` (they are listed once a server is reached)."""
-    extra = tuple(extra)
+    extra = with_traits(extra, config.tool_traits)
     given = {t.name for t in extra} | {t.family for t in extra if t.family}
     found: dict[str, Tool] = {}
     for member in config.team_members().values():

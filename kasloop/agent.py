@@ -115,7 +115,7 @@ class Agent:
             tool_settings=config.tool_settings, extra=config.protected_paths,
         )
         extra_tools = as_tools(tools)
-        select_tools(plain_tool_names(config, config.tools), extra_tools)  # unknown tools and bad settings fail now, before any write
+        select_tools(plain_tool_names(config, config.tools), extra_tools, config.tool_traits)  # unknown tools and bad settings fail now, before any write
         team_tools(config, extra_tools)
         check_tool_settings(config.tool_settings, config.workspace)
         check_prices(config, resolve_model_specs(config))

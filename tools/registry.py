@@ -4,17 +4,20 @@ An agent's config names families (``files``) or single tools (``files_read``);
 it gets exactly those and nothing else. ``tool_settings`` in the config holds
 one table per family; :func:`check_tool_settings` validates them when the
 config is loaded, so a typo fails at once with one line instead of at the
-first tool call hours into a run.
+first tool call hours into a run. ``tool_traits`` lays the config's gating
+traits over your own tools (:func:`with_traits`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kasloop.config.connections import ToolTraitSettings
 from kasloop.errors import ConfigError
 from kasloop.guardrails.policy import use_builtin_tools
 from kasloop.tools.base import SettingsFailure, Tool, ToolContext, ToolFailure
@@ -31,7 +34,7 @@ from kasloop.tools.telegram import TELEGRAM_TOOLS
 from kasloop.tools.telegram_api import TelegramSettings
 from kasloop.tools.webhook import WEBHOOK_TOOLS, WebhookSettings
 
-__all__ = ["FAMILIES", "SETTINGS", "all_tools", "check_tool_settings", "select_tools"]
+__all__ = ["FAMILIES", "SETTINGS", "all_tools", "check_tool_settings", "select_tools", "with_traits"]
 
 FAMILIES: dict[str, tuple[Tool, ...]] = {
     "files": FILES_TOOLS,
@@ -114,13 +117,14 @@ def all_tools(extra: Iterable[Tool] = ()) -> dict[str, Tool]:
 use_builtin_tools(all_tools)  # rules given a tool's name (not the Tool) judge it by its declared arguments
 
 
-def select_tools(names: Iterable[str], extra: Iterable[Tool] = ()) -> dict[str, Tool]:
-    """Resolve family and tool names to the tools an agent gets.
+def select_tools(names: Iterable[str], extra: Iterable[Tool] = (), traits: Mapping[str, ToolTraitSettings] | None = None) -> dict[str, Tool]:
+    """Resolve family and tool names to the tools an agent gets; ``traits`` (the config's ``tool_traits``) are laid
+    over the ``extra`` tools first, so a family they name selects too.
 
     Raises:
-        ConfigError: a name is neither a family nor a tool.
+        ConfigError: a name is neither a family nor a tool, or a trait names a built-in tool.
     """
-    extra = tuple(extra)
+    extra = with_traits(extra, traits or {})
     known = all_tools(extra)
     extra_families: dict[str, list[Tool]] = {}
     for tool in extra:
@@ -141,3 +145,23 @@ def select_tools(names: Iterable[str], extra: Iterable[Tool] = ()) -> dict[str, 
                 f"Unknown tool `{name}`; families: {families}; tools: {tools}. Choose with --tools or `tools` in kasloop.toml."
             )
     return chosen
+
+
+def with_traits(tools: Iterable[Tool], traits: Mapping[str, ToolTraitSettings]) -> tuple[Tool, ...]:
+    """Your own ``tools`` with the config's ``[tool_traits.NAME]`` laid over what each declared (only the values
+    set there). Used wherever a config meets the tools given to an agent, so a thread's stored policy decides.
+
+    Raises:
+        ConfigError: a trait names a built-in tool (built-ins keep their own traits: ``risk_overrides`` changes a risk).
+    """
+    builtin = sorted(set(traits) & {t.name for family in FAMILIES.values() for t in family})
+    if builtin:
+        raise ConfigError(
+            f"tool_traits.{builtin[0]}: a built-in tool keeps its own traits; change its risk with risk_overrides instead."
+        )
+    changed: list[Tool] = []
+    for item in tools:
+        settings = traits.get(item.name)
+        update = settings.model_dump(exclude_none=True) if settings is not None else {}
+        changed.append(dataclasses.replace(item, **update) if update else item)
+    return tuple(changed)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from kasloop.safety.approval_secrets import tool_secret_problem
 
-__all__ = ["MCP_NAME", "McpServer", "OpenAISettings", "ProviderSettings", "Risk"]
+__all__ = ["MCP_NAME", "McpServer", "OpenAISettings", "ProviderSettings", "Risk", "ToolTraitSettings"]
 
 Risk = Literal["read", "low", "high", "critical"]
 
@@ -91,3 +91,21 @@ class McpServer(_Frozen):
                 if problem is not None:
                     raise ValueError(problem)
         return self
+
+
+class ToolTraitSettings(_Frozen):
+    """``[tool_traits.NAME]``: what kasloop gates on, for one of your own tools given to ``Agent(tools=...)`` or
+    ``build_graph(tools=...)`` (a LangChain tool from a library you cannot decorate with ``kasloop.tool``).
+
+    Each value set here replaces what the tool declared; what is left out stays as declared (for an undeclared
+    LangChain tool: ``high``, not idempotent, untrusted). Built-in tools keep their own (``risk_overrides``
+    changes a risk), and MCP tools take theirs from ``[mcp.NAME]``.
+    """
+
+    risk: Risk | None = None
+    idempotent: bool | None = None
+    untrusted: bool | None = None
+    """Whether results may carry outside content (taint): ``false`` only for a tool whose output you control."""
+    family: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+

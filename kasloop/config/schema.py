@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kasloop.config.connections import MCP_NAME, McpServer, OpenAISettings, ProviderSettings, Risk
+from kasloop.config.connections import MCP_NAME, McpServer, OpenAISettings, ProviderSettings, Risk, ToolTraitSettings
 from kasloop.safety.approval_secrets import require_approval_secret
 from kasloop.safety.receivers import declare, parse_address
 from kasloop.errors import AutonomyLevelError
@@ -36,6 +36,7 @@ __all__ = [
     "PolicyRule",
     "Risk",
     "Specialist",
+    "ToolTraitSettings",
     "RuleAction",
     "check_autonomy",
 ]
@@ -300,6 +301,8 @@ class AgentConfig(_Frozen):
     """Connection settings of other model providers, by provider (``[providers.anthropic]``, ``[providers.ollama]``)."""
     mcp: dict[str, McpServer] = Field(default_factory=dict)
     """MCP servers by name (``[mcp.NAME]``); ``tools`` selects all of a server's tools by ``NAME`` or one by ``NAME__tool``."""
+    tool_traits: dict[str, ToolTraitSettings] = Field(default_factory=dict)
+    """Your own tools' gating traits by tool name (``[tool_traits.NAME]``: risk, idempotent, untrusted, family, timeout)."""
     tool_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-family tool settings, e.g. ``{"http": {"allow_domains": ["example.org"]}}`` (see the tools reference)."""
     secret_env: list[str] = Field(default_factory=list)
@@ -396,6 +399,14 @@ class AgentConfig(_Frozen):
         for name in value:
             if not MCP_NAME.match(name) or "__" in name:
                 raise ValueError(f"MCP server name `{name}` must be lower-case letters, digits and single underscores, starting with a letter")
+        return value
+
+    @field_validator("tool_traits")
+    @classmethod
+    def _tool_trait_names(cls, value: dict[str, ToolTraitSettings]) -> dict[str, ToolTraitSettings]:
+        for name in value:
+            if "__" in name:
+                raise ValueError(f"`{name}` is an MCP tool: its risk and idempotence go in [mcp.{name.split('__')[0]}] (risk, idempotent)")
         return value
 
     @model_validator(mode="after")

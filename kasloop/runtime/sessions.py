@@ -168,7 +168,7 @@ class Sessions:
 
             def tool_for(config: AgentConfig, name: str) -> Tool | None:
                 tools = (*self.extra_tools, *(sessions[-1].mcp_tools if sessions else ()))
-                return {**team_tools(config, tools), **select_tools(config.tools, tools)}.get(name)
+                return {**team_tools(config, tools), **select_tools(config.tools, tools, config.tool_traits)}.get(name)
 
             checked = await check_decision(
                 db, approval_id, decision, by=by or getpass.getuser(), channel=channel,

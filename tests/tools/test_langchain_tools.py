@@ -98,6 +98,41 @@ async def test_declared_traits_are_used_and_risk_overrides_still_apply(tmp_path:
     assert asked.status == "waiting_approval" and asked.approvals[0]["risk"] == "high"
 
 
+async def test_tool_traits_in_the_config_declare_an_undecorated_tool_by_name(
+    tmp_path: Path, workspace: Path, script: Callable[..., str]
+) -> None:
+    """`[tool_traits.lookup_price]` makes the library tool a trusted read in its family; the same run without it
+    asks first (the positive control), and the thread's stored policy keeps the traits it started with."""
+    plan = [
+        {"content": "", "tool_calls": [call("lookup_price", item="tea")]},
+        {"content": "", "tool_calls": [call("files_write", path="price.txt", content="3 EUR")]},
+        {"content": "tea costs 3 EUR"},
+    ]
+    traits = {"lookup_price": {"risk": "read", "idempotent": True, "untrusted": False, "family": "shop"}}
+    declared = agent_for(tmp_path / "d", workspace, script(*plan), ["shop", "files"], tool_traits=traits)
+    done = await declared.run("What does tea cost? Note it in price.txt.", thread_id="t")
+    assert done.status == "done" and CALLS == ["tea"], "a read whose output is trusted: nothing was asked"
+    assert (workspace / "price.txt").read_text() == "3 EUR"
+
+    CALLS.clear()
+    undeclared = agent_for(tmp_path / "u", workspace, script(*plan), ["lookup_price", "files"])
+    asked = await undeclared.run("What does tea cost? Note it in price.txt.", thread_id="t")
+    assert asked.status == "waiting_approval" and asked.approvals[0].risk == "high" and CALLS == []
+
+    CALLS.clear()
+    partly = agent_for(tmp_path / "p", workspace, script(*plan), ["lookup_price", "files"], tool_traits={"lookup_price": {"risk": "read"}})
+    tainted = await partly.run("What does tea cost? Note it in price.txt.", thread_id="t")
+    assert CALLS == ["tea"], "risk read runs unasked"
+    assert tainted.status == "waiting_approval" and "outside content" in tainted.approvals[0].reason, "untrusted is kept as declared"
+
+
+def test_tool_traits_cannot_reach_built_in_or_mcp_tools(tmp_path: Path, workspace: Path) -> None:
+    with pytest.raises(ConfigError, match="built-in tool keeps its own traits"):
+        agent_for(tmp_path, workspace, "scripted:none.jsonl", ["http"], tool_traits={"http_get": {"untrusted": False}})
+    with pytest.raises(ValueError, match=r"MCP tool: its risk and idempotence go in \[mcp.notes\]"):
+        AgentConfig(tool_traits={"notes__add": {"risk": "read"}})
+
+
 async def test_output_is_truncated_head_and_tail_and_a_family_selects_it(tmp_path: Path, workspace: Path, script: Callable[..., str]) -> None:
     model = script({"content": "", "tool_calls": [call("long_report", lines=500)]}, {"content": "reported"})
     result = await agent_for(tmp_path, workspace, model, ["catalogue"], autonomy=4).run("Report.", thread_id="t")
