@@ -67,7 +67,7 @@ class Agent:
         agent = Agent(AgentConfig(autonomy=3, model="scripted:plan.jsonl", workspace="ws"))
         result = await agent.run("write hello.txt")
         if result.status == "waiting_approval":
-            result = await agent.approve(result.approvals[0]["approval_id"])
+            result = await agent.approve(result.approvals[0].approval_id)
         ```
 
     Args:
@@ -217,7 +217,7 @@ class Agent:
                 if event.kind == "text":
                     print(event.text, end="")
                 elif event.kind == "approval_needed":
-                    await agent.approve(event.approvals[0]["approval_id"], resume=False)
+                    await agent.approve(event.approvals[0].approval_id, resume=False)
             ```
         """
         return stream_run(lambda emit: self.sessions.run(goal, thread_id, emit=emit, text=text, output=output))

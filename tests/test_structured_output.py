@@ -231,3 +231,24 @@ def test_a_collaboration_refuses_an_output_schema_before_anything_is_written(
     result = kasloop("run", "forecast", "--collaboration", "review", "--output-schema", str(schema_file), "--thread", "c")
     assert result.code == 2 and "collaboration" in result.err and len(result.err.strip().splitlines()) == 1, result
     assert kasloop("status", "--json").json() == [], "no thread was created"
+
+
+async def test_resuming_with_a_stricter_class_says_so_in_one_line(tmp_path: Path, script: Callable[..., str]) -> None:
+    """The answer matched the schema the task was run with; a class it does not fit is a clear error, not a traceback."""
+
+    class Hot(BaseModel):
+        city: str
+        high_c: float
+
+        @field_validator("high_c")
+        @classmethod
+        def hot(cls, value: float) -> float:
+            if value < 30:
+                raise ValueError("not hot")
+            return value
+
+    agent = agent_for(tmp_path, script(answer(FORECAST)))
+    assert (await agent.run("forecast", thread_id="f", output=Forecast)).status == "done"
+    with pytest.raises(UsageError, match=r"does not fit Hot \(at high_c: Value error, not hot\)"):
+        await agent.resume("f", output=Hot)
+    assert (await agent.resume("f")).data == FORECAST

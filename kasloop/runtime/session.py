@@ -21,7 +21,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from kasloop.guardrails.approvals import Checked, Edit, approval_json, record_decision, record_request, reject_expired
 from kasloop.guardrails.budget import with_budgets
@@ -301,9 +301,24 @@ class ThreadSession:
         data = values.get("structured") if structured and status == "done" else None
         return RunResult(
             thread=thread_id, status=status, output=values.get("output", ""), approvals=records, usage=values.get("usage", empty_usage()),
-            structured=structured, data=data,
-            value=self.output_model.model_validate(data) if self.output_model is not None and data is not None else None,
+            structured=structured, data=data, value=self._as_output_model(data),
         )
+
+    def _as_output_model(self, data: Any) -> BaseModel | None:
+        """The structured answer as this process's ``output=`` class. The answer was checked against the stored
+        schema; a class stricter than that (another class than the run's, or validators a process without the class
+        could not run) is told in one line, and the answer stays readable as ``result.data``."""
+        if self.output_model is None or data is None:
+            return None
+        try:
+            return self.output_model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "/".join(str(p) for p in first["loc"]) or "the top level"
+            raise UsageError(
+                f"Thread `{self.thread_id}`'s answer does not fit {self.output_model.__name__} (at {where}: {first['msg']}); "
+                f"read it as JSON from `status`/`history`, or resume with the class the task was run with."
+            ) from None
 
     # -- channels ---------------------------------------------------------------------------
 
