@@ -105,7 +105,7 @@ def new_task(goal: str | None = None) -> dict[str, Any]:
     return {
         "status": "running", "output": "", "usage": empty_usage(), "attempts": 0, "pending": [], "done_calls": [], "files_seen": [],
         "last_error": None, "diagnosis": None, "loops": 0, "stalled": 0, "model_index": 0, "recovering": None,
-        "plan": new_plan(goal) if goal else None, "output_schema": None, "structured": None,
+        "plan": new_plan(goal) if goal else None, "output_schema": None, "structured": None, "observations": {},
     }
 
 
@@ -133,6 +133,9 @@ class AgentState(TypedDict, total=False):
     """Files read or written in this task (absolute paths, newest last, bounded): files_write may replace
     only these (``tool_settings.files.overwrite_unread`` aside)."""
     done_calls: list[str]
+    observations: dict[str, Any]
+    """Observing calls (polls) of this task by ``arg_hash``: their last result's digest, when, and how many
+    identical results in a row (``kasloop.nodes.observations``)."""
     """``arg_hash`` of the calls that succeeded in this task (latest last, bounded): a small model
     that repeats a finished idempotent call is told so instead of running it again."""
     model_index: int

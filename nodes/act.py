@@ -29,6 +29,7 @@ from kasloop.memory.items import DEFAULT_NAMESPACE
 from kasloop.memory.long_term import memory_trust, shared_memory
 from kasloop.nodes.deps import NodeDeps, step_of
 from kasloop.nodes.messages import tool_ok, untrusted_sources
+from kasloop.nodes.observations import call_hash_of, observes, poll_delay, remember_observation
 from kasloop.nodes.tool_trace import stream_writer, tool_span
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
 from kasloop.steps import advanced
@@ -170,6 +171,7 @@ def make_act(deps: NodeDeps) -> Any:
         read_outside = False
         pending = list(state.get("pending", []))
         done_calls = list(state.get("done_calls", []))
+        observations = dict(state.get("observations") or {})
         files_seen = list(state.get("files_seen") or [])
         first_new: PendingCall | None = None
         new_successes = 0
@@ -182,9 +184,14 @@ def make_act(deps: NodeDeps) -> Any:
                 # The calls not run stay pending: `resume` (once the budget is raised) continues right here.
                 await deps.events.append(ctx.thread_id, step, "budget", **breach.to_json())
                 return {
-                    "messages": messages, "done_calls": done_calls, "pending": failed + pending[index:], "usage": usage,
+                    "messages": messages, "done_calls": done_calls, "observations": observations, "pending": failed + pending[index:], "usage": usage,
                     **budget_pause(ctx, breach.to_json(), breach.message()),
                 }
+            polling = observes(deps.tools.get(call["tool"]))
+            delay = poll_delay(deps.config, observations, call["arg_hash"]) if polling else 0.0
+            if delay:  # the same poll came back unchanged: wait longer each time (not counted as the tool's time)
+                await deps.events.append(ctx.thread_id, step, "poll_wait", tool=call["tool"], call_id=call["id"], seconds=delay)
+                await asyncio.sleep(delay)
             started = time.monotonic()
             stream({"kasloop_event": "tool_started", "tool": call["tool"], "call_id": call["id"]})
             result, ran = await execute(call, ctx, step, state, outside=had_outside or read_outside)
@@ -204,24 +211,28 @@ def make_act(deps: NodeDeps) -> Any:
                 # delegation stays pending so `resume` (after the budget is raised) runs it again.
                 await deps.events.append(ctx.thread_id, step, "budget", **agent_breach)
                 return {
-                    "messages": messages, "done_calls": done_calls, "pending": failed + pending[index:], "usage": usage,
+                    "messages": messages, "done_calls": done_calls, "observations": observations, "pending": failed + pending[index:], "usage": usage,
                     **budget_pause(ctx, agent_breach, str(result.metadata.get("budget_message", result.output))), "team_turns": team_turns,
                 }
+            done_key, since = call["arg_hash"], None
+            if polling and result.ok:
+                observations, done_key, since = remember_observation(observations, call["arg_hash"], result.output, result.metadata.get("observed"))
             await deps.events.append(
                 ctx.thread_id, step, "tool", tool=call["tool"], call_id=call["id"], arg_hash=call["arg_hash"],
                 ok=result.ok, error_kind=result.error_kind, reused=not ran and not result.metadata.get("ledger_conflict"),
-                output=result.output[:300],
+                output=result.output[:300], **({"since_same_call": since} if since else {}),
             )
             # Outside content taints whatever the status: an error page carries the same injected text as a page.
             untrusted = deps.tools[call["tool"]].returns_untrusted or result.metadata.get("untrusted") is True
             read_outside = read_outside or untrusted
             if result.ok:
-                messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=untrusted))
-                if call["arg_hash"] not in done_calls:
+                messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=untrusted, since_same_call=since))
+                if done_key not in done_calls:  # progress: a new call, or a poll with a new result
                     first_new = first_new or call
+                if call["arg_hash"] not in {call_hash_of(d) for d in done_calls}:  # a step is done by a call new to it
                     new_successes += 1
                     new_changes += deps.tools[call["tool"]].risk != "read"
-                done_calls = [*done_calls, call["arg_hash"]][-DONE_CALLS_KEPT:]
+                done_calls = [*done_calls, done_key][-DONE_CALLS_KEPT:]
                 files_seen = seen_after(files_seen, call["tool"], call["args"], deps.config.workspace)
             else:
                 failed.append({**call, "error": {"kind": result.error_kind or "permanent", "output": result.output, "untrusted": untrusted}})
@@ -237,6 +248,8 @@ def make_act(deps: NodeDeps) -> Any:
         }
         if files_seen != list(state.get("files_seen") or []):
             update["files_seen"] = files_seen
+        if observations != (state.get("observations") or {}):
+            update["observations"] = observations
         if new_successes and state.get("plan"):
             # A step is done when a new call succeeded in it. A one-step goal counts only changes (reading first is how
             # it starts), unless its answer is structured: then what was read is what the answer is made of.

@@ -30,6 +30,7 @@ from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models.chat import invoke_model
 from kasloop.models.structured import BAD_OUTPUT, answer_instruction, check_answer
 from kasloop.nodes.deps import NodeDeps, step_of
+from kasloop.nodes.observations import POLLED_UNCHANGED, observes, polled_out
 from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
 from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, last_result, receipts
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
@@ -291,7 +292,13 @@ def make_decide(deps: NodeDeps) -> Any:
                 gates.append({"tool": name, "gate": "deny", "reason": "repeats an earlier tool result"})
                 continue
             call_hash = arg_hash(name, args)
-            if tool.idempotent and call_hash in done:
+            polled = polled_out(deps.config, state.get("observations"), call_hash) if observes(tool) else None
+            if polled is not None:
+                # A poll that keeps bringing the same result: answered here; the model waits or stops.
+                messages.append(tool_error(call_id, name, "polled_unchanged", _answer_words(POLLED_UNCHANGED.format(count=polled), state)))
+                gates.append({"tool": name, "gate": "deny", "reason": "polled without change"})
+                continue
+            if tool.idempotent and call_hash in done:  # an observation's entry is HASH:DIGEST: a poll is never refused here
                 messages.append(tool_error(call_id, name, "repeated", _answer_words(REPEATED_CALL, state)))
                 gates.append({"tool": name, "gate": "deny", "reason": "repeats a call that already succeeded"})
                 continue
@@ -317,8 +324,11 @@ def make_decide(deps: NodeDeps) -> Any:
             )
         # Successful calls so far (act records them) plus these: a loop is A-A-A or A-B-A-B. Failing
         # calls are left to the failure ladder; repeats of finished idempotent calls were refused above.
-        recent = [*state.get("done_calls", [])[-LOOP_WINDOW:], *(c["arg_hash"] for c in pending)]
-        pattern = loop_pattern(recent) if pending else None
+        # Polls are not counted here: act records each with its result, and one that brings nothing new
+        # backs off and is stopped by poll_limit (kasloop.nodes.observations).
+        acting = [c for c in pending if not observes(offered.get(c["tool"]))]
+        recent = [*state.get("done_calls", [])[-LOOP_WINDOW:], *(c["arg_hash"] for c in acting)]
+        pattern = loop_pattern(recent) if acting else None
         if pattern is not None:
             # Nothing runs; the calls are answered and self_diagnose makes the model re-plan (or escalates).
             text = _answer_words(LOOP_MESSAGE.format(pattern=pattern), state)

@@ -56,13 +56,19 @@ def _mark(untrusted: bool, **extra: str) -> dict[str, Any]:
     return {UNTRUSTED_MARK: True, **extra} if untrusted else {}
 
 
-def tool_ok(call_id: str, tool: str, result: str, *, untrusted: bool = False) -> ToolMessage:
+def tool_ok(call_id: str, tool: str, result: str, *, untrusted: bool = False, since_same_call: str | None = None) -> ToolMessage:
     """A successful result. Outside content says so in the envelope (``"untrusted": true``: data, not
-    instructions) and is marked for gating (``response_metadata``, which is never sent to the model)."""
+    instructions) and is marked for gating (``response_metadata``, which is never sent to the model).
+    ``since_same_call``: for a poll, whether the result ``changed`` or is ``unchanged`` since the identical call before."""
+    body: dict[str, Any] = {"tool": tool, "ok": True}
+    if untrusted:
+        body["untrusted"] = True
+    if since_same_call is not None:
+        body["since_same_call"] = since_same_call
+    body["result"] = result
+    content = json.dumps(body, ensure_ascii=False)
     if not untrusted:
-        content = json.dumps({"tool": tool, "ok": True, "result": result}, ensure_ascii=False)
         return ToolMessage(content=content, tool_call_id=call_id, name=tool)
-    content = json.dumps({"tool": tool, "ok": True, "untrusted": True, "result": result}, ensure_ascii=False)
     return ToolMessage(content=content, tool_call_id=call_id, name=tool, response_metadata=_mark(True))
 
 

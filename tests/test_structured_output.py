@@ -252,3 +252,11 @@ async def test_resuming_with_a_stricter_class_says_so_in_one_line(tmp_path: Path
     with pytest.raises(UsageError, match=r"does not fit Hot \(at high_c: Value error, not hot\)"):
         await agent.resume("f", output=Hot)
     assert (await agent.resume("f")).data == FORECAST
+
+
+def test_the_interrupt_payload_and_the_public_approval_name_the_same_fields() -> None:
+    """Two shapes of one request: the dict human_approval hands to interrupt() (stored in checkpoints) and the
+    typed object people read. They may not drift apart (the payload adds the call id; a listing adds the path)."""
+    from kasloop.guardrails.approvals import ApprovalRequest
+
+    assert set(ApprovalRequest.__annotations__) - {"call_id"} == set(Approval.model_fields) - {"path"}

@@ -205,6 +205,8 @@ class Tool:
         untrusted: whether results carry outside content (a page, a mail, a chat message) that may hold
             injected instructions; ``None``: yes for the families in ``UNTRUSTED_FAMILIES`` (their sending
             tools, whose result is only a receipt, say ``False``) and for a tool with no ``family``.
+        observes: whether calling it again may return something new (a status, a file, a page), so a repeat
+            is a poll, never refused as a repeat (see ``kasloop.nodes.observations``); ``None``: yes for risk ``read``.
     """
 
     name: str
@@ -219,6 +221,7 @@ class Tool:
     reconcile: ReconcileFunc | None = None
     untrusted: bool | None = None
     alternates: tuple[str, ...] = ()
+    observes: bool | None = None
 
     @property
     def returns_untrusted(self) -> bool:

@@ -285,7 +285,8 @@ async def _list(args: ProcessListArgs, ctx: ToolContext) -> ToolResult:
     lines = [_describe(r, now) for r in records]
     running = sum(1 for r in records if r.stopped_at is None)
     text = f"{len(records)} processes ({running} running), newest first:\n" + "\n".join(lines)
-    return ToolResult(ok=True, output=text, metadata={"processes": [{"id": r.id, "status": _status_word(r), "exit_code": r.exit_code} for r in records]})
+    processes = [{"id": r.id, "status": _status_word(r), "exit_code": r.exit_code} for r in records]
+    return ToolResult(ok=True, output=text, metadata={"processes": processes, "observed": processes})
 
 
 class ProcessTailArgs(ProcessIdArgs):

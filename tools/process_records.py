@@ -183,6 +183,8 @@ def _metadata(record: ProcessRecord, **extra: Any) -> dict[str, Any]:
         "stopped_at": record.stopped_at,
     }  # fmt: skip
     data.update(extra)
+    # What counts as news when this is polled (kasloop.nodes.observations): the text's "for 12 s" does not.
+    data["observed"] = {k: data[k] for k in ("status", "exit_code", "log_bytes", "dropped_bytes") if k in data}
     return data
 
 

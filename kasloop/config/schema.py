@@ -329,6 +329,12 @@ class AgentConfig(_Frozen):
     stall_cycles: int = Field(default=10, ge=2)
     """Cycles in a row without progress (no call succeeded that was not done before in the task) after
     which the model is told it is stuck and must re-plan; the second time the task escalates."""
+    poll_backoff: float = Field(default=1.0, ge=0)
+    """Seconds before an identical read (a poll: ``process_status``, a file, a page) runs again once it came back
+    unchanged; doubles with each unchanged result (up to ``poll_backoff_max``)."""
+    poll_backoff_max: float = Field(default=60.0, ge=0)
+    poll_limit: int = Field(default=5, ge=2)
+    """Identical results in a row after which a poll is not run again: the model is told to wait or stop."""
     diagnose_with_model: bool = True
     """After a failure that is not retried, ask the model (in a short side call without tools) for the
     cause and a changed plan; its answer is what decide sees as "Last problem"."""
