@@ -29,8 +29,8 @@ import re
 from typing_extensions import TypedDict  # not typing's: on Python < 3.12 pydantic builds no JSON schema from it (Studio's input form)
 
 __all__ = [
-    "MAX_STEPS", "NUDGES_PER_STEP", "Plan", "SINGLE_DONE_TEMPLATE", "STRUCTURED_DONE", "advanced", "echoes_step_prompt", "new_plan", "nudged",
-    "should_nudge", "split_steps", "step_prompt",
+    "ANSWER_STEP", "MAX_STEPS", "NUDGES_PER_STEP", "Plan", "SINGLE_DONE_TEMPLATE", "STRUCTURED_DONE", "advanced", "echoes_step_prompt", "new_plan", "nudged",
+    "should_nudge", "split_steps", "step_prompt", "waits",
 ]
 
 MAX_STEPS = 8
@@ -59,6 +59,12 @@ STEP_VERBS = (
     "store summarise summarize tell update upload write"
 ).split()
 """Imperative verbs that start a new step after "and" ("read a.txt and write ...")."""
+
+_WAITS = re.compile(r"\buntil\b", re.IGNORECASE)
+_ANSWERS = re.compile(r"^(?:tell|say|answer)\b", re.IGNORECASE)
+ANSWER_STEP = "Now answer the user in plain text: "
+"""Shown for a last step that only asks for the answer ("Tell me its exit code."): measured on the 0.5B model
+polling a process, shown "Step 3 of 3: Tell me its exit code." it called process_status again (4 of 4)."""
 
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(\S.*)$")
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^'\s][^']*'|`[^`]*`|“[^”]*”")
@@ -147,6 +153,12 @@ def advanced(plan: Plan | None, calls: int = 1, changes: int | None = None) -> P
     return Plan(steps=plan["steps"], current=min(plan["current"] + calls, len(plan["steps"])), nudges=0)
 
 
+def waits(plan: Plan | None) -> bool:
+    """The current step waits for something ("check it ... until it has exited"): a poll that returns a result
+    which can still change does not finish it; a final one does (see ``kasloop.nodes.observations``)."""
+    return bool(plan) and plan["current"] < len(plan["steps"]) and bool(_WAITS.search(plan["steps"][plan["current"]]))
+
+
 def step_prompt(plan: Plan | None, *, structured: bool = False) -> str | None:
     """What the model is shown after the conversation for a goal of several steps; None for one step.
     ``structured``: the task's answer is JSON for an output schema (the "done" lines ask for it).
@@ -163,6 +175,8 @@ def step_prompt(plan: Plan | None, *, structured: bool = False) -> str | None:
         done = SINGLE_DONE_TEMPLATE if current >= 1 else None
     elif current >= len(steps):
         done = DONE_TEMPLATE
+    elif current == len(steps) - 1 and _ANSWERS.match(steps[current]) and not structured:
+        return ANSWER_STEP + steps[current]
     else:
         return f"Step {current + 1} of {len(steps)}: {steps[current]}"
     return STRUCTURED_DONE[done] if structured and done is not None else done
@@ -182,12 +196,18 @@ def echoes_step_prompt(text: str) -> bool:
     said = _words(text)
     if not said:
         return False
-    return said in {_words(line) for pair in STRUCTURED_DONE.items() for line in pair} or bool(_STEP_LINE.match(said))
+    return (
+        said in {_words(line) for pair in STRUCTURED_DONE.items() for line in pair}
+        or bool(_STEP_LINE.match(said)) or said.startswith(_words(ANSWER_STEP))
+    )
 
 
 def should_nudge(plan: Plan) -> bool:
-    """A plain-text answer now leaves steps undone, and the current step has nudges left."""
-    return len(plan["steps"]) >= 2 and plan["current"] < len(plan["steps"]) and plan["nudges"] < NUDGES_PER_STEP
+    """A plain-text answer now leaves steps undone, and the current step has nudges left (a last step that
+    only asks for the answer is done by answering)."""
+    steps, current = plan["steps"], plan["current"]
+    answering = current == len(steps) - 1 and bool(_ANSWERS.match(steps[current]))
+    return len(steps) >= 2 and current < len(steps) and plan["nudges"] < NUDGES_PER_STEP and not answering
 
 
 def nudged(plan: Plan) -> Plan:

@@ -32,7 +32,7 @@ from kasloop.nodes.messages import tool_ok, untrusted_sources
 from kasloop.nodes.observations import call_hash_of, observes, poll_delay, remember_observation
 from kasloop.nodes.tool_trace import stream_writer, tool_span
 from kasloop.state import AgentState, PendingCall, RunContext, empty_usage
-from kasloop.steps import advanced
+from kasloop.steps import advanced, waits
 from kasloop.tools.base import Tool, ToolContext, ToolResult, run_tool
 from kasloop.tools.files import seen_after
 
@@ -216,7 +216,9 @@ def make_act(deps: NodeDeps) -> Any:
                 }
             done_key, since = call["arg_hash"], None
             if polling and result.ok:
-                observations, done_key, since = remember_observation(observations, call["arg_hash"], result.output, result.metadata.get("observed"))
+                observations, done_key, since = remember_observation(
+                    observations, call["arg_hash"], result.output, result.metadata.get("observed"), final=bool(result.metadata.get("final")),
+                )
             await deps.events.append(
                 ctx.thread_id, step, "tool", tool=call["tool"], call_id=call["id"], arg_hash=call["arg_hash"],
                 ok=result.ok, error_kind=result.error_kind, reused=not ran and not result.metadata.get("ledger_conflict"),
@@ -229,7 +231,9 @@ def make_act(deps: NodeDeps) -> Any:
                 messages.append(tool_ok(call["id"], call["tool"], result.output, untrusted=untrusted, since_same_call=since))
                 if done_key not in done_calls:  # progress: a new call, or a poll with a new result
                     first_new = first_new or call
-                if call["arg_hash"] not in {call_hash_of(d) for d in done_calls}:  # a step is done by a call new to it
+                # A step is done by a call new to it; a step that waits ("... until it has exited") by a final poll result.
+                waiting = polling and waits(state.get("plan"))
+                if (result.metadata.get("final") is True) if waiting else call["arg_hash"] not in {call_hash_of(d) for d in done_calls}:
                     new_successes += 1
                     new_changes += deps.tools[call["tool"]].risk != "read"
                 done_calls = [*done_calls, done_key][-DONE_CALLS_KEPT:]

@@ -30,7 +30,7 @@ from kasloop.errors import ModelError, ScriptExhausted
 from kasloop.models.chat import invoke_model
 from kasloop.models.structured import BAD_OUTPUT, answer_instruction, check_answer
 from kasloop.nodes.deps import NodeDeps, step_of
-from kasloop.nodes.observations import POLLED_UNCHANGED, observes, polled_out
+from kasloop.nodes.observations import POLLED_FINAL, observes, polled_out
 from kasloop.nodes.messages import OUTSIDE_NOTE, outside_context, summary_is_untrusted, tool_error, untrusted_sources
 from kasloop.nodes.receipts import COPIED_RESULT, copied_receipt, last_result, receipts
 from kasloop.nodes.self_diagnose import MAX_CONSECUTIVE_FAILURES
@@ -295,8 +295,9 @@ def make_decide(deps: NodeDeps) -> Any:
             polled = polled_out(deps.config, state.get("observations"), call_hash) if observes(tool) else None
             if polled is not None:
                 # A poll that keeps bringing the same result: answered here; the model waits or stops.
-                messages.append(tool_error(call_id, name, "polled_unchanged", _answer_words(POLLED_UNCHANGED.format(count=polled), state)))
-                gates.append({"tool": name, "gate": "deny", "reason": "polled without change"})
+                final = polled == POLLED_FINAL
+                messages.append(tool_error(call_id, name, "polled_final" if final else "polled_unchanged", _answer_words(polled, state)))
+                gates.append({"tool": name, "gate": "deny", "reason": "its last result was final" if final else "polled without change"})
                 continue
             if tool.idempotent and call_hash in done:  # an observation's entry is HASH:DIGEST: a poll is never refused here
                 messages.append(tool_error(call_id, name, "repeated", _answer_words(REPEATED_CALL, state)))

@@ -25,7 +25,10 @@ WAITS_FOR_GO = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep
 class ProcessWatcher(BaseChatModel):
     """A deterministic model that acts on what it reads, as a real one would: it starts a program that runs
     until a file `go` exists, polls its status, creates `go` once a poll came back unchanged, polls until
-    the program exited and reports its exit code. (A script cannot: the process id is only known at run time.)"""
+    the program exited and reports its exit code. (A script cannot: the process id is only known at run time.)
+    ``stubborn``: it polls once more after the program exited."""
+
+    stubborn: bool = False
 
     @property
     def _llm_type(self) -> str:
@@ -39,9 +42,13 @@ class ProcessWatcher(BaseChatModel):
             last = results[-1]
             started = next(r for r in results if r["tool"] == "process_start")
             process_id = re.search(r"p-[0-9a-f]{6}", started["result"]).group(0)  # type: ignore[union-attr]
-            if last["tool"] == "process_status" and "exited" in last["result"]:
-                code = re.search(r"exit code (-?\d+)|code (-?\d+)|status (-?\d+)", last["result"])
-                reply = AIMessage(content=f"The program exited: {code.group(0) if code else last['result']}")
+            if self.stubborn and last["tool"] == "process_status" and "exited" in last.get("result", ""):
+                reply = self._call("process_status", id=process_id)
+                self.stubborn = False
+            elif last["tool"] == "process_status" and "exited" in last.get("result", "") or last.get("error") == "polled_final":
+                text = last.get("result") or next(r["result"] for r in reversed(results) if "exited" in r.get("result", ""))
+                code = re.search(r"code (-?\d+)", text)
+                reply = AIMessage(content=f"The program exited: {code.group(0) if code else text}")
             elif last.get("since_same_call") == "unchanged" and not any(r["tool"] == "files_write" for r in results):
                 reply = self._call("files_write", path="go", content="go")
             else:
@@ -119,3 +126,14 @@ async def test_a_side_effect_repeated_is_still_answered_not_rerun(tmp_path: Path
     assert len(await tool_events(agent, "s")) == 1
     decides = [e for e in await agent.history("s") if e["kind"] == "decide" and e["calls"]]
     assert decides[-1]["calls"][0]["reason"] == "repeats a call that already succeeded"
+
+
+async def test_polling_after_a_final_result_is_answered_not_run(tmp_path: Path, workspace: Path) -> None:
+    """An exited process's status can never change: the same poll after it is answered with that fact."""
+    agent = agent_for(tmp_path, workspace, ProcessWatcher(stubborn=True), ["process", "files"], tool_settings={"shell": PY_SHELL}, poll_limit=50)
+    result = await agent.run("Run the program until it finishes and tell me its exit code.", thread_id="p")
+    assert result.status == "done" and "code 3" in result.output, result
+    decides = [e for e in await agent.history("p") if e["kind"] == "decide" and e["calls"]]
+    assert decides[-1]["calls"][0] == {"tool": "process_status", "gate": "deny", "reason": "its last result was final"}
+    polls = [e for e in await tool_events(agent, "p") if e["tool"] == "process_status"]
+    assert "exited" in polls[-1]["output"], "the refused poll did not run"

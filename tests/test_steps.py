@@ -188,3 +188,16 @@ async def test_an_unguided_one_step_goal_gets_no_done_line(tmp_path: Path, works
     ), log, guide_steps=False)
     result = await agent.run("Create a.txt containing x.")
     assert result.status == "done" and SINGLE_DONE_TEMPLATE not in log.tails
+
+
+def test_a_last_step_that_asks_for_the_answer_is_shown_as_the_answer_and_never_nudged() -> None:
+    from kasloop.steps import ANSWER_STEP, Plan, echoes_step_prompt, should_nudge, step_prompt, waits
+
+    plan = Plan(steps=split_steps("Start `python job.py` with process_start. Then check it with process_status until it has exited, and tell me its exit code."), current=2, nudges=0)
+    assert plan["steps"][2] == "Tell me its exit code."
+    assert step_prompt(plan) == ANSWER_STEP + "Tell me its exit code."
+    assert not should_nudge(plan), "answering is how that step is done"
+    assert echoes_step_prompt(ANSWER_STEP + "Tell me its exit code.")
+    assert waits(Plan(steps=plan["steps"], current=1, nudges=0)) and not waits(plan)
+    writes = Plan(steps=split_steps("Read a.txt and write the same text into b.txt."), current=1, nudges=0)
+    assert step_prompt(writes) == "Step 2 of 2: Write the same text into b.txt." and should_nudge(writes), "other steps are unchanged"

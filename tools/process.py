@@ -231,7 +231,7 @@ async def _start(args: ProcessStartArgs, ctx: ToolContext) -> ToolResult:
             if existing is not None:
                 return _reused(await _refresh(store, existing, wait=0))
             raise ToolFailure("transient", "could not record the new process (id clash); call process_start again") from None
-    text = f"started {record.id} (pid {record.pid}): {' '.join(argv)}\nUse process_status, process_tail or process_stop with id {record.id}."
+    text = f"started {record.id}: {' '.join(argv)}\nUse process_status, process_tail or process_stop with id {record.id}."
     return ToolResult(ok=True, output=text, metadata=_metadata(record, log_path=record.log_path))
 
 

@@ -155,7 +155,8 @@ def _describe(record: ProcessRecord, now: float | None = None) -> str:
     label = f" [{record.name}]" if record.name else ""
     command = " ".join(record.command)
     if record.stopped_at is None:
-        state = f"running (pid {record.pid}, for {max(0.0, now - record.started_at):.0f} s)"
+        # No PID in the text: no tool takes one, and a small model copied it instead of the id (metadata has it).
+        state = f"running (for {max(0.0, now - record.started_at):.0f} s)"
     else:
         state = f"{_ended(record.exit_code)} after {max(0.0, record.stopped_at - record.started_at):.0f} s"
     return f"{record.id}{label} {state}: {command}"
@@ -185,6 +186,8 @@ def _metadata(record: ProcessRecord, **extra: Any) -> dict[str, Any]:
     data.update(extra)
     # What counts as news when this is polled (kasloop.nodes.observations): the text's "for 12 s" does not.
     data["observed"] = {k: data[k] for k in ("status", "exit_code", "log_bytes", "dropped_bytes") if k in data}
+    if record.stopped_at is not None:
+        data["final"] = True  # an exited process's status never changes again: polling it is over
     return data
 
 
