@@ -96,7 +96,7 @@ async def test_level_3_asks_before_side_effects_after_untrusted_content_and_reda
     result = await agent.approve(request["approval_id"])
     [request] = result.approvals
     assert request["tool"] == "email_send" and "outside content" in request["reason"]
-    assert SECRET not in json.dumps(request) and "[redacted:KASLOOP_SMTP_PASSWORD]" in request["args"]["body"]
+    assert SECRET not in request.model_dump_json() and "[redacted:KASLOOP_SMTP_PASSWORD]" in request["args"]["body"]
     assert smtp_server.recorder.envelopes == [], "nothing is sent before a human decides"
 
     result = await agent.approve(request["approval_id"])

@@ -3,6 +3,7 @@
 kasloop's results were dicts before they were typed (``RunResult.approvals``, ``RunResult.usage``); reading
 them by key (``result.approvals[0]["approval_id"]``) keeps working for code written then, while attributes
 are the typed way. A key that is not a field is a ``KeyError``, as in the dict; ``{**record}`` works too.
+For JSON, ``record.model_dump(mode="json")`` (``json.dumps`` does not take a model).
 """
 
 from __future__ import annotations
