@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -31,6 +32,18 @@ os.environ["KASLOOP_CACHE"] = tempfile.mkdtemp(prefix="kasloop-test-cache-")
 def write_script(path: Path, turns: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(t) + "\n" for t in turns))
     return path
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
+    """Poll a condition on real state (files, /proc, the database) until it holds; its value, or a failure
+    naming ``what`` after ``timeout`` seconds (a bound for a broken run, not a guess at how long things take)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)  # polling interval of a condition, not a guess at how long something takes
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def call(name: str, **args: Any) -> dict[str, Any]:

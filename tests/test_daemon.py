@@ -6,26 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import CLIResult, call
-
-DEADLINE = 60.0
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
-    """Poll a condition on real state (files, /proc, the database) until it holds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling interval of a condition, not a guess at how long something takes
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+from conftest import CLIResult, call, wait_until
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import call, cli_runner, host_pids, write_script
+from conftest import call, cli_runner, host_pids, write_script, wait_until
 
 from kasloop.safety.protected import ProtectedPaths
 from kasloop.tools.base import ToolContext, ToolResources, ToolResult, run_tool
@@ -72,14 +71,6 @@ def home(tmp_path: Path) -> Home:
 
 async def shell(ctx: ToolContext, command: str | list[str], **extra: Any) -> ToolResult:
     return await run_tool(TOOLS["shell_run"], {"command": command, **extra}, ctx)
-
-
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def kill_all(token: str) -> None:

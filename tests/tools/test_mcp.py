@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,8 @@ import pytest
 
 from kasloop import Agent, AgentConfig
 from kasloop.config.schema import McpServer
-from conftest import CLIResult, call
+from conftest import CLIResult, call, wait_until
 from mcp_servers import SCRIPT, http_server
-
-DEADLINE = 30.0
 
 
 def alive(pid: int) -> bool:
@@ -30,16 +27,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_until(condition: Callable[[], object], what: str) -> object:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling interval of a condition on real state, not a guess at a duration
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stdio_server(tmp_path: Path, *flags: str, **settings: Any) -> McpServer:
