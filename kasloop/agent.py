@@ -276,7 +276,7 @@ class Agent:
     async def approvals(self, thread_id: str | None = None) -> list[Approval]:
         """Pending approval requests, oldest first, across threads (or of one thread)."""
         async with self.sessions.open() as db:
-            return [Approval.model_validate(approval_json(r)) for r in await ApprovalStore(db).pending(thread_id)]
+            return [Approval.model_validate(dict(r)) for r in await ApprovalStore(db).pending(thread_id)]  # the record, read once as the typed shape
 
     async def decide(
         self,
